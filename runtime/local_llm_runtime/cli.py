@@ -1,0 +1,189 @@
+"""``local-llm``: an Ollama-shaped command line for the model store.
+
+User errors (bad names, missing models, offline, bad options) print one line to
+stderr and exit with status 1; usage errors exit with 2 (argparse); Ctrl-C
+exits with 130. No traceback reaches the user for any of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from local_llm_runtime import __version__
+from local_llm_runtime._format import human_age, human_size
+from local_llm_runtime.errors import LocalLLMError
+from local_llm_runtime.library import ModelLibrary
+from local_llm_runtime.options import parse_params
+
+__all__ = ["main"]
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        out.write("    ".join(cells).rstrip() + "\n")
+
+
+def _cmd_list(lib: ModelLibrary, _args: argparse.Namespace, out: TextIO) -> None:
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    for record in lib.list():
+        rows.append(
+            [
+                record.name,
+                record.digest[:12],
+                human_size(record.size),
+                human_age(record.modified_at),
+            ]
+        )
+    _table(rows, out)
+
+
+def _section(out: TextIO, title: str, items: list[tuple[str, Any]]) -> None:
+    items = [(k, v) for k, v in items if v is not None and v != ""]
+    if not items:
+        return
+    out.write(f"  {title}\n")
+    width = max(len(k) for k, _ in items)
+    for key, value in items:
+        shown = "" if value is True else value
+        out.write(f"    {key.ljust(width)}    {shown}".rstrip() + "\n")
+    out.write("\n")
+
+
+def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    info = lib.show(args.name)
+    if args.json:
+        json.dump(info, out, indent=2, default=str)
+        out.write("\n")
+        return
+    d = info["details"]
+    out.write("\n")
+    _section(
+        out,
+        "Model",
+        [
+            ("architecture", d["architecture"]),
+            ("parameters", d["parameters_human"]),
+            ("context length", d["context_length"]),
+            ("embedding length", d["embedding_length"]),
+            ("quantization", d["quantization"]),
+            ("chat template", "yes" if d["chat_template"] else "no"),
+        ],
+    )
+    _section(out, "Capabilities", [(c, True) for c in d["capabilities"]])
+    source = info["source"]
+    _section(
+        out,
+        "Source",
+        [
+            ("repository", source.get("repo_id")),
+            ("revision", source.get("revision")),
+            ("digest", info["digest"]),
+            ("size", human_size(info["size"])),
+        ]
+        + [("file", f["path"]) for f in info["files"]],
+    )
+    _section(out, "Parameters", sorted(info["parameters"].items()))
+    if info["system"]:
+        _section(out, "System", [(info["system"], True)])
+    if d["license"]:
+        _section(out, "License", [(str(d["license"]).splitlines()[0], True)])
+
+
+def _cmd_pull(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    out.write(f"pulling {args.name}\n")
+    out.flush()
+    record = lib.pull(args.name, update=args.update)
+    out.write(f"verifying sha256 digest {record.digest[:12]}\nsuccess\n")
+
+
+def _cmd_rm(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    for name in args.names:
+        record = lib.remove(name)
+        out.write(f"deleted '{record.name}'\n")
+
+
+def _cmd_cp(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    record = lib.copy(args.source, args.destination)
+    out.write(f"copied '{record.origin}' to '{record.name}'\n")
+
+
+def _cmd_create(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    params = parse_params(args.param or [])
+    record = lib.create(args.name, args.source, system=args.system, parameters=params)
+    out.write(f"created '{record.name}'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``local-llm``."""
+    parser = argparse.ArgumentParser(
+        prog="local-llm",
+        description="Local GGUF models, Ollama-style, in-process with llama.cpp.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub")
+    p.add_argument("name", help="e.g. qwen2.5:7b or hf.co/org/repo-GGUF:Q4_K_M")
+    p.add_argument("--update", action="store_true", help="check the Hub for a newer commit")
+    p.set_defaults(func=_cmd_pull)
+
+    p = sub.add_parser("list", aliases=["ls"], help="list local models")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("show", help="show a model's details (from its GGUF header)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("rm", help="remove models (files go when no other name uses them)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=_cmd_rm)
+
+    p = sub.add_parser("cp", help="copy a model to a new name")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DST")
+    p.set_defaults(func=_cmd_cp)
+
+    p = sub.add_parser("create", help="create a model from a GGUF file or another model")
+    p.add_argument("name")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE_OR_NAME")
+    p.add_argument("--system", help="default system prompt")
+    p.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="default option (repeatable)"
+    )
+    p.set_defaults(func=_cmd_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments (``sys.argv[1:]`` when omitted).
+
+    Returns:
+        The exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(ModelLibrary(), args, sys.stdout)
+    except LocalLLMError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

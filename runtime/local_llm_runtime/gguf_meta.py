@@ -1,0 +1,239 @@
+"""Read a GGUF file's header -- metadata and tensor shapes -- without loading weights.
+
+The reader maps the file and walks the key/value section and the tensor-info
+section only; tensor data is never touched, so ``show`` on a 40 GB model is as
+fast as on a tiny one. Every length read from the file is checked against the
+file size first, so a truncated or hostile file raises
+:class:`~local_llm_runtime.errors.InvalidModelFileError` instead of crashing.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local_llm_runtime.errors import InvalidModelFileError
+
+__all__ = ["FILE_TYPES", "GGUFInfo", "read_gguf_info", "summarize"]
+
+GGUF_MAGIC = b"GGUF"
+#: ``general.file_type`` values (llama.cpp's ``llama_ftype``) and their usual names.
+FILE_TYPES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+    38: "MXFP4",
+}  # fmt: skip
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
+    6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}  # fmt: skip
+_STRING, _ARRAY = 8, 9
+_KEEP_ARRAY = 64  # arrays longer than this are summarized by their length only
+_MAX_COUNT = 1 << 32
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What a GGUF header says about one file."""
+
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    """Key/value metadata; long arrays (the vocabulary) are replaced by their length."""
+    tensor_count: int
+    parameter_count: int
+    """Elements over all tensors of this file (one shard of a split model)."""
+    tensor_types: dict[int, int] = field(default_factory=dict)
+    """How many tensors use each ggml type."""
+
+
+class _Reader:
+    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+
+    def fail(self, what: str) -> InvalidModelFileError:
+        return InvalidModelFileError(
+            f"{self.path} is not a valid GGUF file ({what}); re-download it or check the path."
+        )
+
+    def take(self, size: int) -> int:
+        start = self.pos
+        if size < 0 or start + size > len(self.buf):
+            raise self.fail("truncated")
+        self.pos = start + size
+        return start
+
+    def scalar(self, kind: int) -> Any:
+        fmt, size = _SCALARS[kind]
+        return struct.unpack_from(fmt, self.buf, self.take(size))[0]
+
+    def u32(self) -> int:
+        return int(self.scalar(4))
+
+    def u64(self) -> int:
+        return int(self.scalar(10))
+
+    def string(self) -> str:
+        length = self.u64()
+        start = self.take(length)
+        return bytes(self.buf[start : start + length]).decode("utf-8", errors="replace")
+
+    def skip_string(self) -> None:
+        self.take(self.u64())
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.scalar(kind)
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item_kind = self.u32()
+            count = self.u64()
+            if count > _MAX_COUNT:
+                raise self.fail("array too long")
+            if count <= _KEEP_ARRAY:
+                return [self.value(item_kind) for _ in range(count)]
+            self.skip_values(item_kind, count)
+            return {"array_of": item_kind, "length": count}
+        raise self.fail(f"unknown value type {kind}")
+
+    def skip_values(self, kind: int, count: int) -> None:
+        if kind in _SCALARS:
+            self.take(_SCALARS[kind][1] * count)
+        elif kind == _STRING:
+            for _ in range(count):
+                self.skip_string()
+        else:
+            for _ in range(count):
+                self.value(kind)
+
+
+def read_gguf_info(path: str | Path) -> GGUFInfo:
+    """Read the header of one GGUF file.
+
+    Args:
+        path: The file (for a split model, any one shard).
+
+    Returns:
+        The metadata and tensor summary of that file.
+
+    Raises:
+        InvalidModelFileError: If the file is missing, empty, truncated or not GGUF.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            size = path.stat().st_size
+            if size < 24:
+                raise InvalidModelFileError(
+                    f"{path} is not a valid GGUF file ({size} bytes); re-download it."
+                )
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse(_Reader(buf, path))
+    except FileNotFoundError:
+        raise InvalidModelFileError(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise InvalidModelFileError(f"{path} is a directory, not a GGUF file.") from None
+    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, InvalidModelFileError):
+            raise
+        raise InvalidModelFileError(f"{path} is not a valid GGUF file ({exc}).") from None
+
+
+def _parse(reader: _Reader) -> GGUFInfo:
+    if bytes(reader.buf[:4]) != GGUF_MAGIC:
+        raise reader.fail("wrong magic bytes")
+    reader.take(4)
+    version = reader.u32()
+    if version not in (2, 3):
+        raise reader.fail(f"unsupported GGUF version {version}")
+    tensor_count = reader.u64()
+    kv_count = reader.u64()
+    if tensor_count > 1 << 24 or kv_count > 1 << 20:
+        raise reader.fail("implausible header counts")
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = reader.string()
+        metadata[key] = reader.value(reader.u32())
+    parameters = 0
+    types: dict[int, int] = {}
+    for _ in range(tensor_count):
+        reader.skip_string()
+        n_dims = reader.u32()
+        if n_dims > 8:
+            raise reader.fail("tensor with too many dimensions")
+        dims = [reader.u64() for _ in range(n_dims)]
+        kind = reader.u32()
+        reader.u64()  # offset of the data
+        parameters += math.prod(dims)
+        types[kind] = types.get(kind, 0) + 1
+    return GGUFInfo(
+        path=reader.path,
+        version=version,
+        metadata=metadata,
+        tensor_count=tensor_count,
+        parameter_count=parameters,
+        tensor_types=types,
+    )
+
+
+def _human_count(count: int) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)
+
+
+def summarize(infos: Sequence[GGUFInfo]) -> dict[str, Any]:
+    """Summarize the header(s) of a model for ``show``.
+
+    Args:
+        infos: One entry per file; several for a split model.
+
+    Returns:
+        A JSON-ready mapping: architecture, parameters, quantization, context and
+        embedding lengths, chat template presence, license and more.
+    """
+    meta = infos[0].metadata
+    arch = str(meta.get("general.architecture", "unknown"))
+    file_type = meta.get("general.file_type")
+    params = sum(info.parameter_count for info in infos)
+    template = meta.get("tokenizer.chat_template")
+    pooling = meta.get(f"{arch}.pooling_type")
+    text = template if isinstance(template, str) else ""
+    has_template = bool(text)
+    capabilities = ["embedding"] if isinstance(pooling, int) and pooling > 0 else ["completion"]
+    if "tools" in text:
+        capabilities.append("tools")
+    if "<think>" in text:
+        capabilities.append("thinking")
+    return {
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "parameters": params,
+        "parameters_human": _human_count(params),
+        "quantization": FILE_TYPES.get(file_type, f"type {file_type}")
+        if isinstance(file_type, int)
+        else None,
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": meta.get(f"{arch}.embedding_length"),
+        "block_count": meta.get(f"{arch}.block_count"),
+        "head_count": meta.get(f"{arch}.attention.head_count"),
+        "head_count_kv": meta.get(f"{arch}.attention.head_count_kv"),
+        "pooling_type": pooling,
+        "chat_template": has_template,
+        "capabilities": capabilities,
+        "license": meta.get("general.license"),
+        "gguf_version": infos[0].version,
+        "split_count": meta.get("split.count", 1 if len(infos) == 1 else len(infos)),
+    }

@@ -1,0 +1,321 @@
+"""Hugging Face Hub: pick the GGUF file(s) of a repository and fetch them, verified.
+
+Resolution lists the repository once, at a resolved commit, with file metadata
+(sizes and LFS sha256), then chooses the file(s) whose name carries the wanted
+quantization, case-insensitively: a single file if there is one, else a
+complete set of split shards (``-00001-of-00003.gguf``) from that same commit.
+
+Transfers go through ``huggingface_hub.hf_hub_download`` into the standard HF
+cache (resume on dropped connections, per-blob lock so concurrent processes
+download once, progress bars). It only checks sizes, so every file is hashed
+afterwards and a mismatch deletes the blob and raises
+:class:`~local_llm_runtime.errors.ChecksumMismatchError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import errors as hf_errors
+from tqdm.auto import tqdm
+
+from local_llm_runtime.errors import (
+    AuthenticationError,
+    ChecksumMismatchError,
+    DownloadError,
+    LocalLLMError,
+    ModelNotFoundError,
+    OfflineError,
+    QuantizationNotFoundError,
+)
+from local_llm_runtime.settings import RuntimeSettings
+
+__all__ = ["HubClient", "HubFile", "HubResolution", "select_files", "sha256_file"]
+
+logger = logging.getLogger(__name__)
+
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
+_QUANT_TOKEN = re.compile(
+    r"(?<![a-z0-9])((?:ud-)?(?:i?q\d(?:_[a-z0-9]+)*|bf16|f16|f32))(?![a-z0-9_])", re.IGNORECASE
+)
+_DOWNLOAD_ATTEMPTS = 3
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a repository at a commit."""
+
+    path: str
+    size: int
+    sha256: str | None
+    """LFS sha256 reported by the Hub (``None`` for a non-LFS file)."""
+
+
+@dataclass(frozen=True)
+class HubResolution:
+    """The file(s) a reference resolves to, pinned to a commit."""
+
+    repo_id: str
+    revision: str
+    quant: str
+    files: tuple[HubFile, ...]
+
+
+def _is_candidate(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1].lower()
+    return name.endswith(".gguf") and not name.startswith("mmproj")
+
+
+def _quant_pattern(quant: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![a-z0-9]){re.escape(quant.lower())}(?![a-z0-9_])", re.IGNORECASE)
+
+
+def available_quants(paths: Sequence[str]) -> list[str]:
+    """The quantizations that the GGUF file names of a repository mention."""
+    found = {
+        match.group(1).upper()
+        for path in paths
+        if _is_candidate(path)
+        for match in _QUANT_TOKEN.finditer(path)
+    }
+    return sorted(found)
+
+
+def select_files(paths: Sequence[str], quant: str) -> list[str]:
+    """Choose the GGUF file(s) of one quantization from a repository listing.
+
+    A single file wins over split shards; among several, the shortest path wins
+    (then alphabetical order), so the choice is deterministic. A split set is
+    used only if every shard is listed.
+
+    Args:
+        paths: Every file path in the repository.
+        quant: The quantization (``Q4_K_M``), matched case-insensitively as a
+            whole token of the file name.
+
+    Returns:
+        The chosen path(s), shards in order.
+
+    Raises:
+        QuantizationNotFoundError: If no file or complete shard set matches.
+    """
+    pattern = _quant_pattern(quant)
+    matching = [p for p in paths if _is_candidate(p) and pattern.search(p)]
+    singles = sorted((p for p in matching if not _SPLIT.match(p)), key=lambda p: (len(p), p))
+    if singles:
+        return [singles[0]]
+    groups: dict[tuple[str, int], dict[int, str]] = {}
+    for path in matching:
+        match = _SPLIT.match(path)
+        if match:
+            key = (match["prefix"], int(match["total"]))
+            groups.setdefault(key, {})[int(match["index"])] = path
+    for (_prefix, total), shards in sorted(groups.items()):
+        if total >= 1 and sorted(shards) == list(range(1, total + 1)):
+            return [shards[i] for i in range(1, total + 1)]
+    quants = available_quants(paths)
+    hint = f" Available: {', '.join(quants)}." if quants else " The repository has no GGUF files."
+    raise QuantizationNotFoundError(f"No {quant.upper()} GGUF file found.{hint}")
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a file in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _QuietTqdm(tqdm):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        return status is not None and (status >= 500 or status in (408, 429))
+    module = type(exc).__module__
+    return isinstance(exc, ConnectionError | TimeoutError) or module.startswith(
+        ("httpx", "httpcore", "requests", "urllib3")
+    )
+
+
+class HubClient:
+    """Talks to the Hub for the store: one listing per resolution, verified downloads.
+
+    Args:
+        settings: Endpoint, token, cache and offline mode (read from the environment).
+        sleep: Pause between download attempts (injectable for tests).
+    """
+
+    def __init__(
+        self, settings: RuntimeSettings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+
+    def _api(self) -> HfApi:
+        return HfApi(endpoint=self.settings.hf_endpoint, token=self._token())
+
+    def _token(self) -> str | bool:
+        # False (not None) so huggingface_hub does not fall back to a token file on disk
+        # when the environment says nothing.
+        return self.settings.token_value() or False
+
+    def _check_online(self, what: str) -> None:
+        if self.settings.hf_offline:
+            raise OfflineError(
+                f"{what} is not downloaded and HF_HUB_OFFLINE is set; "
+                "pull it while online (unset HF_HUB_OFFLINE)."
+            )
+
+    def _translate(self, exc: BaseException, repo_id: str) -> LocalLLMError:
+        if isinstance(exc, LocalLLMError):
+            return exc
+        if isinstance(exc, hf_errors.GatedRepoError):
+            return AuthenticationError(
+                f"hf.co/{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN "
+                "to a token of that account."
+            )
+        if isinstance(exc, hf_errors.RepositoryNotFoundError):
+            return ModelNotFoundError(
+                f"Repository hf.co/{repo_id} not found on the Hub; check the spelling, "
+                "or set HF_TOKEN if it is private."
+            )
+        if isinstance(exc, hf_errors.RevisionNotFoundError):
+            return ModelNotFoundError(f"The requested revision of hf.co/{repo_id} does not exist.")
+        if isinstance(exc, hf_errors.EntryNotFoundError):
+            return ModelNotFoundError(
+                f"A file of hf.co/{repo_id} vanished from the Hub; pull again."
+            )
+        if isinstance(exc, hf_errors.OfflineModeIsEnabled):
+            return OfflineError(f"hf.co/{repo_id} is not available offline; pull it while online.")
+        if isinstance(exc, hf_errors.HfHubHTTPError):
+            status = getattr(getattr(exc, "response", None), "status_code", "?")
+            if status in (401, 403):
+                return AuthenticationError(
+                    f"The Hub refused access to hf.co/{repo_id} (HTTP {status}); check HF_TOKEN."
+                )
+            return DownloadError(
+                f"The Hub answered HTTP {status} for hf.co/{repo_id}; try again later."
+            )
+        return DownloadError(
+            f"Could not reach {self.settings.hf_endpoint} for hf.co/{repo_id} "
+            f"({type(exc).__name__}); check your connection or HF_ENDPOINT."
+        )
+
+    def resolve(self, repo_id: str, quant: str, revision: str = "main") -> HubResolution:
+        """List a repository once and choose the file(s) of a quantization.
+
+        Args:
+            repo_id: ``org/repo``.
+            quant: Quantization to select (``Q4_K_M``).
+            revision: Branch, tag or commit to resolve.
+
+        Returns:
+            The chosen file(s), pinned to the commit the listing came from.
+        """
+        self._check_online(f"hf.co/{repo_id}")
+        try:
+            info = self._api().model_info(repo_id, revision=revision, files_metadata=True)
+        except Exception as exc:
+            raise self._translate(exc, repo_id) from None
+        if not info.sha:
+            raise DownloadError(f"The Hub returned no commit for hf.co/{repo_id}; try again later.")
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        try:
+            chosen = select_files(list(siblings), quant)
+        except QuantizationNotFoundError as exc:
+            raise QuantizationNotFoundError(f"hf.co/{repo_id}: {exc}") from None
+        files = []
+        for path in chosen:
+            sibling = siblings[path]
+            sha = sibling.lfs.sha256 if sibling.lfs else None
+            size = sibling.lfs.size if sibling.lfs else sibling.size
+            files.append(HubFile(path=path, size=int(size or 0), sha256=sha))
+        return HubResolution(repo_id=repo_id, revision=info.sha, quant=quant, files=tuple(files))
+
+    def download(self, resolution: HubResolution) -> list[tuple[HubFile, Path, str]]:
+        """Fetch every file of a resolution into the HF cache and verify it.
+
+        Args:
+            resolution: What :meth:`resolve` chose.
+
+        Returns:
+            For each file: its listing entry, its snapshot path and its sha256.
+
+        Raises:
+            ChecksumMismatchError: If a file's content does not match the Hub's sha256
+                (the bad blob is deleted first).
+            DownloadError: If the transfer fails after retries.
+        """
+        self._check_online(f"hf.co/{resolution.repo_id}")
+        out = []
+        for file in resolution.files:
+            path = self._download_one(resolution, file)
+            out.append((file, path, self._verify(resolution, file, path)))
+        return out
+
+    def _download_one(self, resolution: HubResolution, file: HubFile) -> Path:
+        tqdm_class = None if self.settings.progress_bars else _QuietTqdm
+        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+            try:
+                return Path(
+                    hf_hub_download(
+                        resolution.repo_id,
+                        file.path,
+                        revision=resolution.revision,
+                        cache_dir=self.settings.hf_cache,
+                        endpoint=self.settings.hf_endpoint,
+                        token=self._token(),
+                        tqdm_class=tqdm_class,
+                    )
+                )
+            except Exception as exc:
+                consistency = isinstance(exc, OSError) and "Consistency check" in str(exc)
+                if attempt < _DOWNLOAD_ATTEMPTS and (_is_transient(exc) or consistency):
+                    logger.warning(
+                        "Download of %s failed (%s); retrying (%d/%d).",
+                        file.path,
+                        type(exc).__name__,
+                        attempt,
+                        _DOWNLOAD_ATTEMPTS - 1,
+                    )
+                    self._sleep(float(attempt))
+                    continue
+                raise self._translate(exc, resolution.repo_id) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _verify(self, resolution: HubResolution, file: HubFile, path: Path) -> str:
+        actual = sha256_file(path)
+        expected = file.sha256
+        if expected is None:
+            # Not an LFS file: the blob is named by its git hash; keep what we read.
+            return actual
+        if actual != expected.lower():
+            blob = path.resolve()
+            for victim in (path, blob):
+                with contextlib.suppress(OSError):
+                    os.unlink(victim)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+            raise ChecksumMismatchError(
+                f"{file.path} from hf.co/{resolution.repo_id} is corrupt "
+                f"(sha256 {actual[:12]}..., expected {expected[:12]}...); "
+                "it was deleted, pull again."
+            )
+        return actual

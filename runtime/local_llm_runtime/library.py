@@ -1,0 +1,453 @@
+"""Model management: resolve, pull, list, show, remove, copy and create.
+
+:class:`ModelLibrary` ties together names (:mod:`.names`), the catalog, the Hub
+client and the store. Resolution order for a name is: the local store (names
+the user pulled, copied or created), then the catalog, then -- for
+``hf.co/...`` -- the Hub itself. A name that was pulled resolves from the store
+with no network at all: its repository, commit, files and hashes are recorded
+at pull time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local_llm_runtime import catalog
+from local_llm_runtime.errors import (
+    InvalidModelFileError,
+    InvalidModelNameError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StoreError,
+)
+from local_llm_runtime.gguf_meta import read_gguf_info, summarize
+from local_llm_runtime.hub import HubClient
+from local_llm_runtime.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
+from local_llm_runtime.options import validate_options
+from local_llm_runtime.settings import RuntimeSettings
+from local_llm_runtime.store import (
+    FileRecord,
+    Manifest,
+    ModelRecord,
+    Store,
+    import_blob,
+    now,
+    store_key,
+)
+
+__all__ = ["LocalModel", "ModelLibrary"]
+
+DEFAULT_QUANT = "Q4_K_M"
+_SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model whose files are on disk, ready for llama.cpp."""
+
+    name: str
+    """The name it was resolved from."""
+    paths: tuple[Path, ...]
+    """The GGUF file(s), shards in order; llama.cpp opens the first."""
+    size: int
+    """Total bytes."""
+    sha256: str | None = None
+    """Hash of the first file when known (always, for stored models)."""
+    embedding: bool = False
+    """Whether this is an embedding model."""
+    system: str | None = None
+    """Default system prompt bound by ``create``."""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """Default options bound by ``create``."""
+    record: ModelRecord | None = None
+    """The store record, or ``None`` for a plain file path."""
+
+    @property
+    def path(self) -> Path:
+        """The file to hand to llama.cpp."""
+        return self.paths[0]
+
+
+def _shards_of(path: Path) -> list[Path]:
+    match = _SHARD.match(path.name)
+    if not match:
+        return [path]
+    total = int(match["total"])
+    shards = [
+        path.with_name(f"{match['prefix']}-{i:05d}-of-{match['total']}.gguf")
+        for i in range(1, total + 1)
+    ]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise InvalidModelFileError(
+            f"Split model {path.name} is incomplete: missing {', '.join(missing)}."
+        )
+    return shards
+
+
+class ModelLibrary:
+    """The model store seen through names.
+
+    Args:
+        settings: Where things live and how to reach the Hub; read from the
+            environment when omitted.
+        hub: The Hub client (injectable for tests).
+    """
+
+    def __init__(
+        self, settings: RuntimeSettings | None = None, *, hub: HubClient | None = None
+    ) -> None:
+        self.settings = settings if settings is not None else RuntimeSettings.from_env()
+        self.store = Store(self.settings)
+        self.hub = hub if hub is not None else HubClient(self.settings)
+
+    # ---- names -------------------------------------------------------------
+
+    @staticmethod
+    def _stored_name(ref: OllamaName | HubRef) -> str:
+        if isinstance(ref, HubRef):
+            return ref.with_quant(ref.quant or DEFAULT_QUANT).key
+        return ref.key
+
+    def _names(self) -> list[str]:
+        return [record.name for record in self.store.read().models.values()]
+
+    def _parse_stored(self, text: str) -> OllamaName | HubRef:
+        ref = parse_ref(text)
+        if isinstance(ref, FileRef):
+            raise InvalidModelNameError(
+                f"{text!r} is a file path; give the name of a model in the store "
+                "(see 'local-llm list')."
+            )
+        return ref
+
+    def _record_or_raise(self, ref: OllamaName | HubRef, hint: str) -> ModelRecord:
+        name = self._stored_name(ref)
+        record = self.store.get(name)
+        if record is not None:
+            return record
+        known = self._names()
+        if isinstance(ref, HubRef) or catalog.lookup(ref) is not None:
+            raise ModelNotFoundError(f"Model '{name}' is not pulled; {hint}")
+        suggestions = catalog.suggest(name, known)
+        raise ModelNotFoundError(
+            f"Model '{name}' not found in the store; run 'local-llm list' to see local models.",
+            suggestions,
+        )
+
+    # ---- resolve -----------------------------------------------------------
+
+    def resolve(self, text: str, *, pull: bool = True) -> LocalModel:
+        """Turn any reference into files on disk, pulling them if needed.
+
+        Args:
+            text: A model reference (see :mod:`local_llm_runtime.names`).
+            pull: Download a catalog or Hub model that is not in the store yet
+                (like ``ollama run``). With ``False`` such a model raises.
+
+        Returns:
+            The local model.
+        """
+        ref = parse_ref(text)
+        if isinstance(ref, FileRef):
+            return self._local_file(ref)
+        record = self.store.get(self._stored_name(ref))
+        if record is not None and self.store.present(record):
+            return self._local(record)
+        if not pull:
+            self._record_or_raise(ref, f"run 'local-llm pull {self._stored_name(ref)}' first.")
+            raise ModelNotFoundError(
+                f"The files of '{self._stored_name(ref)}' are missing; "
+                f"run 'local-llm pull {self._stored_name(ref)}'."
+            )
+        return self._local(self.pull(text))
+
+    def _local(self, record: ModelRecord) -> LocalModel:
+        return LocalModel(
+            name=record.name,
+            paths=tuple(self.store.paths(record)),
+            size=record.size,
+            sha256=record.digest,
+            embedding=record.embedding,
+            system=record.system,
+            parameters=dict(record.parameters),
+            record=record,
+        )
+
+    @staticmethod
+    def _local_file(ref: FileRef) -> LocalModel:
+        path = ref.path
+        if not path.is_file():
+            raise ModelNotFoundError(f"No such model file: {path}.")
+        shards = _shards_of(path.resolve())
+        read_gguf_info(shards[0])  # reject non-GGUF files before llama.cpp sees them
+        return LocalModel(
+            name=str(ref.path),
+            paths=tuple(shards),
+            size=sum(s.stat().st_size for s in shards),
+        )
+
+    # ---- pull --------------------------------------------------------------
+
+    def _hub_source(self, ref: OllamaName | HubRef) -> tuple[str, str, bool]:
+        """(repo, quant, embedding) for a reference that is not in the store."""
+        if isinstance(ref, HubRef):
+            return ref.repo_id, ref.quant or DEFAULT_QUANT, False
+        entry = catalog.lookup(ref)
+        if entry is None:
+            raise catalog.not_found(ref, self._names())
+        return entry.repo_id, entry.quant, entry.embedding
+
+    def pull(self, text: str, *, update: bool = False) -> ModelRecord:
+        """Download a model into the HF cache, verify it and record its name.
+
+        A name already in the store with its files present is returned as is,
+        with no network request: names are pinned to the commit they were
+        pulled at. ``update=True`` re-resolves the repository's latest commit.
+
+        Args:
+            text: A catalog name or an ``hf.co/`` reference (or a stored name).
+            update: Check the Hub for a newer commit even if the files are here.
+
+        Returns:
+            The store record.
+        """
+        ref = self._parse_stored(text)
+        name = self._stored_name(ref)
+        existing = self.store.get(name)
+        if existing is not None and not update and self.store.present(existing):
+            return existing
+        if existing is not None and existing.source == "file":
+            if self.store.present(existing):
+                return existing
+            raise StoreError(
+                f"The imported file of '{name}' is missing from {self.store.blobs_dir}; "
+                f"create '{name}' again from its GGUF file."
+            )
+        if existing is not None and existing.repo_id and existing.quant:
+            repo_id, quant, embedding = existing.repo_id, existing.quant, existing.embedding
+            revision = "main" if update else (existing.revision or "main")
+        else:
+            repo_id, quant, embedding = self._hub_source(ref)
+            revision = "main"
+        resolution = self.hub.resolve(repo_id, quant, revision)
+        fetched = self.hub.download(resolution)
+        files = [
+            FileRecord(sha256=sha, size=path.stat().st_size, repo_path=file.path)
+            for file, path, sha in fetched
+        ]
+        with self.store.transaction() as manifest:
+            previous = manifest.models.get(store_key(name))
+            record = ModelRecord(
+                name=previous.name if previous else name,
+                source="hub",
+                files=files,
+                repo_id=repo_id,
+                revision=resolution.revision,
+                quant=quant,
+                origin=previous.origin if previous else name,
+                embedding=embedding,
+                system=previous.system if previous else None,
+                parameters=dict(previous.parameters) if previous else {},
+                modified_at=now(),
+            )
+            manifest.models[store_key(name)] = record
+            if previous is not None:
+                self._collect_garbage(manifest, [previous])
+        return record
+
+    # ---- list / show -------------------------------------------------------
+
+    def list(self) -> list[ModelRecord]:
+        """Every model in the store, most recently modified first."""
+        records = list(self.store.read().models.values())
+        return sorted(records, key=lambda r: r.modified_at, reverse=True)
+
+    def show(self, text: str) -> dict[str, Any]:
+        """Describe a local model from its GGUF header(s), without loading weights.
+
+        Args:
+            text: A stored name or a ``.gguf`` path.
+
+        Returns:
+            A JSON-ready mapping: ``name``, ``details`` (architecture, parameters,
+            quantization, context and embedding length, chat template, license,
+            capabilities), ``files``, ``source``, ``system`` and ``parameters``.
+        """
+        model = self.resolve(text, pull=False)
+        details = summarize([read_gguf_info(path) for path in model.paths])
+        if model.embedding and "embedding" not in details["capabilities"]:
+            details["capabilities"] = ["embedding"]
+        record = model.record
+        files = [
+            {"path": str(path), "size": path.stat().st_size, "sha256": f.sha256 if f else None}
+            for path, f in zip(
+                model.paths, record.files if record else [None] * len(model.paths), strict=True
+            )
+        ]
+        source: dict[str, Any] = {"kind": "file"}
+        if record is not None and record.source == "hub":
+            source = {
+                "kind": "hub",
+                "repo_id": record.repo_id,
+                "revision": record.revision,
+                "quant": record.quant,
+            }
+        elif record is not None:
+            source = {"kind": "imported"}
+        return {
+            "name": model.name,
+            "digest": model.sha256,
+            "size": model.size,
+            "modified_at": record.modified_at.isoformat() if record else None,
+            "origin": record.origin if record else None,
+            "details": details,
+            "files": files,
+            "source": source,
+            "system": model.system,
+            "parameters": dict(model.parameters),
+        }
+
+    # ---- rm / cp / create --------------------------------------------------
+
+    def remove(self, text: str) -> ModelRecord:
+        """Delete a name; its files go only when no other name uses them.
+
+        Args:
+            text: A stored name.
+
+        Returns:
+            The record that was removed.
+        """
+        ref = self._parse_stored(text)
+        with self.store.transaction() as manifest:
+            record = manifest.models.pop(store_key(self._stored_name(ref)), None)
+            if record is None:
+                raise ModelNotFoundError(
+                    f"Model '{self._stored_name(ref)}' is not in the store.",
+                    difflib.get_close_matches(
+                        self._stored_name(ref), [r.name for r in manifest.models.values()], n=3
+                    ),
+                )
+            self._collect_garbage(manifest, [record])
+        return record
+
+    def copy(self, source: str, destination: str) -> ModelRecord:
+        """Give a stored model a second name (files are shared, not copied).
+
+        Args:
+            source: A stored name.
+            destination: A new Ollama-style name.
+
+        Returns:
+            The new record.
+        """
+        src_ref = self._parse_stored(source)
+        dst = parse_name(destination)
+        with self.store.transaction() as manifest:
+            record = manifest.models.get(store_key(self._stored_name(src_ref)))
+            if record is None:
+                record = self._record_or_raise(
+                    src_ref, f"run 'local-llm pull {self._stored_name(src_ref)}' first."
+                )
+            if store_key(dst.key) in manifest.models:
+                raise ModelExistsError(
+                    f"Model '{dst.key}' already exists; remove it first "
+                    f"with 'local-llm rm {dst.key}'."
+                )
+            copied = record.model_copy(
+                update={"name": dst.key, "origin": record.name, "modified_at": now()}
+            )
+            manifest.models[store_key(dst.key)] = copied
+        return copied
+
+    def create(
+        self,
+        name: str,
+        source: str,
+        *,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Create (or replace) a named model from a GGUF file or another model.
+
+        Like an Ollama Modelfile with ``FROM``, ``SYSTEM`` and ``PARAMETER``: the
+        new name carries a default system prompt and default options. A local
+        file is imported into the store (copied, sha256 recorded).
+
+        Args:
+            name: The new Ollama-style name.
+            source: A ``.gguf`` path, or a stored/catalog/Hub name.
+            system: Default system prompt; inherited from ``source`` when omitted.
+            parameters: Default options (Ollama names); merged over ``source``'s.
+
+        Returns:
+            The new record.
+        """
+        target = parse_name(name)
+        src_ref = parse_ref(source)
+        params = validate_options(parameters or {})
+        base: ModelRecord | None
+        if isinstance(src_ref, FileRef):
+            base = self._import(src_ref)
+        else:
+            base = self.store.get(self._stored_name(src_ref))
+            if base is None or not self.store.present(base):
+                base = self.pull(source)
+        record = base.model_copy(
+            update={
+                "name": target.key,
+                "origin": base.origin if isinstance(src_ref, FileRef) else base.name,
+                "system": system if system is not None else base.system,
+                "parameters": {**base.parameters, **params},
+                "modified_at": now(),
+            }
+        )
+        with self.store.transaction() as manifest:
+            previous = manifest.models.get(store_key(target.key))
+            manifest.models[store_key(target.key)] = record
+            if previous is not None:
+                self._collect_garbage(manifest, [previous])
+        return record
+
+    def _import(self, ref: FileRef) -> ModelRecord:
+        path = ref.path
+        if not path.is_file():
+            raise ModelNotFoundError(f"No such model file: {path}.")
+        shards = _shards_of(path.resolve())
+        infos = [read_gguf_info(shard) for shard in shards]
+        files = [import_blob(self.store, shard) for shard in shards]
+        pooling = summarize(infos)["pooling_type"]
+        return ModelRecord(
+            name=str(path),
+            source="file",
+            files=files,
+            origin=str(path.resolve()),
+            embedding=isinstance(pooling, int) and pooling > 0,
+        )
+
+    def _collect_garbage(self, manifest: Manifest, dropped: Iterable[ModelRecord]) -> None:
+        """Delete the files of dropped records that no remaining record uses."""
+        remaining = [p for r in manifest.models.values() for p in self.store.paths(r)]
+        keep = set(remaining)
+        keep_real = {os.path.realpath(p) for p in remaining}
+        for record in dropped:
+            for path in self.store.paths(record):
+                if path in keep:
+                    continue
+                real = os.path.realpath(path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                if record.source == "hub":
+                    if real not in keep_real:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(real)
+                    with contextlib.suppress(OSError):
+                        path.parent.rmdir()

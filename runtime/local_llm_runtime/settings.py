@@ -1,0 +1,166 @@
+"""The one place where environment variables become typed settings.
+
+Settings are read when :meth:`RuntimeSettings.from_env` is called, not at import
+time, so a test (or an application) can change the environment and see the new
+values. Hugging Face variables are read here too and handed to
+``huggingface_hub`` explicitly, because the library itself freezes them when it
+is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from local_llm_runtime.errors import InvalidOptionError
+
+__all__ = ["DEFAULT_HF_ENDPOINT", "RuntimeSettings", "parse_duration"]
+
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse an Ollama-style duration into seconds.
+
+    Accepts numbers (seconds) and Go-style strings such as ``"5m"``, ``"1h30m"``,
+    ``"250ms"``, ``"0"`` or ``"-1"``. A negative value means "forever".
+
+    Args:
+        value: The duration to parse.
+
+    Returns:
+        The duration in seconds (negative for "forever").
+
+    Raises:
+        InvalidOptionError: If the value is not a duration.
+    """
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"Invalid duration {value!r}: use seconds or a string like '5m'.")
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidOptionError(
+            f"Invalid duration {value!r}: use seconds or a string like '5m', '1h' or '-1'."
+        )
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def _is_true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidOptionError(f"{name}={raw!r} is not an integer.") from None
+    if value < 1:
+        raise InvalidOptionError(f"{name}={raw!r} must be at least 1.")
+    return value
+
+
+class RuntimeSettings(BaseModel):
+    """Typed view of the environment the runtime depends on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    """Runtime state: the model store (names, aliases, custom models) and imported
+    files. ``LOCAL_LLM_HOME``; defaults to the user's data directory."""
+
+    keep_alive: float = 300.0
+    """Seconds a loaded model stays in memory after its last request
+    (``LOCAL_LLM_KEEP_ALIVE``; ``0`` unloads at once, negative keeps it forever)."""
+
+    max_loaded_models: int = Field(default=3, ge=1)
+    """How many models may be loaded at once before the least recently used idle
+    one is unloaded (``LOCAL_LLM_MAX_LOADED_MODELS``)."""
+
+    num_parallel: int = Field(default=1, ge=1)
+    """Requests served at once per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
+
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    """Base URL of the Hugging Face Hub (``HF_ENDPOINT``)."""
+
+    hf_offline: bool = False
+    """Never touch the network (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+
+    hf_token: SecretStr | None = None
+    """Token for gated or private repositories (``HF_TOKEN``); never printed."""
+
+    hf_cache: Path
+    """The standard Hugging Face cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``)."""
+
+    progress_bars: bool = True
+    """Show download progress (off when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
+        """Read the settings from environment variables.
+
+        Args:
+            env: The environment to read; ``os.environ`` when omitted.
+
+        Returns:
+            The settings.
+        """
+        env = os.environ if env is None else env
+        home_raw = env.get("LOCAL_LLM_HOME")
+        home = (
+            Path(home_raw).expanduser()
+            if home_raw
+            else Path(platformdirs.user_data_dir("local-llm", appauthor=False))
+        )
+        hf_cache_raw = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+        if hf_cache_raw:
+            hf_cache = Path(hf_cache_raw).expanduser()
+        else:
+            hf_home = env.get("HF_HOME")
+            if hf_home:
+                base = Path(hf_home).expanduser()
+            else:
+                xdg = env.get("XDG_CACHE_HOME")
+                base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
+            hf_cache = base / "hub"
+        token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
+        keep_alive_raw = env.get("LOCAL_LLM_KEEP_ALIVE")
+        keep_alive = 300.0
+        if keep_alive_raw:
+            try:
+                keep_alive = parse_duration(keep_alive_raw)
+            except InvalidOptionError as exc:
+                raise InvalidOptionError(f"LOCAL_LLM_KEEP_ALIVE: {exc}") from None
+        progress_raw = env.get("HF_HUB_DISABLE_PROGRESS_BARS")
+        return cls(
+            home=home,
+            keep_alive=keep_alive,
+            max_loaded_models=_positive_int(env, "LOCAL_LLM_MAX_LOADED_MODELS", 3),
+            num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
+            hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
+            hf_offline=_is_true(env.get("HF_HUB_OFFLINE"))
+            or _is_true(env.get("TRANSFORMERS_OFFLINE")),
+            hf_token=SecretStr(token) if token else None,
+            hf_cache=hf_cache,
+            progress_bars=not _is_true(progress_raw),
+        )
+
+    def token_value(self) -> str | None:
+        """Return the raw token for an HTTP call (never log the result)."""
+        return self.hf_token.get_secret_value() if self.hf_token else None

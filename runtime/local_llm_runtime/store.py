@@ -1,0 +1,261 @@
+"""The local model store: one JSON manifest of names, written atomically.
+
+The manifest (``$LOCAL_LLM_HOME/models.json``) maps each normalized name to a
+:class:`ModelRecord`: where its files come from (a Hub repository at a pinned
+commit, or a file imported into ``$LOCAL_LLM_HOME/blobs``), their sha256 and
+sizes, and the defaults bound by ``create`` (system prompt, options).
+
+Names are keys inside the manifest, never paths: imported files are stored as
+``blobs/sha256-<hex>`` and Hub files stay in the standard Hugging Face cache.
+Every read-modify-write runs under an inter-process file lock, and the new
+manifest replaces the old one with an atomic rename, so concurrent CLI
+processes cannot corrupt it and a crash mid-write leaves the previous state.
+Reading never creates anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, Field, ValidationError
+
+from local_llm_runtime.errors import StoreError
+from local_llm_runtime.settings import RuntimeSettings
+
+__all__ = ["FileRecord", "Manifest", "ModelRecord", "Store", "hub_snapshot_path"]
+
+MANIFEST_VERSION = 1
+_LOCK_TIMEOUT_S = 120.0
+
+
+class FileRecord(BaseModel):
+    """One file of a model (several for a split GGUF, in shard order)."""
+
+    sha256: str
+    """Lower-case hex sha256 of the file's content, verified when it was stored."""
+    size: int
+    """Size in bytes."""
+    repo_path: str | None = None
+    """Path inside the Hub repository; ``None`` for an imported file."""
+
+
+class ModelRecord(BaseModel):
+    """What the store knows about one name."""
+
+    name: str
+    """The name as displayed (``qwen2.5:7b``, ``hf.co/Org/Repo-GGUF:Q4_K_M``)."""
+    source: Literal["hub", "file"]
+    """Where the files live: the Hugging Face cache or ``$LOCAL_LLM_HOME/blobs``."""
+    files: list[FileRecord]
+    """The GGUF file(s); the first one is what llama.cpp opens."""
+    repo_id: str | None = None
+    """Hub repository the files were pulled from."""
+    revision: str | None = None
+    """Commit the files were pulled at (pinned: resolution needs no network)."""
+    quant: str | None = None
+    """Quantization requested when pulling."""
+    origin: str | None = None
+    """The reference this record was pulled, copied or created from."""
+    embedding: bool = False
+    """Whether the model is an embedding model (from the catalog)."""
+    system: str | None = None
+    """Default system prompt bound by ``create --system``."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Default options bound by ``create --param``."""
+    modified_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    """When the record was last written."""
+
+    @property
+    def digest(self) -> str:
+        """The sha256 of the first file: the model's identity."""
+        return self.files[0].sha256
+
+    @property
+    def size(self) -> int:
+        """Total size of the files in bytes."""
+        return sum(f.size for f in self.files)
+
+
+class Manifest(BaseModel):
+    """The whole store: a versioned mapping of lower-cased names to records."""
+
+    version: int = MANIFEST_VERSION
+    models: dict[str, ModelRecord] = Field(default_factory=dict)
+
+
+def store_key(name: str) -> str:
+    """The manifest key for a display name (names compare case-insensitively)."""
+    return name.lower()
+
+
+def hub_snapshot_path(cache: Path, repo_id: str, revision: str, repo_path: str) -> Path:
+    """Where ``huggingface_hub`` puts a file of a repository at a commit."""
+    folder = "models--" + repo_id.replace("/", "--")
+    return cache / folder / "snapshots" / revision / Path(*repo_path.split("/"))
+
+
+class Store:
+    """Reads and writes the manifest and imported blobs under ``LOCAL_LLM_HOME``."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.manifest_path = self.home / "models.json"
+        self.blobs_dir = self.home / "blobs"
+        self._lock_path = self.home / ".models.lock"
+
+    def read(self) -> Manifest:
+        """Read the manifest (an empty one if the store does not exist yet)."""
+        try:
+            text = self.manifest_path.read_text("utf-8")
+        except FileNotFoundError:
+            return Manifest()
+        except OSError as exc:
+            raise StoreError(f"Cannot read {self.manifest_path}: {exc.strerror}.") from None
+        try:
+            return Manifest.model_validate(json.loads(text))
+        except (ValueError, ValidationError):
+            raise StoreError(
+                f"{self.manifest_path} is damaged; move it aside and pull your models again."
+            ) from None
+
+    def get(self, name: str) -> ModelRecord | None:
+        """Look a name up (case-insensitively)."""
+        return self.read().models.get(store_key(name))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Manifest]:
+        """Lock the store, yield the manifest for changes, then write it atomically.
+
+        If the body raises, nothing is written.
+        """
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self._lock_path), timeout=_LOCK_TIMEOUT_S)
+            lock.acquire()
+        except Timeout:
+            raise StoreError(
+                f"The model store {self.home} is locked by another process; try again."
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"Cannot write the model store {self.home}: {exc.strerror}.") from None
+        try:
+            manifest = self.read()
+            yield manifest
+            self._write(manifest)
+        finally:
+            lock.release()
+
+    def _write(self, manifest: Manifest) -> None:
+        data = manifest.model_dump_json(indent=2).encode("utf-8")
+        self._atomic_write(self.manifest_path, data)
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where an imported file with this hash lives."""
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise StoreError(f"Invalid sha256 {sha256!r} in the model store.")
+        return self.blobs_dir / f"sha256-{sha256}"
+
+    def file_path(self, record: ModelRecord, file: FileRecord) -> Path:
+        """The on-disk path of one file of a record."""
+        if record.source == "hub":
+            if record.repo_id is None or record.revision is None or file.repo_path is None:
+                raise StoreError(f"The record of '{record.name}' is incomplete; pull it again.")
+            return hub_snapshot_path(
+                self.settings.hf_cache, record.repo_id, record.revision, file.repo_path
+            )
+        return self.blob_path(file.sha256)
+
+    def paths(self, record: ModelRecord) -> list[Path]:
+        """The on-disk paths of every file of a record, in shard order."""
+        return [self.file_path(record, f) for f in record.files]
+
+    def present(self, record: ModelRecord) -> bool:
+        """Whether every file of a record is on disk with the recorded size."""
+        for path, file in zip(self.paths(record), record.files, strict=True):
+            try:
+                if path.stat().st_size != file.size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+
+def _hash_copy(src: Path, dst_dir: Path) -> tuple[str, int, Path]:
+    """Copy ``src`` into a temp file in ``dst_dir`` while hashing it."""
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(prefix=".import.", suffix=".tmp", dir=dst_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as handle:
+            while chunk := handle.read(8 * 1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return digest.hexdigest(), size, Path(tmp)
+
+
+def import_blob(store: Store, src: Path) -> FileRecord:
+    """Copy a local file into the store's blobs, named by its sha256.
+
+    The copy is hashed as it is written and renamed into place atomically; an
+    existing blob with the same hash is reused.
+
+    Args:
+        store: The store to import into.
+        src: The file to import.
+
+    Returns:
+        The record of the imported file.
+    """
+    try:
+        store.blobs_dir.mkdir(parents=True, exist_ok=True)
+        sha, size, tmp = _hash_copy(src, store.blobs_dir)
+        target = store.blob_path(sha)
+        if target.exists() and target.stat().st_size == size:
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise StoreError(f"Cannot import {src} into {store.blobs_dir}: {exc.strerror}.") from None
+    return FileRecord(sha256=sha, size=size)
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(timezone.utc)
