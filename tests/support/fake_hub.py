@@ -107,9 +107,12 @@ class FakeHub:
                 fake_files[path] = FakeFile(
                     path, content.stat().st_size, _sha256_of(content), source=content
                 )
-        commit = commit or hashlib.sha1(
-            (repo_id + "".join(sorted(f.sha256 for f in fake_files.values()))).encode()
-        ).hexdigest()
+        commit = (
+            commit
+            or hashlib.sha1(
+                (repo_id + "".join(sorted(f.sha256 for f in fake_files.values()))).encode()
+            ).hexdigest()
+        )
         self.repos[repo_id.lower()] = FakeRepo(repo_id, commit, fake_files, gated_token)
         return commit
 
@@ -185,12 +188,14 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeHub
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     # ---- helpers -----------------------------------------------------------
 
-    def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self, status: int, payload: object, headers: dict[str, str] | None = None
+    ) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -202,7 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str) -> None:
-        self._send_json(status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})
+        self._send_json(
+            status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message}
+        )
 
     def _repo(self, repo_id: str) -> FakeRepo | None:
         repo = self.fake.repos.get(repo_id.lower())
@@ -342,4 +349,3 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = expected - (time.monotonic() - began)
                 if delay > 0:
                     time.sleep(delay)
-

@@ -29,11 +29,28 @@ def write_tiny_gguf(
     n_ctx: int = 2048,
     chat_template: str | None = CHATML_TEMPLATE,
     name: str = "tiny-llama",
+    split_max_tensors: int = 0,
 ) -> Path:
+    """Write the model to ``path`` and return it.
+
+    With ``split_max_tensors`` the model is written as split shards
+    (``{stem}-00001-of-0000N.gguf``) and the first shard's path is returned.
+    """
     import gguf
 
     rng = np.random.default_rng(seed)
-    words = ["▁the", "▁a", "▁is", "▁hello", "▁world", "▁and", "▁of", "▁to", "<|im_start|>", "<|im_end|>"]
+    words = [
+        "▁the",
+        "▁a",
+        "▁is",
+        "▁hello",
+        "▁world",
+        "▁and",
+        "▁of",
+        "▁to",
+        "<|im_start|>",
+        "<|im_end|>",
+    ]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁"]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + letters + words
     types = [2, 3, 3] + [6] * 256 + [1] * (len(letters) + len(words) - 2) + [3, 3]
@@ -42,7 +59,7 @@ def write_tiny_gguf(
     n_ff = n_embd * 2
     n_head = 4
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     writer.add_name(name)
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
@@ -83,4 +100,6 @@ def write_tiny_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     return path
