@@ -26,4 +26,4 @@ def human_age(moment: datetime, now: datetime | None = None) -> str:
         if seconds >= length:
             count = seconds // length
             return f"{count} {unit}{'s' if count != 1 else ''} ago"
-    return "Less than a minute ago" if seconds >= 1 else "Just now"
+    return "Less than a minute ago"

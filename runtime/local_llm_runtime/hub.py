@@ -138,10 +138,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _QuietTqdm(tqdm):  # type: ignore[type-arg]
+class _Progress(tqdm):  # type: ignore[type-arg]
+    """Bytes, rate and ETA on stderr; on or off by our settings, not by import-time env."""
+
+    enabled = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["disable"] = True
+        kwargs["disable"] = not self.enabled
+        kwargs.setdefault("dynamic_ncols", True)
         super().__init__(*args, **kwargs)
+
+
+class _QuietProgress(_Progress):
+    enabled = False
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -271,7 +280,7 @@ class HubClient:
         return out
 
     def _download_one(self, resolution: HubResolution, file: HubFile) -> Path:
-        tqdm_class = None if self.settings.progress_bars else _QuietTqdm
+        tqdm_class = _Progress if self.settings.progress_bars else _QuietProgress
         for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
             try:
                 return Path(

@@ -151,7 +151,13 @@ class Store:
         try:
             manifest = self.read()
             yield manifest
-            self._write(manifest)
+            try:
+                self._write(manifest)
+            except OSError as exc:
+                raise StoreError(
+                    f"Cannot write {self.manifest_path}: {exc.strerror or exc}; "
+                    "the previous state is kept."
+                ) from None
         finally:
             lock.release()
 

@@ -239,7 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
-        self.fake.record(Request(self.command, path, dict(self.headers.items())))
+        self.fake.record(
+            Request(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+        )
         if match := _API.match(path):
             self._api(match["repo"], match["kind"], match["rev"])
         elif match := _RESOLVE.match(path):

@@ -1,0 +1,7 @@
+"""``python -m local_llm_runtime`` runs the ``local-llm`` CLI."""
+
+import sys
+
+from local_llm_runtime.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""Packaging contract: import boundaries and the pinned public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import local_llm_runtime
+
+
+def _fresh(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return result.stdout.strip()
+
+
+def test_runtime_imports_no_framework() -> None:
+    out = _fresh(
+        "import sys, local_llm_runtime, local_llm_runtime.cli, local_llm_runtime.library;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('langchain_core', 'langchain', 'llama_index', 'local_llm_integrations')))"
+    )
+    assert out == "[]"
+
+
+def test_integrations_package_imports_without_frameworks() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('langchain_core', 'llama_index'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import local_llm_integrations\n"
+        "print('ok')\n"
+    )
+    assert _fresh(code) == "ok"
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(local_llm_runtime.__all__) == sorted(
+        [
+            "AuthenticationError", "ChecksumMismatchError", "DownloadError", "FileRef", "HubRef",
+            "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
+            "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary",
+            "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
+            "QuantizationNotFoundError", "RuntimeSettings", "StoreError", "__version__",
+            "copy", "create", "list_models", "parse_ref", "pull", "remove", "resolve", "show",
+        ]
+    )  # fmt: skip
+    for name in local_llm_runtime.__all__:
+        assert hasattr(local_llm_runtime, name), name
+
+
+def test_errors_inherit_matching_builtins() -> None:
+    from local_llm_runtime import errors as e
+
+    pairs = [
+        (e.InvalidModelNameError, ValueError), (e.ModelNotFoundError, LookupError),
+        (e.ModelExistsError, FileExistsError), (e.InvalidOptionError, ValueError),
+        (e.InvalidModelFileError, ValueError), (e.DownloadError, ConnectionError),
+        (e.OfflineError, ConnectionError), (e.AuthenticationError, PermissionError),
+        (e.ChecksumMismatchError, ValueError), (e.StoreError, OSError),
+    ]  # fmt: skip
+    for error, builtin in pairs:
+        assert issubclass(error, e.LocalLLMError)
+        assert issubclass(error, builtin)
+
+
+def test_cli_entry_point_has_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local_llm_runtime", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for command in ("pull", "list", "show", "rm", "cp", "create"):
+        assert command in result.stdout
