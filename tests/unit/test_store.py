@@ -166,7 +166,7 @@ def test_cli_user_errors_are_one_line(
         ["create", "x", "--from", str(tiny_gguf), "--param", "seed"],
         ["create", "x", "--from", str(tiny_gguf), "--param", "top_p=3"],
     ):
-        code, out, err = _run(capsys, *argv)
+        code, _out, err = _run(capsys, *argv)
         assert code == 1, argv
         assert len(err.strip().splitlines()) == 1 and err.startswith("Error: "), err
 
@@ -212,7 +212,7 @@ def test_concurrent_cli_processes_do_not_lose_writes(tiny_gguf: Path) -> None:
             env=os.environ.copy(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for i in range(8)
     ]
     for proc in procs:
