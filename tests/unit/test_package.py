@@ -75,3 +75,15 @@ def test_cli_entry_point_has_help() -> None:
     assert result.returncode == 0
     for command in ("pull", "list", "show", "rm", "cp", "create"):
         assert command in result.stdout
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("python3 -m venv .venv")]
+    assert len(commands) == 2
+    for command in commands:
+        assert command in ci

@@ -1,4 +1,7 @@
-"""Unit tests may only talk to loopback (the fake Hub); everything else is blocked."""
+"""Tests may only talk to loopback (the fake Hub); everything else is blocked in-process.
+
+Subprocesses (pip assembling the demo model) are not affected.
+"""
 
 from __future__ import annotations
 
