@@ -10,8 +10,8 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from demo_model import DEMO_NAME, SHA256, SIZE
 
+from demo_model import DEMO_NAME, SHA256, SIZE
 from local_llm_runtime import ModelLibrary
 from local_llm_runtime.cli import main
 from tests.support.fake_hub import FakeHub
