@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.network_guard import _loopback_only  # noqa: F401  (autouse fixture)
 from tests.support.fake_hub import FakeHub
+from tests.support.network_guard import _loopback_only  # noqa: F401  (autouse fixture)
 from tests.support.tiny_gguf import write_tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[1]

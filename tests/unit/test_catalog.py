@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from local_llm_runtime import QuantizationNotFoundError, parse_ref
 from local_llm_runtime.catalog import families, lookup
 from local_llm_runtime.hub import available_quants, select_files

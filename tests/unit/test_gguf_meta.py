@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from local_llm_runtime import InvalidModelFileError
 from local_llm_runtime.gguf_meta import read_gguf_info, summarize
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+
 from local_llm_runtime import (
     AuthenticationError,
     ChecksumMismatchError,
@@ -22,7 +23,6 @@ from local_llm_runtime import (
     QuantizationNotFoundError,
 )
 from local_llm_runtime.cli import main
-
 from tests.support.fake_hub import FakeHub
 
 REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from local_llm_runtime import (
     InvalidModelFileError,
     InvalidOptionError,
@@ -21,7 +22,6 @@ from local_llm_runtime import (
 )
 from local_llm_runtime.cli import main
 from local_llm_runtime.store import Store
-
 from tests.support.fake_hub import FakeHub
 
 REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"
