@@ -6,33 +6,55 @@ never the other way round.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from local_llm_runtime.engine import Engine, default_engine
+    from local_llm_runtime.pool import RunningModel
 
 from local_llm_runtime.errors import (
     AuthenticationError,
     ChecksumMismatchError,
+    ContextLengthExceededError,
     DownloadError,
     InvalidModelFileError,
     InvalidModelNameError,
     InvalidOptionError,
     LocalLLMError,
     ModelExistsError,
+    ModelLoadError,
     ModelNotFoundError,
     OfflineError,
     QuantizationNotFoundError,
     StoreError,
+    TemplateError,
 )
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store import ModelRecord
+from local_llm_runtime.types import (
+    ChatResult,
+    Chunk,
+    FinalChunk,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "ChatResult",
     "ChecksumMismatchError",
+    "Chunk",
+    "ContextLengthExceededError",
     "DownloadError",
+    "Engine",
+    "FinalChunk",
     "FileRef",
     "HubRef",
     "InvalidModelFileError",
@@ -42,24 +64,52 @@ __all__ = [
     "LocalModel",
     "ModelExistsError",
     "ModelLibrary",
+    "ModelLoadError",
     "ModelNotFoundError",
     "ModelRecord",
     "ModelRef",
     "OfflineError",
     "OllamaName",
     "QuantizationNotFoundError",
+    "ReasoningDelta",
+    "RunningModel",
     "RuntimeSettings",
     "StoreError",
+    "TemplateError",
+    "TextDelta",
+    "Timings",
+    "ToolCallDelta",
+    "Usage",
     "__version__",
     "copy",
     "create",
+    "default_engine",
     "list_models",
     "parse_ref",
+    "ps",
     "pull",
     "remove",
     "resolve",
     "show",
+    "unload",
 ]
+
+_LAZY = {
+    # The engine imports llama_cpp (native library): load it on first use only,
+    # so store/CLI commands that never generate stay fast.
+    "Engine": "local_llm_runtime.engine",
+    "default_engine": "local_llm_runtime.engine",
+    "RunningModel": "local_llm_runtime.pool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'local_llm_runtime' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def resolve(model: str, *, pull: bool = True) -> LocalModel:
@@ -104,3 +154,21 @@ def create(
 ) -> ModelRecord:
     """Create a named model from a file or another model. See :meth:`ModelLibrary.create`."""
     return ModelLibrary().create(name, source, system=system, parameters=parameters)
+
+
+def ps() -> list[RunningModel]:
+    """The models loaded in this process now, like ``ollama ps``.
+
+    Each entry has the name, file, size, context, GPU layers (and why) and
+    when it expires.
+    """
+    from local_llm_runtime.engine import default_engine
+
+    return default_engine().ps()
+
+
+def unload(model: str | None = None) -> int:
+    """Unload a model (or all) from memory now; returns how many instances."""
+    from local_llm_runtime.engine import default_engine
+
+    return default_engine().unload(model)

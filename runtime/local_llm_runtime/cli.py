@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
 from local_llm_runtime._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError
 from local_llm_runtime.library import ModelLibrary
 from local_llm_runtime.options import parse_params
+from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, ToolCallDelta
+
+if TYPE_CHECKING:
+    from local_llm_runtime.engine import Engine
 
 __all__ = ["main"]
 
@@ -119,6 +124,98 @@ def _cmd_create(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> Non
     out.write(f"created '{record.name}'\n")
 
 
+def _print_stats(final: FinalChunk, total_s: float, err: TextIO) -> None:
+    t = final.timings
+    rows = [
+        ("total duration", f"{total_s:.3f}s"),
+        ("load duration", f"{t.load_s:.3f}s"),
+        ("prompt eval count", f"{final.usage.prompt_tokens} token(s)"),
+        ("prompt eval duration", f"{t.prompt_s:.3f}s"),
+        ("prompt eval rate", f"{t.prompt_tokens_per_s:.2f} tokens/s"),
+        ("eval count", f"{final.usage.completion_tokens} token(s)"),
+        ("eval duration", f"{t.generation_s:.3f}s"),
+        ("eval rate", f"{t.generation_tokens_per_s:.2f} tokens/s"),
+    ]
+    for key, value in rows:
+        err.write(f"{key + ':':<22}{value}\n")
+    err.flush()
+
+
+def _answer(
+    engine: Engine,
+    args: argparse.Namespace,
+    messages: list[dict[str, Any]],
+    options: dict[str, Any],
+    out: TextIO,
+) -> str:
+    """Stream one answer to ``out``; Ctrl-C stops it (the chat goes on)."""
+    started = time.monotonic()
+    text: list[str] = []
+    thinking = False
+    final: FinalChunk | None = None
+    stream = engine.chat_stream(args.name, messages, options=options)
+    try:
+        for chunk in stream:
+            if isinstance(chunk, ReasoningDelta):
+                if not thinking:
+                    out.write("Thinking...\n")
+                    thinking = True
+                out.write(chunk.text)
+            elif isinstance(chunk, TextDelta):
+                if thinking:
+                    out.write("\n...done thinking.\n\n")
+                    thinking = False
+                text.append(chunk.text)
+                out.write(chunk.text)
+            elif isinstance(chunk, ToolCallDelta):
+                out.write(f"[tool call] {chunk.name}({chunk.arguments_json})\n")
+            else:
+                final = chunk
+            out.flush()
+    except KeyboardInterrupt:
+        stream.close()  # type: ignore[attr-defined]
+        out.write("\n")
+        return "".join(text)
+    out.write("\n")
+    out.flush()
+    if args.verbose and final is not None:
+        _print_stats(final, time.monotonic() - started, sys.stderr)
+    return "".join(text)
+
+
+def _cmd_run(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    from local_llm_runtime.engine import Engine
+
+    options = parse_params(args.param or [])
+    engine = Engine(lib.settings, library=lib)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    prompt = args.prompt
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    if prompt is not None:
+        _answer(engine, args, [*system, {"role": "user", "content": prompt}], options, out)
+        return
+    lib.resolve(args.name)  # pull before the first prompt, like ollama run
+    history: list[dict[str, Any]] = list(system)
+    out.write("Send a message (/bye to exit, Ctrl-C stops an answer)\n")
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            out.write("\n")
+            return
+        except KeyboardInterrupt:
+            out.write("\nUse Ctrl + d or /bye to exit.\n")
+            continue
+        if not line.strip():
+            continue
+        if line.strip() in ("/bye", "/exit"):
+            return
+        history.append({"role": "user", "content": line})
+        reply = _answer(engine, args, history, options, out)
+        history.append({"role": "assistant", "content": reply})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``local-llm``."""
     parser = argparse.ArgumentParser(
@@ -158,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--param", action="append", metavar="KEY=VALUE", help="default option (repeatable)"
     )
     p.set_defaults(func=_cmd_create)
+
+    p = sub.add_parser("run", help="chat with a model (or answer PROMPT and exit)")
+    p.add_argument("name")
+    p.add_argument("prompt", nargs="?", help="answer this and exit (stdin works too)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="option (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="print timings and tokens/s")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -13,16 +13,19 @@ from collections.abc import Sequence
 __all__ = [
     "AuthenticationError",
     "ChecksumMismatchError",
+    "ContextLengthExceededError",
     "DownloadError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
     "LocalLLMError",
     "ModelExistsError",
+    "ModelLoadError",
     "ModelNotFoundError",
     "OfflineError",
     "QuantizationNotFoundError",
     "StoreError",
+    "TemplateError",
 ]
 
 
@@ -82,6 +85,31 @@ class ChecksumMismatchError(LocalLLMError, ValueError):
 
 class StoreError(LocalLLMError, OSError):
     """The local store (``LOCAL_LLM_HOME``) cannot be read or written."""
+
+
+class TemplateError(LocalLLMError, ValueError):
+    """A chat template is malformed, unsafe, or failed to render these messages."""
+
+
+class ModelLoadError(LocalLLMError, RuntimeError):
+    """llama.cpp could not load a model; the message carries llama.cpp's own reason."""
+
+
+class ContextLengthExceededError(LocalLLMError, ValueError):
+    """A prompt does not fit in the context window.
+
+    Attributes:
+        prompt_tokens: Tokens in the prompt.
+        num_ctx: The context window.
+    """
+
+    def __init__(self, prompt_tokens: int, num_ctx: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.num_ctx = num_ctx
+        super().__init__(
+            f"The prompt is {prompt_tokens} tokens but the context window is {num_ctx}; "
+            "shorten the input or raise num_ctx."
+        )
 
 
 def _or_list(items: Sequence[str]) -> str:

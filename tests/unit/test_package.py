@@ -41,12 +41,15 @@ def test_integrations_package_imports_without_frameworks() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(local_llm_runtime.__all__) == sorted(
         [
-            "AuthenticationError", "ChecksumMismatchError", "DownloadError", "FileRef", "HubRef",
-            "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
-            "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary",
+            "AuthenticationError", "ChatResult", "ChecksumMismatchError", "Chunk",
+            "ContextLengthExceededError", "DownloadError", "Engine", "FileRef", "FinalChunk",
+            "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
+            "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
-            "QuantizationNotFoundError", "RuntimeSettings", "StoreError", "__version__",
-            "copy", "create", "list_models", "parse_ref", "pull", "remove", "resolve", "show",
+            "QuantizationNotFoundError", "ReasoningDelta", "RunningModel", "RuntimeSettings",
+            "StoreError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta", "Usage",
+            "__version__", "copy", "create", "default_engine", "list_models", "parse_ref", "ps",
+            "pull", "remove", "resolve", "show", "unload",
         ]
     )  # fmt: skip
     for name in local_llm_runtime.__all__:
@@ -62,6 +65,8 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.InvalidModelFileError, ValueError), (e.DownloadError, ConnectionError),
         (e.OfflineError, ConnectionError), (e.AuthenticationError, PermissionError),
         (e.ChecksumMismatchError, ValueError), (e.StoreError, OSError),
+        (e.ModelLoadError, RuntimeError), (e.ContextLengthExceededError, ValueError),
+        (e.TemplateError, ValueError),
     ]  # fmt: skip
     for error, builtin in pairs:
         assert issubclass(error, e.LocalLLMError)
@@ -73,7 +78,7 @@ def test_cli_entry_point_has_help() -> None:
         [sys.executable, "-m", "local_llm_runtime", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for command in ("pull", "list", "show", "rm", "cp", "create"):
+    for command in ("pull", "list", "show", "rm", "cp", "create", "run"):
         assert command in result.stdout
 
 

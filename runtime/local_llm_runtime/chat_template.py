@@ -1,0 +1,314 @@
+r"""Render a model's own chat template (``tokenizer.chat_template``) safely.
+
+A GGUF file carries its chat template as Jinja source, written by whoever made
+the file: it is untrusted code. :class:`ChatTemplate` compiles it once in Jinja's
+immutable sandbox, configured like Hugging Face ``transformers`` (``trim_blocks``,
+``lstrip_blocks``, ``loopcontrols``, a ``{% generation %}`` tag, ``tojson`` that
+keeps non-ASCII, ``raise_exception``, ``strftime_now``), and turns every failure --
+a syntax error (at construction), an unsafe attribute such as ``__class__``, an
+``include``/``import`` (there is no loader: no file is ever read), an oversized
+repetition or any other exception while rendering -- into
+:class:`~local_llm_runtime.errors.TemplateError`.
+
+Messages are OpenAI-style dicts; tool-call arguments given as JSON strings are
+decoded first, since templates write ``tool_call.arguments | tojson``. A model
+without a template gets ChatML, with tools described Hermes-style.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from jinja2 import Template, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.ext import Extension, loopcontrols
+from jinja2.parser import Parser
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from local_llm_runtime.errors import TemplateError
+from local_llm_runtime.tool_calls import ToolCall, ToolFormat, detect_tool_format
+
+__all__ = ["CHATML_TEMPLATE", "ChatTemplate"]
+
+CHATML_TEMPLATE = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages and messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- '# Tools\n\nYou may call one or more functions to assist with the user query. ' }}
+    {{- 'The functions, as a JSON list:\n<tools>\n' + tools | tojson + '\n</tools>\n\n' }}
+    {{- 'To call functions, answer with one block per call:\n' }}
+    {{- '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>' }}
+    {{- '<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if message.role == 'system' and loop.first and tools %}
+    {%- elif message.role == 'assistant' and message.tool_calls %}
+        {{- '<|im_start|>assistant\n' }}
+        {%- if message.content %}
+            {{- message.content + '\n' }}
+        {%- endif %}
+        {%- for call in message.tool_calls %}
+            {%- set call = {'name': call.function.name, 'arguments': call.function.arguments} %}
+            {{- '<tool_call>\n' + call | tojson + '\n</tool_call>' }}
+            {{- '\n' if not loop.last }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == 'tool' %}
+        {{- '<|im_start|>tool\n<tool_response>\n' + message.content }}
+        {{- '\n</tool_response><|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+"""The template used when a model has none: ChatML, tools in the system message."""
+
+_MAX_REPEAT = 1_000_000
+"""Longest string or list a template may build with ``*``."""
+_MAX_EXPONENT = 4096
+_OPENS_THINKING = re.compile(r"<think>\s*\Z")
+
+
+class _GenerationTag(Extension):
+    """``{% generation %}...{% endgeneration %}`` (transformers): renders its body."""
+
+    tags = {"generation"}  # noqa: RUF012 - the Extension API's own class attribute
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, stricter: unsafe attributes fail at once, sizes are bounded."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(f"access to attribute {attribute!r} of a template value is unsafe")
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > _MAX_REPEAT:
+                    raise SecurityError("repetition too long")
+        return super().call_binop(context, operator, left, right)
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(f"The chat template refused these messages: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _environment() -> _Sandbox:
+    env = _Sandbox(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[loopcontrols, _GenerationTag],
+        autoescape=False,
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+_ENV = _environment()
+
+
+def _content(content: Any) -> str:
+    """Message content as text: ``None`` is empty, text parts of a list are joined."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part if isinstance(part, str) else str(part.get("text", ""))
+            for part in content
+            if isinstance(part, str) or (isinstance(part, Mapping) and part.get("type") == "text")
+        )
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _arguments(arguments: Any) -> Any:
+    """Decode arguments given as a JSON string; keep the string if it is not an object."""
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    if isinstance(arguments, str):
+        try:
+            decoded = json.loads(arguments)
+        except ValueError:
+            return arguments
+        return decoded if isinstance(decoded, dict) else arguments
+    return dict(arguments) if isinstance(arguments, Mapping) else arguments
+
+
+def _tool_call(call: Mapping[str, Any] | ToolCall) -> dict[str, Any]:
+    if isinstance(call, ToolCall):
+        call = {"id": call.id, "function": {"name": call.name, "arguments": call.arguments}}
+    function = call.get("function")
+    function = function if isinstance(function, Mapping) else call
+    out: dict[str, Any] = {
+        "type": "function",
+        "function": {
+            "name": function.get("name"),
+            "arguments": _arguments(function.get("arguments")),
+        },
+    }
+    if call.get("id") is not None:
+        out = {"id": call["id"], **out}
+    return out
+
+
+def _message(message: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(message)
+    out["content"] = _content(message.get("content"))
+    calls = out.pop("tool_calls", None)
+    if calls:  # empty or None: absent, as templates test "tool_calls in message"
+        out["tool_calls"] = [_tool_call(call) for call in calls]
+    return out
+
+
+class ChatTemplate:
+    r"""A model's chat template, compiled once in a sandbox.
+
+    Example:
+        >>> template = ChatTemplate(None)  # ChatML fallback
+        >>> template.render([{"role": "user", "content": "Hi"}])
+        '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
+    """
+
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
+        """Compile a chat template.
+
+        Args:
+            source: The Jinja template (GGUF ``tokenizer.chat_template``); ``None``
+                or empty selects ChatML (:data:`CHATML_TEMPLATE`).
+            bos_token: Text of the model's begin-of-sequence token (``bos_token``).
+            eos_token: Text of its end-of-sequence token (``eos_token``).
+
+        Raises:
+            TemplateError: If the template does not compile (a syntax error is
+                reported here, not at the first render).
+        """
+        if source is not None and not isinstance(source, str):
+            raise TemplateError(f"A chat template must be a string, not {type(source).__name__}.")
+        self._source = source or None
+        self._text = self._source or CHATML_TEMPLATE
+        self._bos = bos_token
+        self._eos = eos_token
+        try:
+            self._template: Template = _ENV.from_string(self._text)
+        except Exception as exc:
+            raise TemplateError(f"The chat template does not compile: {exc}") from exc
+
+    @property
+    def source(self) -> str | None:
+        """The template source as given, ``None`` when the ChatML fallback is used."""
+        return self._source
+
+    @property
+    def bos_token(self) -> str:
+        """Text of the begin-of-sequence token given to the template (may be empty)."""
+        return self._bos
+
+    @property
+    def eos_token(self) -> str:
+        """Text of the end-of-sequence token given to the template (may be empty)."""
+        return self._eos
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template renders tools (it mentions ``tools``; ChatML does)."""
+        return "tools" in self._text
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        """The syntax the model writes tool calls in (see ``detect_tool_format``)."""
+        return detect_tool_format(self._source)
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the template knows ``<think>`` reasoning blocks."""
+        return "<think>" in self._text
+
+    @cached_property
+    def opens_thinking(self) -> bool:
+        """Whether the generation prompt itself opens ``<think>`` (DeepSeek-R1 style).
+
+        Then the model's output starts inside the reasoning block.
+        """
+        try:
+            prompt = self.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+        except TemplateError:
+            return False
+        return bool(_OPENS_THINKING.search(prompt))
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        **extra: Any,
+    ) -> str:
+        """Render a conversation into the prompt text.
+
+        Args:
+            messages: OpenAI-style messages: ``role`` (``system``/``user``/
+                ``assistant``/``tool``), ``content`` (text or ``None``), and where
+                relevant ``tool_calls`` (``[{"id", "type": "function", "function":
+                {"name", "arguments"}}]``, arguments a dict or a JSON string),
+                ``tool_call_id`` and ``name``.
+            tools: OpenAI-style tools; given to the template only when not empty.
+            add_generation_prompt: End with the opening of the assistant's turn.
+            **extra: More template variables (``enable_thinking``, ``date_string``, ...).
+
+        Returns:
+            The prompt text, special tokens written as text.
+
+        Raises:
+            TemplateError: If the template refuses the messages (``raise_exception``),
+                tries something unsafe, or fails in any other way.
+        """
+        context: dict[str, Any] = {"bos_token": self._bos, "eos_token": self._eos, **extra}
+        context["messages"] = [_message(message) for message in messages]
+        context["add_generation_prompt"] = add_generation_prompt
+        if tools:
+            context["tools"] = [dict(tool) for tool in tools]
+        try:
+            return self._template.render(context)
+        except TemplateError:
+            raise
+        except Exception as exc:
+            raise TemplateError(f"The chat template failed to render: {exc}") from exc

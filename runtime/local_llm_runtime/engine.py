@@ -1,0 +1,671 @@
+"""Generation: chat, completion and embeddings over the shared pool.
+
+One pipeline serves every request kind::
+
+    options -> load options + sampling -> lease a pooled model (FIFO)
+    -> render the model's own chat template -> tokenize -> context check
+    -> llama.cpp token loop (grammar for forced tools / structured output)
+    -> bytes -> text -> stop sequences -> <think> split -> tool-call parse
+    -> typed chunks (text / reasoning / tool call / final with usage+timings)
+
+Non-streaming calls aggregate the same stream, so usage is identical. Async
+calls run the same iterator in a worker thread and hand chunks to the event
+loop through a queue; cancelling the task stops generation within a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from local_llm_runtime.chat_template import ChatTemplate
+from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
+from local_llm_runtime.library import LocalModel, ModelLibrary
+from local_llm_runtime.options import validate_options
+from local_llm_runtime.pool import LoadedModel, LoadOptions, ModelPool, RunningModel
+from local_llm_runtime.reasoning import ReasoningMode, ThinkSplitter
+from local_llm_runtime.settings import RuntimeSettings
+from local_llm_runtime.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
+from local_llm_runtime.types import (
+    ChatResult,
+    Chunk,
+    FinalChunk,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    Usage,
+    aggregate,
+)
+
+__all__ = ["Engine", "SamplingOptions", "ToolChoice", "default_engine", "split_options"]
+
+ToolChoice = Literal["auto", "required", "any", "none"] | str
+_LOAD_KEYS = ("num_ctx", "num_gpu", "num_thread", "num_batch")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Per-request sampling options (Ollama names and defaults)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 40
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    num_predict: int = -1
+    stop: tuple[str, ...] = ()
+
+
+def split_options(
+    *layers: Mapping[str, Any] | None,
+) -> tuple[LoadOptions, SamplingOptions, float | None]:
+    """Validate Ollama-named options and split them by what they affect.
+
+    Later mappings override earlier ones (model defaults, then the request).
+
+    Returns:
+        Load options (the pool key), sampling options and ``keep_alive``.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            merged.update(validate_options({k: v for k, v in layer.items() if v is not None}))
+    keep_alive = merged.pop("keep_alive", None)
+    load = LoadOptions(
+        num_ctx=merged.pop("num_ctx", None),
+        num_gpu=merged.pop("num_gpu", None),
+        num_thread=merged.pop("num_thread", None),
+        num_batch=merged.pop("num_batch", 512),
+    )
+    merged.pop("repeat_last_n", None)  # fixed at load time by llama-cpp-python (64)
+    if "stop" in merged:
+        merged["stop"] = tuple(merged["stop"])
+    return load, SamplingOptions(**merged), keep_alive
+
+
+@dataclass
+class _Request:
+    prompt: str
+    tools: Sequence[Mapping[str, Any]] = ()
+    tool_choice: ToolChoice = "auto"
+    schema: Mapping[str, Any] | Literal["json"] | None = None
+    reasoning: ReasoningMode = "separate"
+    starts_thinking: bool = False
+    tool_parser: bool = False
+    extra_stops: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Templates:
+    """One ChatTemplate per loaded instance (built from its GGUF metadata)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, ChatTemplate] = {}
+        self._lock = threading.Lock()
+
+    def get(self, entry: LoadedModel) -> ChatTemplate:
+        with self._lock:
+            template = self._cache.get(id(entry))
+            if template is None:
+                llm = entry.llm
+                source = entry.metadata.get("tokenizer.chat_template")
+                template = ChatTemplate(
+                    source if isinstance(source, str) else None,
+                    bos_token=_token_text(llm, llm.token_bos()),
+                    eos_token=_token_text(llm, llm.token_eos()),
+                )
+                self._cache[id(entry)] = template
+            return template
+
+
+def _token_text(llm: llama_cpp.Llama, token: int) -> str:
+    if token < 0:
+        return ""
+    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+
+def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+
+
+def _add_bos(llm: llama_cpp.Llama, prompt: str, bos_text: str) -> bool:
+    if bos_text and prompt.startswith(bos_text):
+        return False
+    return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Engine:
+    """Framework-neutral generation over a shared :class:`ModelPool`.
+
+    Args:
+        settings: Runtime settings (environment when omitted).
+        library: Resolves names to files (pulls on first use, like ``ollama run``).
+        pool: The loaded-model pool; share one per process (see :func:`default_engine`).
+    """
+
+    def __init__(
+        self,
+        settings: RuntimeSettings | None = None,
+        *,
+        library: ModelLibrary | None = None,
+        pool: ModelPool | None = None,
+    ) -> None:
+        self.settings = settings or RuntimeSettings.from_env()
+        self.library = library or ModelLibrary(self.settings)
+        self.pool = pool or ModelPool(self.settings)
+        self._templates = _Templates()
+
+    # ---- public: chat / completion ------------------------------------------
+
+    def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoice = "auto",
+        format: Mapping[str, Any] | Literal["json"] | None = None,
+        options: Mapping[str, Any] | None = None,
+        reasoning: ReasoningMode = "separate",
+        keep_alive: float | str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        """Stream a chat response as typed chunks.
+
+        Args:
+            model: Any model reference (``qwen2.5:7b``, ``hf.co/...``, a path).
+            messages: OpenAI-style messages (system/user/assistant/tool, with
+                ``tool_calls`` and ``tool_call_id`` where relevant).
+            tools: OpenAI-style function tools, rendered by the model's template.
+            tool_choice: ``auto``, ``none``, ``required``/``any`` (some tool),
+                or a tool name; the last two are enforced by a grammar.
+            format: A JSON schema (or ``"json"``) the answer must follow.
+            options: Ollama-named options (temperature, num_ctx, seed, stop, ...).
+            reasoning: Where ``<think>`` goes: ``separate`` (reasoning chunks),
+                ``hide`` or ``inline``.
+            keep_alive: How long the model stays loaded after this request.
+            cancel: Set it to stop generation within a token.
+
+        Yields:
+            Text, reasoning and tool-call chunks, then one :class:`FinalChunk`.
+        """
+        local = self.library.resolve(model)
+        load, sampling, model_keep_alive = split_options(local.parameters, options)
+        ttl = self._keep_alive(keep_alive, model_keep_alive)
+        tools = list(tools or [])
+        choice = "required" if tool_choice == "any" else tool_choice
+        if choice not in ("auto", "none", "required") and choice not in _tool_names(tools):
+            raise InvalidOptionError(
+                f"tool_choice {tool_choice!r} names no offered tool; offered: "
+                f"{', '.join(sorted(_tool_names(tools))) or 'none'}."
+            )
+        msgs = [dict(m) for m in messages]
+        if local.system and not any(m.get("role") == "system" for m in msgs):
+            msgs.insert(0, {"role": "system", "content": local.system})
+        return self._run(
+            local,
+            load,
+            sampling,
+            ttl,
+            cancel,
+            lambda template: _Request(
+                prompt=template.render(msgs, tools=tools if choice != "none" else None),
+                tools=tools if choice != "none" else (),
+                tool_choice=choice,
+                schema=format,
+                reasoning=reasoning,
+                starts_thinking=template.opens_thinking,
+                tool_parser=bool(tools) and choice != "none",
+            ),
+        )
+
+    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
+        """Non-streaming :meth:`chat_stream` (same arguments)."""
+        return aggregate(self.chat_stream(model, messages, **kwargs))
+
+    def generate_stream(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        raw: bool = False,
+        format: Mapping[str, Any] | Literal["json"] | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        """Stream a completion (Ollama's ``generate``).
+
+        Unless ``raw`` is set the prompt is wrapped as a user message in the
+        model's chat template (with ``system`` or the model's default system
+        prompt), as Ollama does; ``raw=True`` continues the text as is.
+        """
+        local = self.library.resolve(model)
+        load, sampling, model_keep_alive = split_options(local.parameters, options)
+        ttl = self._keep_alive(keep_alive, model_keep_alive)
+        system = system if system is not None else local.system
+
+        def build(template: ChatTemplate) -> _Request:
+            if raw:
+                return _Request(prompt=prompt, schema=format, reasoning="inline")
+            msgs = [{"role": "system", "content": system}] if system else []
+            msgs.append({"role": "user", "content": prompt})
+            return _Request(
+                prompt=template.render(msgs),
+                schema=format,
+                starts_thinking=template.opens_thinking,
+            )
+
+        return self._run(local, load, sampling, ttl, cancel, build)
+
+    def generate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
+        """Non-streaming :meth:`generate_stream` (same arguments)."""
+        return aggregate(self.generate_stream(model, prompt, **kwargs))
+
+    # ---- public: async --------------------------------------------------------
+
+    def achat_stream(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> AsyncIterator[Chunk]:
+        """Async :meth:`chat_stream`: the engine runs in a worker thread."""
+        return _in_thread(lambda cancel: self.chat_stream(model, messages, cancel=cancel, **kwargs))
+
+    async def achat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> ChatResult:
+        """Async :meth:`chat`."""
+        return aggregate([c async for c in self.achat_stream(model, messages, **kwargs)])
+
+    def agenerate_stream(self, model: str, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk]:
+        """Async :meth:`generate_stream`."""
+        return _in_thread(
+            lambda cancel: self.generate_stream(model, prompt, cancel=cancel, **kwargs)
+        )
+
+    async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
+        """Async :meth:`generate`."""
+        return aggregate([c async for c in self.agenerate_stream(model, prompt, **kwargs)])
+
+    # ---- public: embeddings ---------------------------------------------------
+
+    def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        normalize: bool = True,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+    ) -> list[list[float]]:
+        """Embed texts: exactly one vector per input, in order.
+
+        Runs on a separate pool entry (``embedding=True``, the model's pooling
+        or mean pooling for generative models), batched by llama.cpp.
+        """
+        if isinstance(texts, str):
+            raise InvalidOptionError("embed() takes a list of texts, not one string.")
+        texts = list(texts)
+        if not texts:
+            return []
+        local = self.library.resolve(model)
+        load, _sampling, model_keep_alive = split_options(local.parameters, options)
+        load = replace(load, embedding=True, num_gpu=load.num_gpu)
+        ttl = self._keep_alive(keep_alive, model_keep_alive)
+        with self.pool.lease(local, load, keep_alive=ttl) as (entry, _load_s, _queue_s):
+            raw = entry.llm.embed(texts, normalize=False, truncate=True)
+        vectors = [_pooled(v) for v in raw]
+        if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract
+            raise RuntimeError(f"{len(texts)} texts gave {len(vectors)} embeddings")
+        return [_l2_normalize(v) for v in vectors] if normalize else vectors
+
+    async def aembed(self, model: str, texts: Sequence[str], **kwargs: Any) -> list[list[float]]:
+        """Async :meth:`embed` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.embed, model, texts, **kwargs)
+
+    # ---- public: pool control -------------------------------------------------
+
+    def preload(
+        self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
+    ) -> RunningModel:
+        """Load a model now (normally the first request does)."""
+        local = self.library.resolve(model)
+        load, _sampling, keep = split_options(local.parameters, options)
+        load = replace(load, embedding=embedding)
+        with self.pool.lease(local, load, keep_alive=self._keep_alive(None, keep)) as (entry, *_):
+            return entry.running()
+
+    def ps(self) -> list[RunningModel]:
+        """The models loaded in this process now."""
+        return self.pool.ps()
+
+    def unload(self, model: str | None = None) -> int:
+        """Unload a model (by name or path), or every model."""
+        if model is None:
+            return self.pool.unload()
+        count = self.pool.unload(model)
+        if count == 0:
+            try:
+                count = self.pool.unload(str(self.library.resolve(model, pull=False).path))
+            except LookupError:
+                return 0
+        return count
+
+    # ---- the pipeline ---------------------------------------------------------
+
+    def _keep_alive(self, explicit: float | str | None, model_default: float | None) -> float:
+        if explicit is not None:
+            return float(validate_options({"keep_alive": explicit})["keep_alive"])
+        return self.settings.keep_alive if model_default is None else float(model_default)
+
+    def _run(
+        self,
+        local: LocalModel,
+        load: LoadOptions,
+        sampling: SamplingOptions,
+        keep_alive: float,
+        cancel: threading.Event | None,
+        build: Callable[[ChatTemplate], _Request],
+    ) -> Iterator[Chunk]:
+        with self.pool.lease(local, load, keep_alive=keep_alive) as (entry, load_s, queue_s):
+            template = self._templates.get(entry)
+            request = build(template)
+            yield from self._generate(entry, template, request, sampling, load_s, queue_s, cancel)
+
+    def _generate(
+        self,
+        entry: LoadedModel,
+        template: ChatTemplate,
+        request: _Request,
+        sampling: SamplingOptions,
+        load_s: float,
+        queue_s: float,
+        cancel: threading.Event | None,
+    ) -> Iterator[Chunk]:
+        llm = entry.llm
+        tokens = llm.tokenize(
+            request.prompt.encode("utf-8"),
+            add_bos=_add_bos(llm, request.prompt, template.bos_token),
+            special=True,
+        )
+        n_ctx = entry.num_ctx
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceededError(len(tokens), n_ctx)
+        budget = n_ctx - len(tokens)
+        max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
+        grammar = self._grammar(llm, template, request)
+        llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
+        reused = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+
+        out = _OutputPipeline(template, request, sampling)
+        started = time.monotonic()
+        first_token_at: float | None = None
+        produced = 0
+        finish: FinishReason = "length"
+        gen = llm.generate(
+            tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            typical_p=sampling.typical_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            grammar=grammar,
+        )
+        try:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+            else:
+                for token in gen:
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                    if _is_eog(llm, token):
+                        finish = "stop"
+                        break
+                    produced += 1
+                    yield from out.feed(llm.detokenize([token]))
+                    if out.stopped:
+                        finish = "stop"
+                        break
+                    if cancel is not None and cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    if produced >= max_tokens:
+                        finish = "length"
+                        break
+                else:
+                    finish = "stop"
+        finally:
+            gen.close()
+        yield from out.finish()
+        if out.tool_calls and finish == "stop":
+            finish = "tool_calls"
+        ended = time.monotonic()
+        first = first_token_at or ended
+        yield FinalChunk(
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=len(tokens), completion_tokens=produced),
+            timings=Timings(
+                load_s=load_s,
+                queue_s=queue_s,
+                prompt_s=first - started,
+                generation_s=ended - first,
+                prompt_tokens=max(1, len(tokens) - reused),
+                completion_tokens=produced,
+            ),
+            model=entry.model.name,
+        )
+
+    @staticmethod
+    def _grammar(
+        llm: llama_cpp.Llama, template: ChatTemplate, request: _Request
+    ) -> LlamaGrammar | None:
+        gbnf: str | None = None
+        if request.tools and request.tool_choice not in ("auto", "none"):
+            name = None if request.tool_choice == "required" else request.tool_choice
+            gbnf = tool_call_gbnf(
+                template.tool_format, request.tools, name=name, parallel=name is None
+            )
+        elif request.schema is not None:
+            gbnf = json_schema_gbnf(None if request.schema == "json" else request.schema)
+        if gbnf is None:
+            return None
+        # LlamaGrammar.from_string only stores the text; a grammar llama.cpp cannot
+        # parse would become a NULL sampler and crash the process. Parse it first.
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            llm._model.vocab,
+            gbnf.encode("utf-8"),
+            b"root",
+        )
+        if not sampler:
+            raise InvalidOptionError(
+                "The tool or output schema could not be turned into a grammar llama.cpp accepts; "
+                "simplify the JSON schema."
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+class _OutputPipeline:
+    """bytes -> text -> stop sequences -> reasoning split -> tool calls -> chunks."""
+
+    def __init__(self, template: ChatTemplate, request: _Request, sampling: SamplingOptions):
+        self._utf8 = Utf8Decoder()
+        self._stops = StopFilter([*sampling.stop, *request.extra_stops])
+        use_think = request.reasoning != "inline" and (template.thinks or request.starts_thinking)
+        self._think = ThinkSplitter(started_inside=request.starts_thinking) if use_think else None
+        self._hide_reasoning = request.reasoning == "hide"
+        self._tools = (
+            ToolCallParser(template.tool_format, _tool_names(request.tools))
+            if request.tool_parser
+            else None
+        )
+        self.tool_calls: list[ToolCall] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def feed(self, piece: bytes) -> Iterator[Chunk]:
+        yield from self._text(self._stops.feed(self._utf8.feed(piece)))
+
+    def finish(self) -> Iterator[Chunk]:
+        if not self._stops.stopped:
+            yield from self._text(self._stops.feed(self._utf8.finish()))
+        yield from self._text(self._stops.finish())
+        if self._think is not None:
+            yield from self._route(self._think.finish())
+        if self._tools is not None:
+            yield from self._answer_items(self._tools.finish())
+
+    def _text(self, text: str) -> Iterator[Chunk]:
+        if not text:
+            return
+        if self._think is None:
+            yield from self._answer(text)
+        else:
+            yield from self._route(self._think.feed(text))
+
+    def _route(self, parts: list[tuple[Literal["text", "reasoning"], str]]) -> Iterator[Chunk]:
+        for kind, text in parts:
+            if kind == "reasoning":
+                if text and not self._hide_reasoning:
+                    yield ReasoningDelta(text)
+            else:
+                yield from self._answer(text)
+
+    def _answer(self, text: str) -> Iterator[Chunk]:
+        if self._tools is None:
+            if text:
+                yield TextDelta(text)
+            return
+        yield from self._answer_items(self._tools.feed(text))
+
+    def _answer_items(self, items: list[str | ToolCall]) -> Iterator[Chunk]:
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    yield TextDelta(item)
+            else:
+                self.tool_calls.append(item)
+                yield ToolCallDelta(
+                    index=len(self.tool_calls) - 1,
+                    id=item.id,
+                    name=item.name,
+                    arguments=item.arguments,
+                )
+
+
+def _tool_names(tools: Sequence[Mapping[str, Any]]) -> set[str]:
+    names = set()
+    for tool in tools:
+        function = tool.get("function", tool)
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    return names
+
+
+def _pooled(vector: Any) -> list[float]:
+    if vector and isinstance(vector[0], list):  # token-level output: mean-pool it
+        n = len(vector)
+        return [sum(col) / n for col in zip(*vector, strict=True)]
+    return [float(x) for x in vector]
+
+
+def _l2_normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+_DONE = object()
+
+
+def _in_thread(make: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+    """Run a blocking iterator in a worker thread; hand items to the event loop.
+
+    Cancelling (or closing) the async iterator sets the cancel event, which the
+    engine checks after every token, and the worker then releases the model.
+    """
+
+    async def run() -> AsyncIterator[T]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[object, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def post(kind: object, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # the loop is gone; nobody is listening
+                cancel.set()
+
+        def worker() -> None:
+            try:
+                iterator = make(cancel)
+                try:
+                    for item in iterator:
+                        post("item", item)
+                        if cancel.is_set():
+                            break
+                finally:
+                    close = getattr(iterator, "close", None)
+                    if close is not None:
+                        close()
+            except BaseException as exc:
+                post("error", exc)
+            else:
+                post(_DONE, None)
+
+        thread = threading.Thread(target=worker, name="local-llm-generate", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind is _DONE:
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            cancel.set()
+
+    return run()
+
+
+_default: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """The process-wide engine every adapter shares (one pool, one load per model)."""
+    global _default  # noqa: PLW0603
+    with _default_lock:
+        if _default is None:
+            _default = Engine()
+        return _default

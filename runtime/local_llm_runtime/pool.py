@@ -1,0 +1,432 @@
+"""The pool of loaded models: one llama.cpp instance per (file, load options).
+
+Every caller in the process shares the pool. An entry is loaded lazily on the
+first request, kept warm for ``keep_alive`` after its last request (Ollama's
+semantics: ``0`` unloads right after, negative keeps it forever), evicted
+least-recently-used when more than ``max_loaded_models`` are loaded, and
+unloaded with ``Llama.close()`` so its memory is really freed.
+
+Each entry serializes its requests through a FIFO lock: ``Llama`` is not
+thread-safe and a streaming generator holds engine state between tokens, so a
+request owns the model from its first token to its last. The lock is the seam
+where a multi-sequence scheduler (parallel slots decoded in one batch) can
+replace the queue later; callers only see :meth:`ModelPool.lease`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from local_llm_runtime import gpu, llama_log
+from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
+from local_llm_runtime.gguf_meta import read_gguf_info
+from local_llm_runtime.library import LocalModel
+from local_llm_runtime.settings import RuntimeSettings
+
+__all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUM_CTX = 4096
+
+
+class FairLock:
+    """A lock granted in arrival order (``threading.Lock`` makes no such promise)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        """Wait for our turn, then hold the lock."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            while self._held or self._queue[0] is not ticket:
+                self._cond.wait()
+            self._queue.popleft()
+            self._held = True
+
+    def release(self) -> None:
+        """Let the next waiter in."""
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """How many callers are queued."""
+        with self._cond:
+            return len(self._queue)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What makes two loaded instances of one file different (the pool key)."""
+
+    num_ctx: int | None = None
+    """Context window; ``None`` means min(4096, the model's trained context)."""
+    num_gpu: int | None = None
+    """Layers on the GPU; ``None``/-1 means decide from free device memory."""
+    num_thread: int | None = None
+    """CPU threads; ``None`` lets llama.cpp choose."""
+    num_batch: int = 512
+    """Prompt batch size."""
+    embedding: bool = False
+    """An embedding instance (pooling on, separate KV cache)."""
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """One entry of :func:`ps`: a model loaded in this process."""
+
+    name: str
+    path: Path
+    size: int
+    """Bytes of the model file(s)."""
+    num_ctx: int
+    gpu_layers: int
+    """Layers offloaded to the GPU (0: CPU only)."""
+    offload: str
+    """Why that many layers (the offload decision, in words)."""
+    embedding: bool
+    expires_at: datetime | None
+    """When it will be unloaded if idle (``None``: never / while in use)."""
+    active_requests: int
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded llama.cpp instance and its bookkeeping."""
+
+    key: tuple[str, LoadOptions]
+    model: LocalModel
+    llm: llama_cpp.Llama
+    options: LoadOptions
+    num_ctx: int
+    offload: gpu.OffloadDecision
+    metadata: dict[str, Any]
+    load_s: float
+    lock: FairLock = field(default_factory=FairLock)
+    active: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: float | None = None
+    keep_alive: float = 300.0
+    unload_when_idle: bool = False
+
+    def running(self) -> RunningModel:
+        """Describe this entry for ``ps()``."""
+        expires = None
+        if self.expires_at is not None and self.active == 0:
+            wall = time.time() + (self.expires_at - time.monotonic())
+            expires = datetime.fromtimestamp(wall, timezone.utc)
+        return RunningModel(
+            name=self.model.name,
+            path=self.model.path,
+            size=self.model.size,
+            num_ctx=self.num_ctx,
+            gpu_layers=self.offload.num_gpu,
+            offload=self.offload.reason,
+            embedding=self.options.embedding,
+            expires_at=expires,
+            active_requests=self.active,
+        )
+
+
+Loader = Callable[[LocalModel, LoadOptions, int, int, dict[str, Any]], llama_cpp.Llama]
+
+
+def _default_loader(
+    model: LocalModel, options: LoadOptions, num_ctx: int, num_gpu: int, metadata: dict[str, Any]
+) -> Any:
+    kwargs: dict[str, Any] = {
+        "model_path": str(model.path),
+        "n_ctx": num_ctx,
+        "n_gpu_layers": num_gpu,
+        "n_batch": min(options.num_batch, num_ctx),
+        "verbose": True,  # logs go to our callback; False would swap process-wide fds
+    }
+    if options.num_thread:
+        kwargs["n_threads"] = options.num_thread
+        kwargs["n_threads_batch"] = options.num_thread
+    if options.embedding:
+        kwargs.update(embedding=True, n_batch=num_ctx, n_ubatch=num_ctx)
+        arch = metadata.get("general.architecture")
+        has_pooling = f"{arch}.pooling_type" in metadata
+        # Embedding models declare their pooling; causal LMs get mean pooling.
+        kwargs["pooling_type"] = (
+            llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+            if has_pooling
+            else llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        )
+    with contextlib.redirect_stderr(io.StringIO()):  # llama-cpp-python's own prints
+        llm = llama_cpp.Llama(**kwargs)
+    llm.verbose = False
+    return llm
+
+
+class ModelPool:
+    """Loaded models shared by every caller in the process.
+
+    Args:
+        settings: keep-alive and max-loaded defaults.
+        loader: Builds a ``Llama`` (injectable for tests).
+        device_probe: Reports free GPU memory (injectable for tests).
+        gpu_available: Whether this llama.cpp build can offload (injectable).
+    """
+
+    def __init__(
+        self,
+        settings: RuntimeSettings | None = None,
+        *,
+        loader: Loader | None = None,
+        device_probe: Callable[[], gpu.DeviceMemory | None] | None = None,
+        gpu_available: bool | None = None,
+    ) -> None:
+        self.settings = settings or RuntimeSettings.from_env()
+        self._loader: Loader = loader or _default_loader
+        self._device_probe = device_probe or gpu.probe_device_memory
+        self._gpu_available = gpu_available
+        self._entries: dict[tuple[str, LoadOptions], LoadedModel] = {}
+        self._loading: dict[tuple[str, LoadOptions], threading.Lock] = {}
+        self._lock = threading.RLock()
+        self._reaper_wakeup = threading.Event()
+        self._reaper: threading.Thread | None = None
+        llama_log.install()
+
+    # ---- leasing -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(
+        self, model: LocalModel, options: LoadOptions, *, keep_alive: float | None = None
+    ) -> Iterator[tuple[LoadedModel, float, float]]:
+        """Hold a loaded model for one request (loading it first if needed).
+
+        Yields:
+            ``(entry, load_seconds, queue_seconds)``; the entry's lock is held
+            until the context exits, so nothing else touches the engine.
+        """
+        entry, loaded_now = self._get_or_load(model, options)
+        load_s = entry.load_s if loaded_now else 0.0
+        waited_from = time.monotonic()
+        try:
+            entry.lock.acquire()
+        except BaseException:
+            self._finish(entry, keep_alive)
+            raise
+        queue_s = time.monotonic() - waited_from
+        try:
+            yield entry, load_s, queue_s
+        finally:
+            entry.lock.release()
+            self._finish(entry, keep_alive)
+
+    def _get_or_load(self, model: LocalModel, options: LoadOptions) -> tuple[LoadedModel, bool]:
+        key = (str(model.path.resolve()), options)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.active += 1
+                return entry, False
+            load_lock = self._loading.setdefault(key, threading.Lock())
+        with load_lock:  # one load per key; other keys load in parallel
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.active += 1
+                    return entry, False
+            entry = self._load(key, model, options)
+            with self._lock:
+                self._entries[key] = entry
+                self._loading.pop(key, None)
+                entry.active += 1
+                self._evict_over_limit(keep=entry)
+            return entry, True
+
+    def _load(
+        self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
+    ) -> LoadedModel:
+        info = read_gguf_info(model.path)  # typed error for non-GGUF/truncated files
+        for extra in model.paths[1:]:
+            read_gguf_info(extra)
+        arch = str(info.metadata.get("general.architecture", ""))
+        trained = info.metadata.get(f"{arch}.context_length")
+        trained_ctx = trained if isinstance(trained, int) and trained > 0 else DEFAULT_NUM_CTX
+        num_ctx = options.num_ctx or min(DEFAULT_NUM_CTX, trained_ctx)
+        decision = self._decide_offload(model, options, num_ctx)
+        attempts = [decision.num_gpu]
+        if decision.num_gpu > 0:
+            shape = gpu.ModelShape.from_gguf(model.paths)
+            attempts += gpu.fallback_layers(decision.num_gpu, shape.n_layer)
+        errors: list[str] = []
+        for layers in attempts:
+            llama_log.start_capture()
+            started = time.monotonic()
+            try:
+                llm = self._loader(model, options, num_ctx, layers, info.metadata)
+            except (ValueError, RuntimeError, OSError) as exc:
+                reason = llama_log.recent_errors() or str(exc)
+                errors.append(f"{layers} GPU layers: {reason}")
+                logger.warning(
+                    "Loading %s with %d GPU layers failed: %s", model.name, layers, reason
+                )
+                continue
+            if layers != decision.num_gpu:
+                decision = gpu.OffloadDecision(
+                    num_gpu=layers,
+                    full=False,
+                    reason=f"{decision.reason}; retried with {layers} layers after a failed load",
+                    estimate=decision.estimate,
+                    device=decision.device,
+                )
+            logger.info("Loaded %s (num_ctx=%d): %s", model.name, num_ctx, decision.reason)
+            return LoadedModel(
+                key=key,
+                model=model,
+                llm=llm,
+                options=options,
+                num_ctx=num_ctx,
+                offload=decision,
+                metadata=info.metadata,
+                load_s=time.monotonic() - started,
+                keep_alive=self.settings.keep_alive,
+            )
+        raise ModelLoadError(
+            f"llama.cpp could not load {model.name} ({model.path}): {' | '.join(errors)}"
+        )
+
+    def _decide_offload(
+        self, model: LocalModel, options: LoadOptions, num_ctx: int
+    ) -> gpu.OffloadDecision:
+        available = (
+            self._gpu_available if self._gpu_available is not None else gpu.gpu_offload_supported()
+        )
+        requested = (
+            options.num_gpu if options.num_gpu is not None and options.num_gpu >= 0 else None
+        )
+        try:
+            shape = gpu.ModelShape.from_gguf(model.paths)
+        except (InvalidModelFileError, KeyError, ValueError, ZeroDivisionError) as exc:
+            raise InvalidModelFileError(
+                f"{model.path}: cannot read the model's shape ({exc})."
+            ) from None
+        device = self._device_probe() if available and requested is None else None
+        return gpu.decide_offload(
+            shape,
+            num_ctx=num_ctx,
+            requested=requested,
+            device=device,
+            gpu_available=available,
+            num_parallel=self.settings.num_parallel,
+        )
+
+    # ---- keep-alive and eviction -------------------------------------------
+
+    def _finish(self, entry: LoadedModel, keep_alive: float | None) -> None:
+        ttl = self.settings.keep_alive if keep_alive is None else keep_alive
+        with self._lock:
+            entry.active -= 1
+            entry.last_used = time.monotonic()
+            entry.keep_alive = ttl
+            if entry.active > 0:
+                return
+            if ttl == 0 or entry.unload_when_idle:
+                self._unload_entry(entry)
+                return
+            entry.expires_at = None if ttl < 0 else entry.last_used + ttl
+            self._evict_over_limit()
+        self._ensure_reaper()
+
+    def _evict_over_limit(self, keep: LoadedModel | None = None) -> None:
+        limit = self.settings.max_loaded_models
+        while len(self._entries) > limit:
+            idle = [e for e in self._entries.values() if e.active == 0 and e is not keep]
+            if not idle:
+                return
+            self._unload_entry(min(idle, key=lambda e: e.last_used))
+
+    def _unload_entry(self, entry: LoadedModel) -> None:
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        entry.llm.close()
+        logger.info("Unloaded %s", entry.model.name)
+
+    def _ensure_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(
+                    target=self._reap, name="local-llm-keep-alive", daemon=True
+                )
+                self._reaper.start()
+            else:
+                self._reaper_wakeup.set()
+
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                for entry in list(self._entries.values()):
+                    if (
+                        entry.active == 0
+                        and entry.expires_at is not None
+                        and entry.expires_at <= now
+                    ):
+                        self._unload_entry(entry)
+                deadlines = [
+                    e.expires_at
+                    for e in self._entries.values()
+                    if e.active == 0 and e.expires_at is not None
+                ]
+                if not self._entries:
+                    self._reaper = None
+                    return
+            timeout = max(0.05, min(deadlines) - time.monotonic()) if deadlines else 60.0
+            self._reaper_wakeup.wait(timeout)
+            self._reaper_wakeup.clear()
+
+    # ---- inspection and control ---------------------------------------------
+
+    def ps(self) -> list[RunningModel]:
+        """The models loaded now, most recently used first."""
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: e.last_used, reverse=True)
+            return [e.running() for e in entries]
+
+    def unload(self, name: str | None = None) -> int:
+        """Unload idle models (all, or those whose name or path matches).
+
+        Models serving a request are marked to unload as soon as they finish.
+
+        Returns:
+            How many instances were unloaded or marked.
+        """
+        count = 0
+        with self._lock:
+            for entry in list(self._entries.values()):
+                if name is not None and name not in (entry.model.name, str(entry.model.path)):
+                    continue
+                count += 1
+                if entry.active == 0:
+                    self._unload_entry(entry)
+                else:
+                    entry.unload_when_idle = True
+        return count
+
+    def close(self) -> None:
+        """Unload everything (idle or not: only call when no request runs)."""
+        with self._lock:
+            for entry in list(self._entries.values()):
+                self._unload_entry(entry)
