@@ -419,13 +419,22 @@ class Engine:
         budget = n_ctx - len(tokens)
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
         grammar = self._grammar(llm, template, request)
-        llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
+        if sampling.seed is None:
+            llm.set_seed(random.getrandbits(31))
+        else:
+            # A seed promises the same output for the same request whatever ran
+            # before. Reusing a cached prompt prefix changes how the rest is batched,
+            # and llama.cpp's kernels are not bit-identical across batch shapes, so
+            # seeded requests evaluate their whole prompt (unseeded ones reuse it).
+            llm.set_seed(sampling.seed)
+            llm.reset()
         reused = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
 
         out = _OutputPipeline(template, request, sampling)
         started = time.monotonic()
         first_token_at: float | None = None
         produced = 0
+        sampled = 0
         finish: FinishReason = "length"
         gen = llm.generate(
             tokens,
@@ -444,6 +453,7 @@ class Engine:
                 finish = "cancelled"
             else:
                 for token in gen:
+                    sampled += 1
                     if first_token_at is None:
                         first_token_at = time.monotonic()
                     if _is_eog(llm, token):
@@ -478,7 +488,7 @@ class Engine:
                 prompt_s=first - started,
                 generation_s=ended - first,
                 prompt_tokens=max(1, len(tokens) - reused),
-                completion_tokens=produced,
+                sampled_tokens=sampled,
             ),
             model=entry.model.name,
         )

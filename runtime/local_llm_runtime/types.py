@@ -56,7 +56,8 @@ class Timings:
     """Generating the completion tokens after the first."""
     prompt_tokens: int = 0
     """Prompt tokens actually evaluated (cached prefix tokens are not)."""
-    completion_tokens: int = 0
+    sampled_tokens: int = 0
+    """Tokens sampled, the end-of-generation token included."""
 
     @property
     def prompt_tokens_per_s(self) -> float:
@@ -65,8 +66,8 @@ class Timings:
 
     @property
     def generation_tokens_per_s(self) -> float:
-        """Generation rate (tokens after the first, over the time after the first)."""
-        n = max(0, self.completion_tokens - 1)
+        """Generation rate (tokens sampled after the first, over the time after the first)."""
+        n = max(0, self.sampled_tokens - 1)
         return n / self.generation_s if self.generation_s > 0 else 0.0
 
 
