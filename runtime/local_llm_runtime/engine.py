@@ -427,7 +427,7 @@ class Engine:
             # and llama.cpp's kernels are not bit-identical across batch shapes, so
             # seeded requests evaluate their whole prompt (unseeded ones reuse it).
             llm.set_seed(sampling.seed)
-            llm.reset()
+            llm.reset()  # type: ignore[no-untyped-call]
         reused = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
 
         out = _OutputPipeline(template, request, sampling)
