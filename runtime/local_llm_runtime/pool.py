@@ -16,8 +16,10 @@ replace the queue later; callers only see :meth:`ModelPool.lease`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -176,6 +178,13 @@ def _default_loader(
         llm = llama_cpp.Llama(**kwargs)
     llm.verbose = False
     return llm
+
+
+def _return_heap_to_os() -> None:
+    """Ask glibc to give freed heap pages back (llama.cpp frees, glibc keeps them)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class ModelPool:
@@ -362,6 +371,7 @@ class ModelPool:
         if self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
         entry.llm.close()
+        _return_heap_to_os()
         logger.info("Unloaded %s", entry.model.name)
 
     def _ensure_reaper(self) -> None:

@@ -1,0 +1,88 @@
+"""``local-llm run`` on a tiny model: one-shot, stdin, interactive chat with /bye and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from local_llm_runtime.cli import main
+
+
+@pytest.fixture
+def tiny_name(tiny_gguf: Path) -> str:
+    assert main(["create", "tiny", "--from", str(tiny_gguf), "--param", "num_predict=8"]) == 0
+    return "tiny"
+
+
+def test_run_with_prompt_streams_and_reports(
+    tiny_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", tiny_name, "hello", "--verbose", "--param", "seed=1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip()
+    for key in ("load duration", "prompt eval rate", "eval count:", "eval rate"):
+        assert key in err
+    assert "8 token(s)" in err
+
+
+def test_run_reads_stdin_when_piped(tiny_name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local_llm_runtime", "run", tiny_name],
+        input="hello there",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_run_unknown_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "qwen2.5:8b", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 60) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out waiting for {marker!r}; got {data[-500:]!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_interactive_chat_keeps_history_and_exits_on_bye(tiny_name: str) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI on a terminal
+        os.execv(sys.executable, [sys.executable, "-m", "local_llm_runtime", "run", tiny_name])
+    try:
+        _read_until(fd, b">>> ")
+        os.write(fd, b"first question\r")
+        _read_until(fd, b">>> ")
+        os.write(fd, b"\x03")  # Ctrl-C at the prompt does not exit
+        _read_until(fd, b"/bye to exit")
+        os.write(fd, b"second question\r")
+        _read_until(fd, b">>> ")
+        os.write(fd, b"/bye\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)

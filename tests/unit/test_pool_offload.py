@@ -1,0 +1,98 @@
+"""The pool's GPU decision and its retry path, with fake device memory and a fake loader.
+
+The loader is the one seam replaced here (a real GPU is not available on CI); it
+records what llama.cpp would have been asked and can fail like a GPU load does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_llm_runtime import ModelLibrary, ModelLoadError
+from local_llm_runtime.gpu import DeviceMemory
+from local_llm_runtime.pool import LoadOptions, ModelPool, _default_loader
+
+GiB = 1024**3
+
+
+class RecordingLoader:
+    def __init__(self, fail_above: int | None = None) -> None:
+        self.calls: list[int] = []
+        self.fail_above = fail_above
+
+    def __call__(
+        self, model: Any, options: LoadOptions, num_ctx: int, num_gpu: int, meta: dict[str, Any]
+    ) -> Any:
+        self.calls.append(num_gpu)
+        if self.fail_above is not None and num_gpu > self.fail_above:
+            raise ValueError("Failed to create llama_context (out of device memory)")
+        return _default_loader(model, options, num_ctx, 0, meta)
+
+
+def _lease(pool: ModelPool, path: Path, **options: Any) -> Any:
+    model = ModelLibrary().resolve(str(path))
+    with pool.lease(model, LoadOptions(**options)) as (entry, _load_s, _queue_s):
+        return entry
+
+
+def test_auto_offloads_everything_when_it_fits(tiny_gguf: Path) -> None:
+    loader = RecordingLoader()
+    pool = ModelPool(
+        loader=loader,
+        gpu_available=True,
+        device_probe=lambda: DeviceMemory("cuda", 24 * GiB, 20 * GiB, "H100"),
+    )
+    entry = _lease(pool, tiny_gguf)
+    assert loader.calls == [3]  # 2 layers + output
+    assert entry.offload.full
+    (running,) = pool.ps()
+    assert running.gpu_layers == 3
+    assert "fit" in running.offload
+    pool.close()
+
+
+def test_cpu_only_build_uses_no_gpu(tiny_gguf: Path) -> None:
+    loader = RecordingLoader()
+    pool = ModelPool(loader=loader, gpu_available=False, device_probe=lambda: None)
+    _lease(pool, tiny_gguf)
+    assert loader.calls == [0]
+    pool.close()
+
+
+def test_manual_num_gpu_overrides(tiny_gguf: Path) -> None:
+    loader = RecordingLoader()
+    pool = ModelPool(
+        loader=loader,
+        gpu_available=True,
+        device_probe=lambda: DeviceMemory("cuda", 24 * GiB, 20 * GiB),
+    )
+    _lease(pool, tiny_gguf, num_gpu=1)
+    assert loader.calls == [1]
+    pool.close()
+
+
+def test_failed_gpu_load_retries_with_fewer_layers_then_cpu(tiny_gguf: Path) -> None:
+    loader = RecordingLoader(fail_above=0)
+    pool = ModelPool(
+        loader=loader,
+        gpu_available=True,
+        device_probe=lambda: DeviceMemory("cuda", 24 * GiB, 20 * GiB),
+    )
+    entry = _lease(pool, tiny_gguf)
+    assert loader.calls == [3, 1, 0]
+    assert entry.offload.num_gpu == 0
+    assert "retried" in entry.offload.reason
+    pool.close()
+
+
+def test_every_attempt_failing_is_a_typed_error(tiny_gguf: Path) -> None:
+    def broken(*_args: Any) -> Any:
+        raise ValueError("Failed to load model from file")
+
+    pool = ModelPool(loader=broken, gpu_available=False)
+    with pytest.raises(ModelLoadError, match="Failed to load model"):
+        _lease(pool, tiny_gguf)
+    assert pool.ps() == []
