@@ -291,10 +291,21 @@ class Engine:
     # ---- public: async --------------------------------------------------------
 
     def achat_stream(
-        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        cancel: threading.Event | None = None,
+        **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
-        """Async :meth:`chat_stream`: the engine runs in a worker thread."""
-        return _in_thread(lambda cancel: self.chat_stream(model, messages, cancel=cancel, **kwargs))
+        """Async :meth:`chat_stream`: the engine runs in a worker thread.
+
+        Cancelling the consuming task (or closing the iterator) stops generation
+        within a token; so does setting ``cancel``.
+        """
+        return _in_thread(
+            lambda event: self.chat_stream(model, messages, cancel=event, **kwargs), cancel
+        )
 
     async def achat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
@@ -302,10 +313,12 @@ class Engine:
         """Async :meth:`chat`."""
         return aggregate([c async for c in self.achat_stream(model, messages, **kwargs)])
 
-    def agenerate_stream(self, model: str, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk]:
+    def agenerate_stream(
+        self, model: str, prompt: str, *, cancel: threading.Event | None = None, **kwargs: Any
+    ) -> AsyncIterator[Chunk]:
         """Async :meth:`generate_stream`."""
         return _in_thread(
-            lambda cancel: self.generate_stream(model, prompt, cancel=cancel, **kwargs)
+            lambda event: self.generate_stream(model, prompt, cancel=event, **kwargs), cancel
         )
 
     async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
@@ -617,7 +630,9 @@ def _l2_normalize(vector: list[float]) -> list[float]:
 _DONE = object()
 
 
-def _in_thread(make: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+def _in_thread(
+    make: Callable[[threading.Event], Iterator[T]], cancel: threading.Event | None = None
+) -> AsyncIterator[T]:
     """Run a blocking iterator in a worker thread; hand items to the event loop.
 
     Cancelling (or closing) the async iterator sets the cancel event, which the
@@ -627,22 +642,20 @@ def _in_thread(make: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[
     async def run() -> AsyncIterator[T]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[object, Any]] = asyncio.Queue()
-        cancel = threading.Event()
+        event = cancel if cancel is not None else threading.Event()
 
         def post(kind: object, value: Any) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
             except RuntimeError:  # the loop is gone; nobody is listening
-                cancel.set()
+                event.set()
 
         def worker() -> None:
             try:
-                iterator = make(cancel)
+                iterator = make(event)
                 try:
                     for item in iterator:
                         post("item", item)
-                        if cancel.is_set():
-                            break
                 finally:
                     close = getattr(iterator, "close", None)
                     if close is not None:
@@ -663,7 +676,7 @@ def _in_thread(make: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[
                     raise value
                 yield value
         finally:
-            cancel.set()
+            event.set()
 
     return run()
 

@@ -1,0 +1,92 @@
+"""Option fields shared by every adapter: Ollama's names, typed, documented once."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["LocalModelOptions", "ReasoningSetting", "reasoning_mode"]
+
+ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
+
+
+def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "inline"]:
+    """Map the adapters' ``reasoning`` field onto the engine's reasoning mode.
+
+    ``None``/``True``/``"separate"``: reasoning is kept apart from the answer;
+    ``False``/``"hide"``: dropped; ``"inline"``: left in the text as the model wrote it.
+    """
+    if setting is None or setting is True:
+        return "separate"
+    if setting is False:
+        return "hide"
+    return setting
+
+
+class LocalModelOptions(BaseModel):
+    """The options every adapter accepts (see Ollama's Modelfile parameters)."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    model: str
+    """Model reference: ``qwen2.5:7b``, ``hf.co/org/repo-GGUF:Q4_K_M``, a ``.gguf`` path,
+    or a name made with ``local-llm create``. Pulled on first use if missing."""
+
+    temperature: float | None = None
+    """Sampling temperature (default 0.8); 0 is greedy."""
+
+    top_p: float | None = None
+    """Nucleus sampling: keep the smallest token set with this much probability (0.9)."""
+
+    top_k: int | None = None
+    """Sample among the k most likely tokens (40)."""
+
+    min_p: float | None = None
+    """Drop tokens less likely than min_p times the best token (0.0)."""
+
+    repeat_penalty: float | None = None
+    """Penalty for repeating recent tokens (1.1)."""
+
+    seed: int | None = None
+    """Random seed; the same seed and request give the same output."""
+
+    num_ctx: int | None = None
+    """Context window in tokens (default: 4096, or the model's trained maximum if smaller)."""
+
+    num_predict: int | None = Field(default=None, alias="max_tokens")
+    """Maximum tokens to generate (alias ``max_tokens``; default: until the context is full)."""
+
+    stop: list[str] | None = None
+    """Stop sequences: generation ends before the first one, streaming included."""
+
+    num_gpu: int | None = None
+    """Layers offloaded to the GPU (default: automatic from free device memory)."""
+
+    num_thread: int | None = None
+    """CPU threads (default: chosen by llama.cpp)."""
+
+    keep_alive: float | str | None = None
+    """How long the model stays loaded after a request (``"5m"``, seconds, ``0``, ``-1``)."""
+
+    reasoning: ReasoningSetting = None
+    """Reasoning models' ``<think>`` text: ``True``/``None`` keeps it separate from the
+    answer, ``False`` drops it, ``"inline"`` leaves it in the text."""
+
+    preload: bool = False
+    """Load the model when the object is created (otherwise on the first call)."""
+
+    def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Ollama-named options that are set, with per-call overrides applied."""
+        options: dict[str, Any] = {}
+        for name in (
+            "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
+            "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None:
+                options[name] = value
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                options["num_predict" if key == "max_tokens" else key] = value
+        return options

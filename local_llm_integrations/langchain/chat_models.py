@@ -1,0 +1,321 @@
+"""``ChatLocal``: a LangChain chat model served in-process by the shared runtime.
+
+Pipeline (as langchain-ollama's): fields + per-call kwargs -> engine options ->
+``engine.chat_stream`` -> pure chunk conversion -> ``_stream``; ``_generate``
+aggregates the same stream, so usage and callbacks match on every path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+)
+from langchain_core.output_parsers.openai_tools import PydanticToolsParser
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from local_llm_integrations._options import LocalModelOptions, reasoning_mode
+from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
+from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.types import Chunk
+
+__all__ = ["ChatLocal"]
+
+_CALL_OPTIONS = {
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
+    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
+}  # fmt: skip
+
+
+class ChatLocal(LocalModelOptions, BaseChatModel):
+    """Chat with a local GGUF model, in-process, Ollama-style names and options.
+
+    Every instance naming the same model (and every other adapter in the
+    process) shares one loaded llama.cpp instance; construction does no I/O.
+
+    Example:
+        .. code-block:: python
+
+            from local_llm_integrations import ChatLocal
+
+            llm = ChatLocal(model="qwen2.5:7b", temperature=0)
+            llm.invoke("Why is the sky blue?")
+            llm.bind_tools([get_weather]).invoke("Weather in Paris?")
+            llm.with_structured_output(Person).invoke("Ada, 36, London")
+    """
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    format: dict[str, Any] | Literal["json"] | None = None
+    """Constrain every answer to this JSON schema (or any JSON with ``"json"``)."""
+
+    timeout: float | None = None
+    """Stop generating after this many seconds (finish reason ``cancelled``)."""
+
+    max_retries: int = Field(default=0, ge=0)
+    """Accepted for LangChain compatibility; local calls do not fail transiently."""
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _maybe_preload(self) -> ChatLocal:
+        if self.preload:
+            self.engine.preload(self.model, options=self.engine_options())
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model (the process-wide one by default)."""
+        return self._engine if self._engine is not None else default_engine()
+
+    @property
+    def _llm_type(self) -> str:
+        return "local-llm-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, **self.engine_options()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="local-llm",
+            ls_model_name=str(kwargs.get("model") or self.model),
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", kwargs.get("num_predict", self.num_predict))
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or kwargs.get("stop") or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
+
+    # ---- request building --------------------------------------------------
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        kwargs = dict(kwargs)
+        kwargs.pop("ls_structured_output_format", None)
+        model = kwargs.pop("model", None) or self.model
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_OPTIONS}
+        if stop is not None:
+            overrides["stop"] = stop
+        call: dict[str, Any] = {
+            "options": self.engine_options(overrides),
+            "reasoning": reasoning_mode(kwargs.pop("reasoning", self.reasoning)),
+            "format": kwargs.pop("format", self.format),
+            "tools": kwargs.pop("tools", None),
+            "tool_choice": kwargs.pop("tool_choice", None) or "auto",
+        }
+        keep_alive = kwargs.pop("keep_alive", self.keep_alive)
+        if keep_alive is not None:
+            call["keep_alive"] = keep_alive
+        if kwargs:
+            raise TypeError(f"ChatLocal got unexpected arguments: {', '.join(sorted(kwargs))}")
+        return model, to_runtime_messages(messages), call
+
+    def _deadline(self) -> tuple[threading.Event, Callable[[], None]]:
+        cancel = threading.Event()
+        if self.timeout is None:
+            return cancel, lambda: None
+        timer = threading.Timer(self.timeout, cancel.set)
+        timer.daemon = True
+        timer.start()
+        return cancel, timer.cancel
+
+    # ---- generation ----------------------------------------------------------
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        model, runtime_messages, call = self._request(messages, stop, kwargs)
+        cancel, stop_timer = self._deadline()
+        try:
+            stream = self.engine.chat_stream(model, runtime_messages, cancel=cancel, **call)
+            for chunk in stream:
+                generation = _generation_chunk(chunk)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
+        finally:
+            stop_timer()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        model, runtime_messages, call = self._request(messages, stop, kwargs)
+        cancel, stop_timer = self._deadline()
+        try:
+            stream = self.engine.achat_stream(model, runtime_messages, cancel=cancel, **call)
+            async for chunk in stream:
+                generation = _generation_chunk(chunk)
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
+        finally:
+            stop_timer()
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+    # ---- tools and structured output -------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer tools to the model.
+
+        Args:
+            tools: Pydantic models, functions, ``BaseTool`` or OpenAI tool dicts.
+            tool_choice: ``"auto"`` (default), ``"none"``, ``"any"``/``"required"``
+                (some tool, enforced by a grammar), a tool name or
+                ``{"type": "function", "function": {"name": ...}}`` (that tool),
+                ``True`` (the only tool).
+            **kwargs: Bound as call arguments.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        choice = _tool_choice(tool_choice, formatted)
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Return output that always validates against ``schema``.
+
+        ``json_schema`` (default) turns the schema into a grammar, so the answer
+        is always valid; ``function_calling`` forces a call of a tool with that
+        schema (also grammar-backed); ``json_mode`` asks for any JSON object.
+        ``strict`` is accepted for compatibility: output is always strict here.
+        """
+        del strict  # the grammar always enforces the schema
+        if kwargs:
+            raise ValueError(f"Unexpected arguments: {', '.join(sorted(kwargs))}")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        trace = {"kwargs": {"method": method}, "schema": convert_to_json_schema(schema)}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=trace)
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                if is_pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method in ("json_schema", "json_mode"):
+            fmt = "json" if method == "json_mode" else trace["schema"]
+            llm = self.bind(format=fmt, ls_structured_output_format=trace)
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_pydantic
+                else JsonOutputParser()
+            )
+        else:
+            raise ValueError(
+                f"Unknown method {method!r}: use 'json_schema', 'function_calling' or 'json_mode'."
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks(
+            [fallback], exception_key="parsing_error"
+        )
+
+
+def _generation_chunk(chunk: Chunk) -> ChatGenerationChunk:
+    message = message_chunk(chunk)
+    info = None
+    if message.chunk_position == "last":
+        info = {
+            "finish_reason": message.response_metadata.get("finish_reason"),
+            "model_name": message.response_metadata.get("model_name"),
+        }
+    return ChatGenerationChunk(message=message, generation_info=info)
+
+
+def _tool_choice(
+    choice: dict[str, Any] | str | bool | None, tools: list[dict[str, Any]]
+) -> str | None:
+    names = [str(t["function"]["name"]) for t in tools]
+    if choice is None or choice == "auto":
+        return None
+    if choice is True:
+        if len(names) != 1:
+            raise ValueError("tool_choice=True needs exactly one tool.")
+        return names[0]
+    if choice is False or choice == "none":
+        return "none"
+    if choice in ("any", "required"):
+        return "required"
+    if isinstance(choice, Mapping):
+        name = choice.get("function", {}).get("name") or choice.get("name")
+        if not isinstance(name, str):
+            raise ValueError(f"Unrecognized tool_choice {choice!r}.")
+        choice = name
+    if isinstance(choice, str):
+        if choice not in names:
+            raise ValueError(f"tool_choice {choice!r} is not one of the tools: {names}.")
+        return str(choice)
+    raise ValueError(f"Unrecognized tool_choice {choice!r}.")

@@ -1,0 +1,111 @@
+"""``LocalEmbeddings``: LangChain embeddings from a local GGUF model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from local_llm_runtime.engine import Engine, default_engine
+
+__all__ = ["LocalEmbeddings"]
+
+
+class LocalEmbeddings(BaseModel, Embeddings):
+    """Embed text with a local GGUF model (an embedding model, or a chat model with mean pooling).
+
+    Runs on its own pool entry (llama.cpp embedding mode), batched, one vector
+    per input, L2-normalized by default. No I/O at construction.
+
+    Example:
+        .. code-block:: python
+
+            from local_llm_integrations.langchain import LocalEmbeddings
+
+            embeddings = LocalEmbeddings(model="nomic-embed-text")
+            vectors = embeddings.embed_documents(["hello", "world"])
+    """
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    """Model reference (``nomic-embed-text``, ``hf.co/...``, a ``.gguf`` path, ...)."""
+
+    normalize: bool = True
+    """L2-normalize every vector (cosine similarity becomes a dot product)."""
+
+    batch_size: int = Field(default=64, ge=1)
+    """Texts per engine call; other requests on the model can run between batches."""
+
+    num_ctx: int | None = None
+    """Longest input in tokens (longer texts are truncated); default min(4096, trained)."""
+
+    num_gpu: int | None = None
+    """Layers offloaded to the GPU (default: automatic)."""
+
+    num_thread: int | None = None
+    """CPU threads (default: chosen by llama.cpp)."""
+
+    keep_alive: float | str | None = None
+    """How long the model stays loaded after a request."""
+
+    preload: bool = False
+    """Load the model when the object is created (otherwise on first use)."""
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _maybe_preload(self) -> LocalEmbeddings:
+        if self.preload:
+            self.engine.preload(self.model, options=self._options(), embedding=True)
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model (the process-wide one by default)."""
+        return self._engine if self._engine is not None else default_engine()
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in {
+                "num_ctx": self.num_ctx,
+                "num_gpu": self.num_gpu,
+                "num_thread": self.num_thread,
+            }.items()
+            if v is not None
+        }
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"normalize": self.normalize, "options": self._options()}
+        if self.keep_alive is not None:
+            kwargs["keep_alive"] = self.keep_alive
+        return kwargs
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents: one vector per text, in order."""
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            out.extend(
+                self.engine.embed(
+                    self.model, texts[start : start + self.batch_size], **self._kwargs()
+                )
+            )
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query."""
+        return self.engine.embed(self.model, [text], **self._kwargs())[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_documents` (the engine runs in a worker thread)."""
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            out.extend(await self.engine.aembed(self.model, batch, **self._kwargs()))
+        return out
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async :meth:`embed_query`."""
+        return (await self.engine.aembed(self.model, [text], **self._kwargs()))[0]

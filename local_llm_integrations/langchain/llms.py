@@ -1,0 +1,191 @@
+"""``LocalLLM``: a LangChain completion model (text in, text out) on the shared runtime."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import ConfigDict, PrivateAttr, model_validator
+
+from local_llm_integrations._options import LocalModelOptions
+from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
+
+__all__ = ["LocalLLM"]
+
+_CALL_OPTIONS = {
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
+    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
+}  # fmt: skip
+
+
+class LocalLLM(LocalModelOptions, BaseLLM):
+    """Completion-style access to a local GGUF model (Ollama's ``generate``).
+
+    By default the prompt is sent as a user message through the model's chat
+    template (with ``system`` if set), as Ollama does; ``raw=True`` continues
+    the prompt text as is. Shares loaded models with every other adapter.
+
+    Example:
+        .. code-block:: python
+
+            from local_llm_integrations.langchain import LocalLLM
+
+            llm = LocalLLM(model="qwen2.5:7b")
+            llm.invoke("Write a haiku about llamas.")
+    """
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    system: str | None = None
+    """System prompt (default: the one bound to the model by ``local-llm create``)."""
+
+    raw: bool = False
+    """Send the prompt without the chat template (plain text continuation)."""
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _maybe_preload(self) -> LocalLLM:
+        if self.preload:
+            self.engine.preload(self.model, options=self.engine_options())
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model (the process-wide one by default)."""
+        return self._engine if self._engine is not None else default_engine()
+
+    @property
+    def _llm_type(self) -> str:
+        return "local-llm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "raw": self.raw, **self.engine_options()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="local-llm",
+            ls_model_name=str(kwargs.get("model") or self.model),
+            ls_model_type="llm",
+        )
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.num_predict is not None:
+            params["ls_max_tokens"] = self.num_predict
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def _call_args(
+        self, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        kwargs = dict(kwargs)
+        model = kwargs.pop("model", None) or self.model
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_OPTIONS}
+        if stop is not None:
+            overrides["stop"] = stop
+        call: dict[str, Any] = {
+            "options": self.engine_options(overrides),
+            "system": kwargs.pop("system", self.system),
+            "raw": kwargs.pop("raw", self.raw),
+            "format": kwargs.pop("format", None),
+        }
+        keep_alive = kwargs.pop("keep_alive", self.keep_alive)
+        if keep_alive is not None:
+            call["keep_alive"] = keep_alive
+        if kwargs:
+            raise TypeError(f"LocalLLM got unexpected arguments: {', '.join(sorted(kwargs))}")
+        return model, call
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        model, call = self._call_args(stop, kwargs)
+        for chunk in self.engine.generate_stream(model, prompt, **call):
+            generation = _generation_chunk(chunk)
+            if generation is None:
+                continue
+            if run_manager is not None:
+                run_manager.on_llm_new_token(generation.text, chunk=generation)
+            yield generation
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        model, call = self._call_args(stop, kwargs)
+        async for chunk in self.engine.agenerate_stream(
+            model, prompt, cancel=threading.Event(), **call
+        ):
+            generation = _generation_chunk(chunk)
+            if generation is None:
+                continue
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(generation.text, chunk=generation)
+            yield generation
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            final: GenerationChunk | None = None
+            for chunk in self._stream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            generations.append([_as_generation(final)])
+        return LLMResult(generations=generations)
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            final: GenerationChunk | None = None
+            async for chunk in self._astream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            generations.append([_as_generation(final)])
+        return LLMResult(generations=generations)
+
+
+def _generation_chunk(chunk: Chunk) -> GenerationChunk | None:
+    if isinstance(chunk, TextDelta):
+        return GenerationChunk(text=chunk.text)
+    if isinstance(chunk, FinalChunk):
+        return GenerationChunk(
+            text="",
+            generation_info={
+                "finish_reason": chunk.finish_reason,
+                "model_name": chunk.model,
+                "prompt_tokens": chunk.usage.prompt_tokens,
+                "completion_tokens": chunk.usage.completion_tokens,
+                "eval_tokens_per_s": chunk.timings.generation_tokens_per_s,
+            },
+        )
+    return None  # reasoning and tool calls have no place in plain completions
+
+
+def _as_generation(chunk: GenerationChunk | None) -> Generation:
+    if chunk is None:
+        return Generation(text="")
+    return Generation(text=chunk.text, generation_info=chunk.generation_info)
