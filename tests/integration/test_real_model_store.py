@@ -78,8 +78,8 @@ def test_readme_demo_command_registers_and_shows(demo_model: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "qwen2" in result.stdout
     assert "Q4_K_M" in result.stdout
-    assert "def " in result.stdout  # the model answered with code
-    assert "eval rate" in result.stderr
+    assert "ChatLocal" in result.stdout
+    assert "def " in result.stdout  # the chain streamed the model's code
     listing = subprocess.run(
         [sys.executable, "-m", "local_llm_runtime", "list"],
         env=env,

@@ -416,3 +416,19 @@ def test_tool_without_parameters_takes_any_object(llm: llama_cpp.Llama) -> None:
     text, _ = generate(llm, gbnf, 0)
     _, [call] = parse_tool_calls("llama3", text, {"now"})
     assert call.name == "now"
+
+
+def test_parallel_bare_calls_after_a_call_are_calls() -> None:
+    """Qwen2.5-Coder-0.5B writes parallel calls as JSON objects after the first one."""
+    from local_llm_runtime.tool_calls import parse_tool_calls
+
+    text = '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>,\n{"name": "b", "arguments": {"x": 1}}'
+    plain, calls = parse_tool_calls("hermes", text, ["a", "b"])
+    assert plain == ""
+    assert [(c.name, c.arguments) for c in calls] == [("a", {}), ("b", {"x": 1})]
+    plain, calls = parse_tool_calls(
+        "hermes",
+        '{"name": "a", "arguments": {}}\n{"name": "b", "arguments": {}}\nDone.',
+        ["a", "b"],
+    )
+    assert (plain, [c.name for c in calls]) == ("Done.", ["a", "b"])
