@@ -16,7 +16,14 @@ from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 from local_llm_integrations import ChatLocal
 from local_llm_integrations.langchain import LocalEmbeddings, LocalLLM
 from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
-from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, Timings, ToolCallDelta, Usage
+from local_llm_runtime.types import (
+    FinalChunk,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    Usage,
+)
 
 
 class TestChatLocalUnit(ChatModelUnitTests):
@@ -67,14 +74,22 @@ def test_max_tokens_is_num_predict() -> None:
     llm = ChatLocal(model="m", max_tokens=12)
     assert llm.num_predict == 12
     assert llm.engine_options() == {"num_predict": 12}
-    assert llm.engine_options({"max_tokens": 5, "temperature": 0.2}) == {"num_predict": 5, "temperature": 0.2}
+    assert llm.engine_options({"max_tokens": 5, "temperature": 0.2}) == {
+        "num_predict": 5,
+        "temperature": 0.2,
+    }
 
 
 def test_messages_convert_to_runtime_dicts() -> None:
     messages = [
         SystemMessage("be brief"),
-        HumanMessage(content=[{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}], name="bob"),
-        AIMessage(content="", tool_calls=[{"name": "add", "args": {"a": 1}, "id": "c1", "type": "tool_call"}]),
+        HumanMessage(
+            content=[{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}], name="bob"
+        ),
+        AIMessage(
+            content="",
+            tool_calls=[{"name": "add", "args": {"a": 1}, "id": "c1", "type": "tool_call"}],
+        ),
         ToolMessage(content="2", tool_call_id="c1", name="add"),
     ]
     assert to_runtime_messages(messages) == [
@@ -99,7 +114,9 @@ def test_chunks_convert_to_message_chunks() -> None:
     assert final.response_metadata["model_name"] == "m"
     assert final.response_metadata["finish_reason"] == "stop"
     merged = call + final
-    assert merged.tool_calls == [{"name": "add", "args": {"a": 1}, "id": "id1", "type": "tool_call"}]
+    assert merged.tool_calls == [
+        {"name": "add", "args": {"a": 1}, "id": "id1", "type": "tool_call"}
+    ]
 
 
 def test_tool_choice_values() -> None:
@@ -143,7 +160,9 @@ def test_streaming_callbacks_fire_for_every_token(tiny_gguf: Path) -> None:
     async_counter = AsyncCounter()
 
     async def run() -> str:
-        parts = [str(c.content) async for c in llm.astream("hi", config={"callbacks": [async_counter]})]
+        parts = [
+            str(c.content) async for c in llm.astream("hi", config={"callbacks": [async_counter]})
+        ]
         return "".join(parts)
 
     assert asyncio.run(run()) == text
