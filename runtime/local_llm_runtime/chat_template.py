@@ -17,6 +17,7 @@ without a template gets ChatML, with tools described Hermes-style.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -199,6 +200,28 @@ def _message(message: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _mistral_id(call_id: Any) -> str:
+    """Mistral templates accept only 9-character alphanumeric call ids: map ours stably."""
+    text = str(call_id)
+    if len(text) == 9 and text.isalnum():
+        return text
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:9]
+
+
+def _mistral_ids(message: dict[str, Any]) -> dict[str, Any]:
+    if message.get("tool_call_id") is not None:
+        message = {**message, "tool_call_id": _mistral_id(message["tool_call_id"])}
+    if message.get("tool_calls"):
+        message = {
+            **message,
+            "tool_calls": [
+                {**call, "id": _mistral_id(call["id"])} if call.get("id") else call
+                for call in message["tool_calls"]
+            ],
+        }
+    return message
+
+
 class ChatTemplate:
     r"""A model's chat template, compiled once in a sandbox.
 
@@ -303,6 +326,8 @@ class ChatTemplate:
         """
         context: dict[str, Any] = {"bos_token": self._bos, "eos_token": self._eos, **extra}
         context["messages"] = [_message(message) for message in messages]
+        if self.tool_format == "mistral":
+            context["messages"] = [_mistral_ids(m) for m in context["messages"]]
         context["add_generation_prompt"] = add_generation_prompt
         if tools:
             context["tools"] = [dict(tool) for tool in tools]
