@@ -1,0 +1,195 @@
+"""Per-call arguments -> one runtime request (pure functions, no I/O).
+
+LlamaIndex passes options as keyword arguments to ``chat``/``complete`` (and
+through ``chat_with_tools``/``structured_predict``). Here the instance's fields
+and those keyword arguments become the engine's Ollama-named ``options`` plus
+the request-level settings (tools, tool choice, format, reasoning, keep-alive).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "OPTION_NAMES",
+    "ReasoningMode",
+    "ReasoningSetting",
+    "Request",
+    "build_request",
+    "reasoning_mode",
+    "to_runtime_tools",
+    "tool_choice_for",
+]
+
+logger = logging.getLogger(__name__)
+
+ReasoningMode = Literal["separate", "hide", "inline"]
+ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
+
+OPTION_NAMES: tuple[str, ...] = (
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
+    "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
+)  # fmt: skip
+"""Ollama-named sampling/load options accepted as fields and as per-call kwargs."""
+
+_ALIASES = {"max_tokens": "num_predict"}
+_REASONING_KEYS = ("reasoning", "thinking", "think")
+
+
+def reasoning_mode(setting: ReasoningSetting) -> ReasoningMode:
+    """Map a ``reasoning``/``thinking`` setting onto the engine's reasoning mode.
+
+    Args:
+        setting: ``None``/``True``/``"separate"`` keep reasoning apart from the
+            answer (thinking blocks); ``False``/``"hide"`` drop it; ``"inline"``
+            leaves the ``<think>`` text in the answer.
+
+    Returns:
+        The engine's mode.
+
+    Raises:
+        ValueError: On any other value.
+    """
+    if setting is None or setting is True:
+        return "separate"
+    if setting is False:
+        return "hide"
+    if setting in ("separate", "hide", "inline"):
+        return setting
+    raise ValueError(
+        f"reasoning must be True, False, 'separate', 'hide' or 'inline', not {setting!r}."
+    )
+
+
+def to_runtime_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """Convert LlamaIndex tools (or OpenAI tool dicts) to OpenAI-style tool dicts.
+
+    Args:
+        tools: ``BaseTool`` objects (anything with ``metadata.to_openai_tool``) or
+            dicts already in OpenAI format.
+
+    Returns:
+        ``[{"type": "function", "function": {"name", "description", "parameters"}}]``.
+    """
+    out: list[dict[str, Any]] = []
+    for tool in tools or ():
+        if isinstance(tool, Mapping):
+            out.append(dict(tool))
+            continue
+        metadata = getattr(tool, "metadata", None)
+        if metadata is None or not hasattr(metadata, "to_openai_tool"):
+            raise TypeError(f"Not a LlamaIndex tool or an OpenAI tool dict: {tool!r}.")
+        out.append(dict(metadata.to_openai_tool(skip_length_check=True)))
+    return out
+
+
+def tool_choice_for(choice: Any, tool_required: bool = False) -> str:
+    """Normalize LlamaIndex's ``tool_choice``/``tool_required`` to the engine's.
+
+    Args:
+        choice: ``None``, ``"auto"``, ``"none"``, ``"required"``/``"any"``, a tool
+            name, or ``{"type": "function", "function": {"name": ...}}``.
+        tool_required: LlamaIndex's flag: the model must call some tool.
+
+    Returns:
+        ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+    """
+    if isinstance(choice, Mapping):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else choice.get("name")
+        if not isinstance(name, str):
+            raise ValueError(f"Unrecognized tool_choice {choice!r}.")
+        return name
+    if choice is None or choice == "auto":
+        return "required" if tool_required else "auto"
+    if choice == "any":
+        return "required"
+    if isinstance(choice, str):
+        return choice
+    raise ValueError(f"Unrecognized tool_choice {choice!r}.")
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one engine call needs besides the messages."""
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    """Ollama-named options (only those set)."""
+    reasoning: ReasoningMode = "separate"
+    format: Mapping[str, Any] | Literal["json"] | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str = "auto"
+    keep_alive: float | str | None = None
+
+    def chat_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Engine.chat_stream`` / ``achat_stream``."""
+        kwargs: dict[str, Any] = {
+            "options": self.options,
+            "reasoning": self.reasoning,
+            "format": self.format,
+        }
+        if self.tools:
+            kwargs["tools"] = self.tools
+            kwargs["tool_choice"] = self.tool_choice
+        if self.keep_alive is not None:
+            kwargs["keep_alive"] = self.keep_alive
+        return kwargs
+
+
+def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Request:
+    """Merge an instance's fields with per-call keyword arguments.
+
+    Args:
+        defaults: The instance's settings: ``model``, the :data:`OPTION_NAMES`,
+            ``reasoning``, ``format``, ``keep_alive`` (``None`` = unset).
+        kwargs: Per-call arguments; they override ``defaults``. Recognized: the
+            option names, ``max_tokens`` (alias of ``num_predict``), ``model``,
+            ``format``, ``tools``, ``tool_choice``, ``tool_required``,
+            ``reasoning``/``thinking``/``think`` and ``keep_alive``. Anything
+            else (LlamaIndex passes a few bookkeeping arguments along) is ignored.
+
+    Returns:
+        The request.
+    """
+    options = {name: defaults[name] for name in OPTION_NAMES if defaults.get(name) is not None}
+    reasoning: ReasoningSetting = defaults.get("reasoning")
+    fmt = defaults.get("format")
+    keep_alive = defaults.get("keep_alive")
+    model = str(defaults["model"])
+    tools: list[dict[str, Any]] = []
+    choice: Any = None
+    tool_required = False
+    for key, value in kwargs.items():
+        name = _ALIASES.get(key, key)
+        if name in OPTION_NAMES:
+            if value is not None:
+                options[name] = value
+        elif name in _REASONING_KEYS:
+            reasoning = value
+        elif name == "format":
+            fmt = value
+        elif name == "keep_alive":
+            keep_alive = value if value is not None else keep_alive
+        elif name == "model":
+            model = str(value) if value else model
+        elif name == "tools":
+            tools = to_runtime_tools(value)
+        elif name == "tool_choice":
+            choice = value
+        elif name == "tool_required":
+            tool_required = bool(value)
+        else:
+            logger.debug("Ignoring unsupported argument %s=%r", key, value)
+    return Request(
+        model=model,
+        options=options,
+        reasoning=reasoning_mode(reasoning),
+        format=fmt,
+        tools=tools,
+        tool_choice=tool_choice_for(choice, tool_required) if tools else "auto",
+        keep_alive=keep_alive,
+    )

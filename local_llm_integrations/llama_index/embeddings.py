@@ -1,0 +1,146 @@
+"""``LocalEmbedding``: LlamaIndex embeddings from a local GGUF model, in-process.
+
+Each batch of ``embed_batch_size`` texts is one ``engine.embed`` call (llama.cpp
+batches it); async calls run in a worker thread. The runtime keeps a separate
+embedding instance of the model (pooling on, its own KV cache), shared with
+every other adapter in the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+
+from local_llm_runtime.engine import Engine, default_engine
+
+__all__ = ["LocalEmbedding"]
+
+_LOAD_OPTIONS = ("num_ctx", "num_gpu", "num_thread")
+
+
+class LocalEmbedding(BaseEmbedding):
+    """Text and query embeddings from a local GGUF model (embedding or generative).
+
+    Example:
+        .. code-block:: python
+
+            from llama_index.core import Settings, VectorStoreIndex
+            from local_llm_integrations.llama_index import LocalEmbedding
+
+            Settings.embed_model = LocalEmbedding(model="nomic-embed-text")
+            index = VectorStoreIndex.from_documents(documents)
+    """
+
+    model: str = Field(
+        description=(
+            "Model reference: an Ollama-style name (`nomic-embed-text`), "
+            "`hf.co/org/repo:QUANT`, or a path to a `.gguf` file. Also sets `model_name`."
+        )
+    )
+    embed_batch_size: int = Field(
+        default=32,
+        gt=0,
+        le=2048,
+        description="Texts per engine call (llama.cpp evaluates a batch at once).",
+    )
+    normalize: bool = Field(default=True, description="L2-normalize every vector.")
+    query_instruction: str | None = Field(
+        default=None,
+        description="Prefix for queries (e.g. 'search_query: ' for nomic-embed-text).",
+    )
+    text_instruction: str | None = Field(
+        default=None,
+        description="Prefix for documents (e.g. 'search_document: ' for nomic-embed-text).",
+    )
+    num_ctx: int | None = Field(
+        default=None,
+        gt=0,
+        description="Context window (longest text, in tokens; longer texts are truncated).",
+    )
+    num_gpu: int | None = Field(
+        default=None, ge=-1, description="Layers offloaded to the GPU (default: automatic)."
+    )
+    num_thread: int | None = Field(
+        default=None, gt=0, description="CPU threads (default: chosen by llama.cpp)."
+    )
+    keep_alive: float | str | None = Field(
+        default=None,
+        description="How long the model stays loaded after a request (`5m`, seconds, 0, -1).",
+    )
+    preload: bool = Field(
+        default=False,
+        description="Load the model when the object is created (otherwise on the first call).",
+    )
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "model" not in data and "model_name" in data:
+                data["model"] = data["model_name"]
+            if "model" in data:
+                data["model_name"] = data["model"]
+        return data
+
+    @model_validator(mode="after")
+    def _maybe_preload(self) -> LocalEmbedding:
+        if self.preload:
+            self.engine.preload(self.model, options=self._options(), embedding=True)
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name used when serializing."""
+        return "LocalEmbedding"
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model (the process-wide one by default)."""
+        return self._engine if self._engine is not None else default_engine()
+
+    def _options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _LOAD_OPTIONS if getattr(self, k) is not None}
+
+    def _call_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"normalize": self.normalize, "options": self._options()}
+        if self.keep_alive is not None:
+            kwargs["keep_alive"] = self.keep_alive
+        return kwargs
+
+    @staticmethod
+    def _prefixed(prefix: str | None, texts: list[str]) -> list[str]:
+        return [prefix + t for t in texts] if prefix else texts
+
+    # ---- BaseEmbedding -------------------------------------------------------
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self.engine.embed(
+            self.model, self._prefixed(self.query_instruction, [query]), **self._call_kwargs()
+        )[0]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        vectors = await self.engine.aembed(
+            self.model, self._prefixed(self.query_instruction, [query]), **self._call_kwargs()
+        )
+        return vectors[0]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return (await self._aget_text_embeddings([text]))[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self.engine.embed(
+            self.model, self._prefixed(self.text_instruction, texts), **self._call_kwargs()
+        )
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await self.engine.aembed(
+            self.model, self._prefixed(self.text_instruction, texts), **self._call_kwargs()
+        )
