@@ -154,8 +154,10 @@ def bench_generation(model: str, path: str, runs: int, tokens: int) -> None:
             f"{name:24} {rate:9.1f} {rate / ceiling:7.2f} "
             f"{statistics.median(ttft[name]) * 1000:10.0f}ms {statistics.median(counts[name]):7.0f}"
         )
-    print("(tokens/s: new tokens / wall time from request to last token, prompt cache warm)")
-    print(flush=True)
+    print(
+        "(tokens/s: new tokens / wall time from request to last token, prompt cache warm)",
+        flush=True,
+    )
 
 
 def bench_embeddings(model: str, texts: int, single_texts: int) -> None:
