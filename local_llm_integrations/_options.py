@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from local_llm_runtime.engine import Engine, default_engine
 
 __all__ = ["LocalModelOptions", "ReasoningSetting", "reasoning_mode"]
 
@@ -75,6 +77,19 @@ class LocalModelOptions(BaseModel):
 
     preload: bool = False
     """Load the model when the object is created (otherwise on the first call)."""
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _maybe_preload(self) -> LocalModelOptions:
+        if self.preload:
+            self.engine.preload(self.model, options=self.engine_options())
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model (the process-wide one by default)."""
+        return self._engine if self._engine is not None else default_engine()
 
     def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Ollama-named options that are set, with per-call overrides applied."""

@@ -34,11 +34,10 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from local_llm_integrations._options import LocalModelOptions, reasoning_mode
 from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
-from local_llm_runtime.engine import Engine, default_engine
 from local_llm_runtime.types import Chunk
 
 __all__ = ["ChatLocal"]
@@ -76,19 +75,6 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
 
     max_retries: int = Field(default=0, ge=0)
     """Accepted for LangChain compatibility; local calls do not fail transiently."""
-
-    _engine: Engine | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _maybe_preload(self) -> ChatLocal:
-        if self.preload:
-            self.engine.preload(self.model, options=self.engine_options())
-        return self
-
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
 
     @property
     def _llm_type(self) -> str:

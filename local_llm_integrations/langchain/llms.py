@@ -9,10 +9,9 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM, LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, PrivateAttr, model_validator
+from pydantic import ConfigDict
 
 from local_llm_integrations._options import LocalModelOptions
-from local_llm_runtime.engine import Engine, default_engine
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
 
 __all__ = ["LocalLLM"]
@@ -46,19 +45,6 @@ class LocalLLM(LocalModelOptions, BaseLLM):
 
     raw: bool = False
     """Send the prompt without the chat template (plain text continuation)."""
-
-    _engine: Engine | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _maybe_preload(self) -> LocalLLM:
-        if self.preload:
-            self.engine.preload(self.model, options=self.engine_options())
-        return self
-
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
 
     @property
     def _llm_type(self) -> str:
