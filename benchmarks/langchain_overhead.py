@@ -28,6 +28,12 @@ Per call, measured by the consumer of the stream:
   i.e. the decode rate without prompt processing. Completion tokens are counted the
   same way for all three: the streamed text re-tokenized with the raw model's
   tokenizer (ChatLocal's own usage count is printed next to it as a cross-check).
+* CPU ms/tok: process CPU time (all threads) per token over the same span;
+* host us/tok: wall time per token spent *outside* llama.cpp's decode and sampler
+  calls (``LlamaContext.decode`` / ``LlamaSampler.sample`` are wrapped with a timer,
+  for all three alike): the per-token cost of the Python layers -- llama-cpp-python's
+  own loop, the runtime and the LangChain adapter. Unlike tokens/s it barely moves when
+  other processes compete for the cores, so it shows the wrappers' cost directly.
 """
 
 from __future__ import annotations
@@ -57,6 +63,27 @@ TOP_K = 40
 TOP_P = 0.95
 REPEAT_PENALTY = 1.1
 
+# Seconds spent inside llama.cpp's decode and sampler calls (see instrument_llama).
+_IN_LLAMA = [0.0]
+
+
+def instrument_llama() -> None:
+    """Time every ``LlamaContext.decode`` and ``LlamaSampler.sample`` call (all instances)."""
+    from llama_cpp import _internals
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_call(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args)
+            finally:
+                _IN_LLAMA[0] += time.perf_counter() - started
+
+        return timed_call
+
+    _internals.LlamaContext.decode = wrap(_internals.LlamaContext.decode)  # type: ignore[method-assign]
+    _internals.LlamaSampler.sample = wrap(_internals.LlamaSampler.sample)  # type: ignore[method-assign]
+
 
 @dataclass
 class Run:
@@ -69,6 +96,8 @@ class Run:
     """Process CPU time (all threads) from the call to the first text chunk."""
     gen_cpu_s: float
     """Process CPU time (all threads) from the first to the last text chunk."""
+    gen_llama_s: float
+    """Of ``gen_s``, the time spent inside llama.cpp decode and sampler calls."""
     reported_tokens: int | None = None
 
 
@@ -82,6 +111,7 @@ def timed(stream: Callable[[], Iterable[Any]], piece: Callable[[Any], str]) -> t
     parts: list[str] = []
     first = last = None
     first_cpu = last_cpu = 0.0
+    first_llama = last_llama = 0.0
     final = None
     started_cpu = time.process_time()
     started = time.perf_counter()
@@ -90,9 +120,10 @@ def timed(stream: Callable[[], Iterable[Any]], piece: Callable[[Any], str]) -> t
         if text:
             now = time.perf_counter()
             now_cpu = time.process_time()
+            now_llama = _IN_LLAMA[0]
             if first is None:
-                first, first_cpu = now, now_cpu
-            last, last_cpu = now, now_cpu
+                first, first_cpu, first_llama = now, now_cpu, now_llama
+            last, last_cpu, last_llama = now, now_cpu, now_llama
             parts.append(text)
         final = item
     ended = time.perf_counter()
@@ -107,6 +138,7 @@ def timed(stream: Callable[[], Iterable[Any]], piece: Callable[[Any], str]) -> t
         finish=None,
         ttft_cpu_s=first_cpu - started_cpu,
         gen_cpu_s=last_cpu - first_cpu,
+        gen_llama_s=last_llama - first_llama,
     )
     return run, final
 
@@ -270,6 +302,7 @@ def main() -> None:
         + ", n_batch=512 (its default: 8)"
     )
 
+    instrument_llama()
     impls: list[Any] = []
     for cls in (Raw, Local, Community):
         started = time.perf_counter()
@@ -327,10 +360,19 @@ def main() -> None:
         "(tokens: streamed text re-tokenized with the raw model's tokenizer, used for every"
         " rate below; usage: ChatLocal's own count)"
     )
+
+    def host_us_per_token(name: str) -> list[float]:
+        return [
+            (r.gen_s - r.gen_llama_s) * 1e6 / (n - 1)
+            for n, r in zip(counts[name], runs[name], strict=True)
+            if n > 1
+        ]
+
     print()
     print(
         f"{'implementation':<14} {'gen tok/s':>9} {'(min..max)':>13} {'TTFT ms':>8}"
         f" {'(min..max)':>15} {'CPU ms/tok':>10} {'(min..max)':>11} {'TTFT CPU ms':>11}"
+        f" {'host us/tok':>11} {'(min..max)':>11}"
     )
     for impl in impls:
         series = runs[impl.name]
@@ -341,15 +383,19 @@ def main() -> None:
             f" {median(ttft):>8.1f} {spread(ttft, 0):>15}"
             f" {median(cpu):>10.2f} {spread(cpu, 1):>11}"
             f" {median([r.ttft_cpu_s * 1000 for r in series]):>11.1f}"
+            f" {median(host_us_per_token(impl.name)):>11.1f}"
+            f" {spread(host_us_per_token(impl.name), 0):>11}"
         )
     print(
         "(medians over the rounds; gen tok/s = (tokens - 1) / (last - first text chunk);"
-        " CPU = process CPU time, all threads)"
+        " CPU = process CPU time, all threads;\n host = wall time per token outside"
+        " llama.cpp decode + sampler calls)"
     )
     print()
     raw_rate = median(rates(raw.name))
     raw_ttft = median([r.ttft_s for r in runs[raw.name]])
     raw_cpu = median(cpu_ms_per_token(raw.name))
+    raw_host = median(host_us_per_token(raw.name))
     for impl in impls[1:]:
         ratio = median(rates(impl.name)) / raw_rate
         ttft_ratio = median([r.ttft_s for r in runs[impl.name]]) / raw_ttft
@@ -358,6 +404,12 @@ def main() -> None:
             f"{impl.name}/raw: generation tokens/s ratio {ratio:.3f}"
             + ("  (target >= 0.98)" if impl is impls[1] else "")
             + f"; TTFT ratio {ttft_ratio:.3f}; CPU-per-token efficiency (raw/it) {cpu_ratio:.3f}"
+        )
+        host = median(host_us_per_token(impl.name))
+        print(
+            f"  host-side cost per token: {host:.1f} us vs raw {raw_host:.1f} us"
+            f" ({host - raw_host:+.1f} us/token = {(host - raw_host) / 1e6 * raw_rate:+.2%}"
+            " of the raw generation time per token)"
         )
     for impl in impls[1:]:
         per_round = [a / b for a, b in zip(rates(impl.name), rates(raw.name), strict=False)]
