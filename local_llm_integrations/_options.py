@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from local_llm_runtime.engine import Engine, default_engine
 
-__all__ = ["LocalModelOptions", "ReasoningSetting", "reasoning_mode"]
+__all__ = ["CALL_OPTIONS", "LocalModelOptions", "ReasoningSetting", "reasoning_mode"]
+
+#: Option names a caller may override per call (``max_tokens`` is ``num_predict``).
+CALL_OPTIONS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
+    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
+})  # fmt: skip
 
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 

@@ -36,16 +36,12 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field
 
+from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions, reasoning_mode
 from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
 from local_llm_runtime.types import Chunk
 
 __all__ = ["ChatLocal"]
-
-_CALL_OPTIONS = {
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
-    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
-}  # fmt: skip
 
 
 class ChatLocal(LocalModelOptions, BaseChatModel):

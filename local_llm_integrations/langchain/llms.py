@@ -11,15 +11,11 @@ from langchain_core.language_models import BaseLLM, LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
+from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
 
 __all__ = ["LocalLLM"]
-
-_CALL_OPTIONS = {
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
-    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
-}  # fmt: skip
 
 
 class LocalLLM(LocalModelOptions, BaseLLM):
