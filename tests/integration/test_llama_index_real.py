@@ -313,6 +313,9 @@ async def test_function_agent_uses_a_tool(model: str) -> None:
 
 
 def test_one_loaded_instance_shared_by_every_adapter(model: str, demo_model: Path) -> None:
+    # The default engine is process-wide: start from an empty pool so instances loaded by earlier
+    # tests (with other load options, e.g. a smaller num_ctx) are not counted here.
+    default_engine().unload()
     first = LocalLLM(model=model, temperature=0, num_predict=4)
     second = LocalLLM(model=model, temperature=0.7, top_k=10, num_predict=4)
     embedding = LocalEmbedding(model=model)
