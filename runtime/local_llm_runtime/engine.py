@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import llama_cpp
-from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime.chat_template import ChatTemplate
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
@@ -33,6 +32,7 @@ from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.pool import LoadedModel, LoadOptions, ModelPool, RunningModel
 from local_llm_runtime.reasoning import ReasoningMode, ThinkSplitter
+from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.streaming import StopFilter, Utf8Decoder
 from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
@@ -56,23 +56,6 @@ _LOAD_KEYS = ("num_ctx", "num_gpu", "num_thread", "num_batch")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """Per-request sampling options (Ollama names and defaults)."""
-
-    temperature: float = 0.8
-    top_p: float = 0.9
-    top_k: int = 40
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.1
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    num_predict: int = -1
-    stop: tuple[str, ...] = ()
-
-
 def split_options(
     *layers: Mapping[str, Any] | None,
 ) -> tuple[LoadOptions, SamplingOptions, float | None]:
@@ -94,7 +77,6 @@ def split_options(
         num_thread=merged.pop("num_thread", None),
         num_batch=merged.pop("num_batch", 512),
     )
-    merged.pop("repeat_last_n", None)  # fixed at load time by llama-cpp-python (64)
     if "stop" in merged:
         merged["stop"] = tuple(merged["stop"])
     return load, SamplingOptions(**merged), keep_alive
@@ -148,15 +130,6 @@ def _add_bos(llm: llama_cpp.Llama, prompt: str, bos_text: str) -> bool:
     if bos_text and prompt.startswith(bos_text):
         return False
     return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Engine:
@@ -431,17 +404,21 @@ class Engine:
             raise ContextLengthExceededError(len(tokens), n_ctx)
         budget = n_ctx - len(tokens)
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
-        grammar = self._grammar(llm, template, request)
-        if sampling.seed is None:
-            llm.set_seed(random.getrandbits(31))
-        else:
-            # A seed promises the same output for the same request whatever ran
-            # before. Reusing a cached prompt prefix changes how the rest is batched,
-            # and llama.cpp's kernels are not bit-identical across batch shapes, so
-            # seeded requests evaluate their whole prompt (unseeded ones reuse it).
-            llm.set_seed(sampling.seed)
-            llm.reset()  # type: ignore[no-untyped-call]
-        reused = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        # A seed promises the same output for the same request whatever ran before.
+        # Reusing a cached prompt prefix changes how the rest is batched, and
+        # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
+        # requests evaluate their whole prompt (unseeded ones reuse the prefix).
+        seeded = sampling.seed is not None
+        if sampling.repeat_last_n < 0:  # Ollama: -1 means the whole context
+            sampling = replace(sampling, repeat_last_n=n_ctx)
+        sampler = Sampler(
+            llm,
+            sampling,
+            sampling.seed if sampling.seed is not None else random.getrandbits(31),
+            self._grammar(template, request),
+        )
+        pending = prepare(llm, tokens, reuse=not seeded)
+        reused = len(tokens) - len(pending)
 
         out = _OutputPipeline(template, request, sampling)
         started = time.monotonic()
@@ -449,18 +426,7 @@ class Engine:
         produced = 0
         sampled = 0
         finish: FinishReason = "length"
-        gen = llm.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            typical_p=sampling.typical_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            grammar=grammar,
-        )
+        gen = decode(llm, pending, sampler)
         try:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
@@ -487,6 +453,7 @@ class Engine:
                     finish = "stop"
         finally:
             gen.close()
+            sampler.close()
         yield from out.finish()
         if out.tool_calls and finish == "stop":
             finish = "tool_calls"
@@ -507,33 +474,16 @@ class Engine:
         )
 
     @staticmethod
-    def _grammar(
-        llm: llama_cpp.Llama, template: ChatTemplate, request: _Request
-    ) -> LlamaGrammar | None:
-        gbnf: str | None = None
+    def _grammar(template: ChatTemplate, request: _Request) -> str | None:
+        """The GBNF grammar that enforces forced tool calls or a JSON answer, if any."""
         if request.tools and request.tool_choice not in ("auto", "none"):
             name = None if request.tool_choice == "required" else request.tool_choice
-            gbnf = tool_call_gbnf(
+            return tool_call_gbnf(
                 template.tool_format, request.tools, name=name, parallel=name is None
             )
-        elif request.schema is not None:
-            gbnf = json_schema_gbnf(None if request.schema == "json" else request.schema)
-        if gbnf is None:
-            return None
-        # LlamaGrammar.from_string only stores the text; a grammar llama.cpp cannot
-        # parse would become a NULL sampler and crash the process. Parse it first.
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            llm._model.vocab,
-            gbnf.encode("utf-8"),
-            b"root",
-        )
-        if not sampler:
-            raise InvalidOptionError(
-                "The tool or output schema could not be turned into a grammar llama.cpp accepts; "
-                "simplify the JSON schema."
-            )
-        llama_cpp.llama_sampler_free(sampler)
-        return LlamaGrammar.from_string(gbnf, verbose=False)
+        if request.schema is not None:
+            return json_schema_gbnf(None if request.schema == "json" else request.schema)
+        return None
 
 
 class _OutputPipeline:

@@ -1,0 +1,240 @@
+"""The token loop and a sampler with llama.cpp's grammar fast path.
+
+llama-cpp-python puts the grammar at the head of its sampler chain, so every
+generated token checks *every* vocabulary entry against the grammar (151,936
+candidates for Qwen 2.5) before the usual top-k/top-p/temperature steps run.
+llama.cpp's own ``common_sampler`` and Ollama's sampler avoid that: they
+sample without the grammar, ask the grammar about the one chosen token, and
+only when it is rejected constrain the whole vocabulary and sample again.
+
+The result has the same distribution as constraining first — for an allowed
+token ``t`` with unconstrained probability ``p(t)`` and allowed mass ``S``,
+``p(t) + (1 - S) * p(t) / S = p(t) / S`` — and greedy decoding picks the same
+token, but most steps of a JSON answer cost one grammar check instead of a
+vocabulary-wide one.
+
+:func:`prepare` positions the context for a prompt (reusing the cached
+prefix when allowed) and :func:`decode` evaluates and samples token by token,
+replacing ``Llama.generate`` so the sampler above can be used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from local_llm_runtime.errors import InvalidOptionError
+
+__all__ = ["Sampler", "SamplingOptions", "common_prefix", "decode", "prepare"]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Per-request sampling options (Ollama names and defaults)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 40
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    num_predict: int = -1
+    stop: tuple[str, ...] = ()
+
+
+class Sampler:
+    """Samples one token at a time from a llama.cpp context.
+
+    The chain is penalties → greedy (``temperature == 0``) or top-k → typical →
+    top-p → min-p → temperature → dist, the order llama-cpp-python uses. A
+    grammar, when given, is applied lazily as described in the module docstring.
+
+    Args:
+        llm: The loaded model (its vocabulary and context are used).
+        options: Sampling options.
+        seed: Seed of the random draw.
+        grammar: GBNF text with a ``root`` rule, or ``None``.
+
+    Raises:
+        InvalidOptionError: If llama.cpp cannot parse ``grammar``.
+    """
+
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        options: SamplingOptions,
+        seed: int,
+        grammar: str | None = None,
+    ) -> None:
+        self._chain: Any = None
+        self._grammar: Any = None
+        vocab = llm._model.vocab
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        if grammar is not None:
+            self._grammar = llama_cpp.llama_sampler_init_grammar(
+                vocab, grammar.encode("utf-8"), b"root"
+            )
+            if not self._grammar:
+                raise InvalidOptionError(
+                    "The tool or output schema could not be turned into a grammar llama.cpp "
+                    "accepts; simplify the JSON schema."
+                )
+        self._chain = _chain(options, seed, self._n_vocab)
+        # One candidate buffer reused for every token; samplers sort it in place.
+        self._data = (llama_cpp.llama_token_data * self._n_vocab)()
+        self._view = np.ctypeslib.as_array(self._data)
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
+        self._candidates = llama_cpp.llama_token_data_array(
+            data=self._data, size=self._n_vocab, selected=-1, sorted=False
+        )
+        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._single = llama_cpp.llama_token_data_array(
+            data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False
+        )
+        self.rejections = 0
+        """How many sampled tokens the grammar rejected (each cost a full pass)."""
+
+    def sample(self, ctx: Any) -> int:
+        """Sample the next token from the last evaluated position and accept it."""
+        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        token = self._pick(logits, constrained=False)
+        if self._grammar is not None:
+            if not self._allowed(token):
+                self.rejections += 1
+                token = self._pick(logits, constrained=True)
+            llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        return token
+
+    def close(self) -> None:
+        """Free the llama.cpp samplers (idempotent)."""
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)  # frees the samplers it owns
+            self._chain = None
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _pick(self, logits: Any, *, constrained: bool) -> int:
+        view = self._view
+        view["id"] = self._ids
+        view["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        view["p"] = 0.0
+        candidates = self._candidates
+        candidates.data = self._data
+        candidates.size = self._n_vocab
+        candidates.selected = -1
+        candidates.sorted = False
+        pointer = ctypes.byref(candidates)
+        if constrained:
+            llama_cpp.llama_sampler_apply(self._grammar, pointer)
+        llama_cpp.llama_sampler_apply(self._chain, pointer)
+        if not 0 <= candidates.selected < candidates.size:
+            raise RuntimeError("llama.cpp's sampler chain selected no token")
+        return int(candidates.data[candidates.selected].id)
+
+    def _allowed(self, token: int) -> bool:
+        self._one.id = token  # type: ignore[assignment]
+        self._one.logit = 1.0
+        self._one.p = 0.0
+        self._single.size = 1
+        self._single.selected = -1
+        self._single.sorted = False
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._single))
+        return not math.isinf(self._one.logit)
+
+
+def _chain(options: SamplingOptions, seed: int, n_vocab: int) -> Any:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    steps = [
+        llama_cpp.llama_sampler_init_penalties(
+            n_vocab,
+            options.repeat_last_n,
+            options.repeat_penalty,
+            options.frequency_penalty,
+            options.presence_penalty,
+        )
+    ]
+    if options.temperature <= 0:
+        steps.append(llama_cpp.llama_sampler_init_greedy())
+    else:
+        steps += [
+            llama_cpp.llama_sampler_init_top_k(options.top_k),
+            llama_cpp.llama_sampler_init_typical(options.typical_p, 1),
+            llama_cpp.llama_sampler_init_top_p(options.top_p, 1),
+            llama_cpp.llama_sampler_init_min_p(options.min_p, 1),
+            llama_cpp.llama_sampler_init_temp(options.temperature),
+            llama_cpp.llama_sampler_init_dist(seed),
+        ]
+    for step in steps:
+        llama_cpp.llama_sampler_chain_add(chain, step)
+    return chain
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prepare(llm: llama_cpp.Llama, tokens: Sequence[int], *, reuse: bool) -> list[int]:
+    """Position the context for ``tokens`` and return those still to evaluate.
+
+    With ``reuse`` the longest prefix already in the KV cache is kept (all but
+    the last prompt token, whose logits are needed); otherwise — and for
+    recurrent or hybrid models, whose state cannot be cut — it starts afresh.
+    """
+    keep = 0
+    if reuse and not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        keep = min(common_prefix(cached, tokens), len(tokens) - 1)
+    if keep > 0:
+        llm.n_tokens = keep  # eval() drops the cache cells from here on
+    else:
+        llm.reset()  # type: ignore[no-untyped-call]
+    return list(tokens[keep:])
+
+
+def decode(
+    llm: llama_cpp.Llama, pending: Sequence[int], sampler: Sampler
+) -> Generator[int, None, None]:
+    """Evaluate ``pending``, then yield sampled tokens, evaluating each in turn.
+
+    The last yielded token is evaluated only when the consumer asks for the
+    next one, so stopping costs nothing and leaves the cache consistent.
+    """
+    batch = list(pending)
+    while True:
+        llm.eval(batch)
+        token = sampler.sample(llm.ctx)
+        yield token
+        batch = [token]
