@@ -399,6 +399,11 @@ class Engine:
             add_bos=_add_bos(llm, request.prompt, template.bos_token),
             special=True,
         )
+        if not tokens:
+            raise InvalidOptionError(
+                "The prompt is empty: give the model some text to continue (a raw prompt "
+                "gets no chat template and, for this model, no BOS token)."
+            )
         n_ctx = entry.num_ctx
         if len(tokens) >= n_ctx:
             raise ContextLengthExceededError(len(tokens), n_ctx)
@@ -426,7 +431,7 @@ class Engine:
         produced = 0
         sampled = 0
         finish: FinishReason = "length"
-        gen = decode(llm, pending, sampler)
+        gen = decode(llm, pending, sampler, cancel)
         try:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
@@ -449,8 +454,8 @@ class Engine:
                     if produced >= max_tokens:
                         finish = "length"
                         break
-                else:
-                    finish = "stop"
+                else:  # the token loop only ends when cancelled during the prompt
+                    finish = "cancelled"
         finally:
             gen.close()
             sampler.close()

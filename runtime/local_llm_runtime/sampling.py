@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Generator, Sequence
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -225,16 +227,50 @@ def prepare(llm: llama_cpp.Llama, tokens: Sequence[int], *, reuse: bool) -> list
 
 
 def decode(
-    llm: llama_cpp.Llama, pending: Sequence[int], sampler: Sampler
+    llm: llama_cpp.Llama,
+    pending: Sequence[int],
+    sampler: Sampler,
+    cancel: threading.Event | None = None,
 ) -> Generator[int, None, None]:
     """Evaluate ``pending``, then yield sampled tokens, evaluating each in turn.
 
     The last yielded token is evaluated only when the consumer asks for the
     next one, so stopping costs nothing and leaves the cache consistent.
+    Setting ``cancel`` while the prompt is evaluated aborts llama.cpp's
+    computation (between graph nodes, on CPU) and ends the generator without a
+    token; the cache keeps the batches that completed.
+
+    Raises:
+        ValueError: If there is nothing to evaluate (an empty prompt).
     """
-    batch = list(pending)
+    if not pending:
+        raise ValueError("nothing to evaluate: the prompt has no tokens")
+    with _abort_when(llm, cancel):
+        try:
+            llm.eval(pending)
+        except RuntimeError:  # llama_decode returned 2: aborted
+            if cancel is not None and cancel.is_set():
+                return
+            raise
     while True:
-        llm.eval(batch)
         token = sampler.sample(llm.ctx)
         yield token
-        batch = [token]
+        llm.eval([token])
+
+
+@contextmanager
+def _abort_when(llm: llama_cpp.Llama, cancel: threading.Event | None) -> Iterator[None]:
+    """Let ``cancel`` abort ``llama_decode`` while the block runs.
+
+    Installed for prompt evaluation only: llama.cpp asks the callback before
+    every graph node, a cost worth paying for a long prompt, not per token.
+    """
+    if cancel is None:
+        yield
+        return
+    callback = llama_cpp.ggml_abort_callback(lambda _data: cancel.is_set())
+    llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
+    try:
+        yield
+    finally:
+        llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)

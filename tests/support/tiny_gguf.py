@@ -30,6 +30,7 @@ def write_tiny_gguf(
     chat_template: str | None = CHATML_TEMPLATE,
     name: str = "tiny-llama",
     split_max_tensors: int = 0,
+    add_bos: bool = True,
 ) -> Path:
     """Write the model to ``path`` and return it.
 
@@ -78,7 +79,7 @@ def write_tiny_gguf(
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
+    writer.add_add_bos_token(add_bos)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 

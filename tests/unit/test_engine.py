@@ -266,6 +266,47 @@ def test_cancelling_an_async_task_stops_generation(engine: Engine, tiny_gguf: Pa
     assert ticks > 10  # the event loop kept running while the engine worked
 
 
+class _SetAfter(threading.Event):
+    """An Event that reads as set from its ``n``-th check on (deterministic cancellation)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.checks = 0
+        self._n = n
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks >= self._n or super().is_set()
+
+
+def test_cancel_aborts_a_long_prompt_before_any_token(engine: Engine, tiny_gguf: Path) -> None:
+    messages = [{"role": "user", "content": "a " * 1400}]  # ~1,400 tokens: 3 batches of 512
+    cancel = _SetAfter(3)  # the engine checks once; llama.cpp's graph callback then aborts
+    chunks = list(
+        engine.chat_stream(str(tiny_gguf), messages, options=GREEDY, cancel=cancel)  # type: ignore[arg-type]
+    )
+    final = chunks[-1]
+    assert isinstance(final, FinalChunk)
+    assert final.finish_reason == "cancelled"
+    assert final.timings.sampled_tokens == 0  # stopped inside prompt evaluation
+    assert cancel.checks < 50  # llama.cpp stopped asking once it aborted
+    # the cache is consistent: the same request now completes like on a fresh engine
+    done = engine.chat(str(tiny_gguf), messages, options=GREEDY)
+    fresh = Engine()
+    try:
+        assert done.text == fresh.chat(str(tiny_gguf), messages, options=GREEDY).text
+    finally:
+        fresh.pool.close()
+
+
+def test_empty_raw_prompt_is_a_typed_error(
+    engine: Engine, tiny_gguf_factory: Callable[..., Path]
+) -> None:
+    no_bos = tiny_gguf_factory(add_bos=False)  # like Qwen: an empty raw prompt has no tokens
+    with pytest.raises(InvalidOptionError, match="empty"):
+        engine.generate(str(no_bos), "", raw=True, options=GREEDY)
+
+
 def test_bad_options_are_typed_errors(engine: Engine, tiny_gguf: Path) -> None:
     with pytest.raises(InvalidOptionError):
         _chat(engine, tiny_gguf, temperature="hot")
