@@ -115,6 +115,9 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
             "tools": kwargs.pop("tools", None),
             "tool_choice": kwargs.pop("tool_choice", None) or "auto",
         }
+        parallel = kwargs.pop("parallel_tool_calls", None)
+        if parallel is not None:
+            call["parallel_tool_calls"] = bool(parallel)
         keep_alive = kwargs.pop("keep_alive", self.keep_alive)
         if keep_alive is not None:
             call["keep_alive"] = keep_alive
@@ -196,6 +199,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer tools to the model.
@@ -206,10 +210,15 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
                 (some tool, enforced by a grammar), a tool name or
                 ``{"type": "function", "function": {"name": ...}}`` (that tool),
                 ``True`` (the only tool).
+            parallel_tool_calls: ``False`` allows at most one call per turn (as in
+                ``ChatOpenAI``): forced calls are limited by the grammar and
+                generation stops after the first call. Default: several allowed.
             **kwargs: Bound as call arguments.
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         choice = _tool_choice(tool_choice, formatted)
+        if parallel_tool_calls is not None:
+            kwargs = {**kwargs, "parallel_tool_calls": parallel_tool_calls}
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
     def with_structured_output(

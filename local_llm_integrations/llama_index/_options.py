@@ -123,6 +123,7 @@ class Request:
     format: Mapping[str, Any] | Literal["json"] | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
     keep_alive: float | str | None = None
 
     def chat_kwargs(self) -> dict[str, Any]:
@@ -135,6 +136,7 @@ class Request:
         if self.tools:
             kwargs["tools"] = self.tools
             kwargs["tool_choice"] = self.tool_choice
+            kwargs["parallel_tool_calls"] = self.parallel_tool_calls
         if self.keep_alive is not None:
             kwargs["keep_alive"] = self.keep_alive
         return kwargs
@@ -149,6 +151,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
         kwargs: Per-call arguments; they override ``defaults``. Recognized: the
             option names, ``max_tokens`` (alias of ``num_predict``), ``model``,
             ``format``, ``tools``, ``tool_choice``, ``tool_required``,
+            ``parallel_tool_calls``,
             ``reasoning``/``thinking``/``think`` and ``keep_alive``. Anything
             else (LlamaIndex passes a few bookkeeping arguments along) is ignored.
 
@@ -163,6 +166,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
     tools: list[dict[str, Any]] = []
     choice: Any = None
     tool_required = False
+    parallel = True
     for key, value in kwargs.items():
         name = _ALIASES.get(key, key)
         if name in OPTION_NAMES:
@@ -182,6 +186,8 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
             choice = value
         elif name == "tool_required":
             tool_required = bool(value)
+        elif name == "parallel_tool_calls":
+            parallel = bool(value)
         else:
             logger.debug("Ignoring unsupported argument %s=%r", key, value)
     return Request(
@@ -191,5 +197,6 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
         format=fmt,
         tools=tools,
         tool_choice=tool_choice_for(choice, tool_required) if tools else "auto",
+        parallel_tool_calls=parallel,
         keep_alive=keep_alive,
     )

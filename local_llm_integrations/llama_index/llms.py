@@ -394,6 +394,7 @@ class LocalLLM(FunctionCallingLLM):
             "tools": to_runtime_tools(tools),
             "tool_choice": tool_choice,
             "tool_required": tool_required,
+            "parallel_tool_calls": allow_parallel_tool_calls,
             **kwargs,
         }
 

@@ -87,6 +87,7 @@ class _Request:
     prompt: str
     tools: Sequence[Mapping[str, Any]] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
     schema: Mapping[str, Any] | Literal["json"] | None = None
     reasoning: ReasoningMode = "separate"
     starts_thinking: bool = False
@@ -162,6 +163,7 @@ class Engine:
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
         format: Mapping[str, Any] | Literal["json"] | None = None,
         options: Mapping[str, Any] | None = None,
         reasoning: ReasoningMode = "separate",
@@ -177,6 +179,8 @@ class Engine:
             tools: OpenAI-style function tools, rendered by the model's template.
             tool_choice: ``auto``, ``none``, ``required``/``any`` (some tool),
                 or a tool name; the last two are enforced by a grammar.
+            parallel_tool_calls: ``False`` allows at most one call: the grammar
+                admits one, and generation stops once the first call is parsed.
             format: A JSON schema (or ``"json"``) the answer must follow.
             options: Ollama-named options (temperature, num_ctx, seed, stop, ...).
             reasoning: Where ``<think>`` goes: ``separate`` (reasoning chunks),
@@ -210,6 +214,7 @@ class Engine:
                 prompt=template.render(msgs, tools=tools if choice != "none" else None),
                 tools=tools if choice != "none" else (),
                 tool_choice=choice,
+                parallel_tool_calls=parallel_tool_calls,
                 schema=format,
                 reasoning=reasoning,
                 starts_thinking=template.opens_thinking,
@@ -484,7 +489,10 @@ class Engine:
         if request.tools and request.tool_choice not in ("auto", "none"):
             name = None if request.tool_choice == "required" else request.tool_choice
             return tool_call_gbnf(
-                template.tool_format, request.tools, name=name, parallel=name is None
+                template.tool_format,
+                request.tools,
+                name=name,
+                parallel=name is None and request.parallel_tool_calls,
             )
         if request.schema is not None:
             return json_schema_gbnf(None if request.schema == "json" else request.schema)
@@ -505,11 +513,13 @@ class _OutputPipeline:
             if request.tool_parser
             else None
         )
+        self._one_call = not request.parallel_tool_calls
         self.tool_calls: list[ToolCall] = []
 
     @property
     def stopped(self) -> bool:
-        return self._stops.stopped
+        """A stop sequence was met, or the one allowed tool call is complete."""
+        return self._stops.stopped or (self._one_call and bool(self.tool_calls))
 
     def feed(self, piece: bytes) -> Iterator[Chunk]:
         yield from self._text(self._stops.feed(self._utf8.feed(piece)))
@@ -548,6 +558,8 @@ class _OutputPipeline:
 
     def _answer_items(self, items: list[str | ToolCall]) -> Iterator[Chunk]:
         for item in items:
+            if self._one_call and self.tool_calls:
+                return  # parallel_tool_calls=False: nothing after the first call
             if isinstance(item, str):
                 if item:
                     yield TextDelta(item)

@@ -200,3 +200,26 @@ def test_chatlocal_import_does_not_load_llama_index() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_parallel_tool_calls_false_allows_one_call(tiny_gguf: Path) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    def mul(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    llm = ChatLocal(model=str(tiny_gguf), temperature=1.0, max_tokens=400)
+    single = llm.bind_tools([add, mul], tool_choice="any", parallel_tool_calls=False)
+    assert single.kwargs["parallel_tool_calls"] is False  # type: ignore[attr-defined]
+    counts = []
+    for seed in range(6):
+        message = single.invoke("1+2 and 3*4?", seed=seed)
+        assert len(message.tool_calls) == 1, message  # the grammar admits one; generation stops
+        assert message.response_metadata["finish_reason"] == "tool_calls"
+        parallel = llm.bind_tools([add, mul], tool_choice="any").invoke("1+2 and 3*4?", seed=seed)
+        counts.append(len(parallel.tool_calls))
+    # The same seeds give several calls when they are allowed (so the check above bites).
+    assert min(counts) >= 1 and max(counts) >= 2, counts

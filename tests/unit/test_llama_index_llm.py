@@ -291,9 +291,11 @@ def test_chat_with_tools_arguments_and_parallel_calls() -> None:
     assert [m["role"] for m in messages] == ["system", "user"]
     assert kwargs["tool_choice"] == "required"
     assert kwargs["tools"][0]["function"]["name"] == "add"
+    assert kwargs["parallel_tool_calls"] is False  # the engine stops after one call
     assert len(llm.get_tool_calls_from_response(response)) == 1  # parallel calls not allowed
     response = llm.chat_with_tools([tool], user_msg="1+2?", allow_parallel_tool_calls=True)
     assert calls(llm)[-1][3]["tool_choice"] == "auto"
+    assert calls(llm)[-1][3]["parallel_tool_calls"] is True
     selections = llm.get_tool_calls_from_response(response)
     assert [(s.tool_id, s.tool_kwargs) for s in selections] == [
         ("c1", {"a": 1, "b": 2}),
