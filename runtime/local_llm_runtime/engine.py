@@ -427,16 +427,24 @@ class Engine:
             sampling.seed if sampling.seed is not None else random.getrandbits(31),
             self._grammar(template, request),
         )
-        pending = prepare(llm, tokens, reuse=not seeded)
-        reused = len(tokens) - len(pending)
+        started = time.monotonic()
+        gen: Iterator[int]
+        if entry.batcher is not None:  # a slot of the continuous batch
+            run = entry.batcher.start(
+                tokens, sampler, max_tokens=max_tokens + 1, reuse=not seeded, cancel=cancel
+            )
+            gen, close_gen, reused = iter(run), run.close, run.reused
+        else:
+            pending = prepare(llm, tokens, reuse=not seeded)
+            reused = len(tokens) - len(pending)
+            token_loop = decode(llm, pending, sampler, cancel)
+            gen, close_gen = token_loop, token_loop.close
 
         out = _OutputPipeline(template, request, sampling)
-        started = time.monotonic()
         first_token_at: float | None = None
         produced = 0
         sampled = 0
         finish: FinishReason = "length"
-        gen = decode(llm, pending, sampler, cancel)
         try:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
@@ -462,7 +470,7 @@ class Engine:
                 else:  # the token loop only ends when cancelled during the prompt
                     finish = "cancelled"
         finally:
-            gen.close()
+            close_gen()
             sampler.close()
         yield from out.finish()
         if out.tool_calls and finish == "stop":

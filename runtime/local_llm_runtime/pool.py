@@ -32,6 +32,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime import gpu, llama_log
+from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
 from local_llm_runtime.library import LocalModel
@@ -45,27 +46,32 @@ DEFAULT_NUM_CTX = 4096
 
 
 class FairLock:
-    """A lock granted in arrival order (``threading.Lock`` makes no such promise)."""
+    """A lock (or, with ``permits > 1``, a semaphore) granted in arrival order.
 
-    def __init__(self) -> None:
+    ``threading.Lock`` makes no ordering promise; here waiters are served FIFO.
+    """
+
+    def __init__(self, permits: int = 1) -> None:
         self._cond = threading.Condition()
         self._queue: deque[object] = deque()
-        self._held = False
+        self._permits = permits
+        self._held = 0
 
     def acquire(self) -> None:
-        """Wait for our turn, then hold the lock."""
+        """Wait for our turn, then hold a permit."""
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
-            while self._held or self._queue[0] is not ticket:
+            while self._held >= self._permits or self._queue[0] is not ticket:
                 self._cond.wait()
             self._queue.popleft()
-            self._held = True
+            self._held += 1
+            self._cond.notify_all()  # the next in line may fit too
 
     def release(self) -> None:
-        """Let the next waiter in."""
+        """Give a permit back and let the next waiter in."""
         with self._cond:
-            self._held = False
+            self._held -= 1
             self._cond.notify_all()
 
     @property
@@ -108,6 +114,8 @@ class RunningModel:
     expires_at: datetime | None
     """When it will be unloaded if idle (``None``: never / while in use)."""
     active_requests: int
+    parallel: int = 1
+    """Requests decoded together (``LOCAL_LLM_NUM_PARALLEL``; 1: one at a time)."""
 
 
 @dataclass(eq=False)
@@ -123,6 +131,8 @@ class LoadedModel:
     metadata: dict[str, Any]
     load_s: float
     lock: FairLock = field(default_factory=FairLock)
+    batcher: BatchDecoder | None = None
+    """Continuous batching over ``num_parallel`` slots (``None``: one request at a time)."""
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None
@@ -145,6 +155,7 @@ class LoadedModel:
             embedding=self.options.embedding,
             expires_at=expires,
             active_requests=self.active,
+            parallel=self.batcher.n_slots if self.batcher is not None else 1,
         )
 
 
@@ -178,6 +189,18 @@ def _default_loader(
         llm = llama_cpp.Llama(**kwargs)
     llm.verbose = False
     return llm
+
+
+_SCRATCH_CTX = 64
+"""Context of a batched entry's own ``Llama`` (its batched context does the work)."""
+
+
+def _batcher(llm: llama_cpp.Llama, parallel: int, num_ctx: int, num_batch: int) -> BatchDecoder:
+    try:
+        return BatchDecoder(llm, n_slots=parallel, num_ctx=num_ctx, n_batch=min(num_batch, num_ctx))
+    except BaseException:
+        llm.close()
+        raise
 
 
 def _return_heap_to_os() -> None:
@@ -281,11 +304,19 @@ class ModelPool:
             shape = gpu.ModelShape.from_gguf(model.paths)
             attempts += gpu.fallback_layers(decision.num_gpu, shape.n_layer)
         errors: list[str] = []
+        parallel = self.settings.num_parallel if not options.embedding else 1
         for layers in attempts:
             llama_log.start_capture()
             started = time.monotonic()
             try:
-                llm = self._loader(model, options, num_ctx, layers, info.metadata)
+                if parallel > 1:
+                    # The Llama object supplies weights and vocabulary; a small
+                    # context of its own keeps its KV cache and buffers small.
+                    llm = self._loader(model, options, _SCRATCH_CTX, layers, info.metadata)
+                    batcher = _batcher(llm, parallel, num_ctx, options.num_batch)
+                else:
+                    llm = self._loader(model, options, num_ctx, layers, info.metadata)
+                    batcher = None
             except (ValueError, RuntimeError, OSError) as exc:
                 reason = llama_log.recent_errors() or str(exc)
                 errors.append(f"{layers} GPU layers: {reason}")
@@ -312,6 +343,8 @@ class ModelPool:
                 metadata=info.metadata,
                 load_s=time.monotonic() - started,
                 keep_alive=self.settings.keep_alive,
+                lock=FairLock(parallel),
+                batcher=batcher,
             )
         raise ModelLoadError(
             f"llama.cpp could not load {model.name} ({model.path}): {' | '.join(errors)}"
@@ -370,6 +403,8 @@ class ModelPool:
     def _unload_entry(self, entry: LoadedModel) -> None:
         if self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
+        if entry.batcher is not None:
+            entry.batcher.close()
         entry.llm.close()
         _return_heap_to_os()
         logger.info("Unloaded %s", entry.model.name)

@@ -82,6 +82,8 @@ class Sampler:
         self._chain: Any = None
         self._grammar: Any = None
         vocab = llm._model.vocab
+        self.vocab: Any = vocab
+        """The model's vocabulary (llama.cpp pointer)."""
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         if grammar is not None:
             self._grammar = llama_cpp.llama_sampler_init_grammar(
@@ -107,9 +109,13 @@ class Sampler:
         self.rejections = 0
         """How many sampled tokens the grammar rejected (each cost a full pass)."""
 
-    def sample(self, ctx: Any) -> int:
-        """Sample the next token from the last evaluated position and accept it."""
-        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+    def sample(self, ctx: Any, index: int = -1) -> int:
+        """Sample a token from the logits of batch row ``index`` (the last by default).
+
+        The token is accepted: it counts for repetition penalties and advances
+        the grammar.
+        """
+        logits = llama_cpp.llama_get_logits_ith(ctx, index)
         token = self._pick(logits, constrained=False)
         if self._grammar is not None:
             if not self._allowed(token):

@@ -1,0 +1,337 @@
+"""Continuous batching: several requests decoded together on one model.
+
+With ``num_parallel`` (``LOCAL_LLM_NUM_PARALLEL``) above 1, a loaded model gets
+a llama.cpp context with that many sequences ("slots", ``num_ctx`` positions
+each) and one decoding thread. Every step the thread builds one batch holding
+the next token of every generating slot plus a chunk of any prompt still being
+read, calls ``llama_decode`` once, and samples each slot's token from its own
+row of logits with that request's own :class:`~local_llm_runtime.sampling.Sampler`.
+On a CPU, where decoding one token is bound by memory bandwidth, four
+sequences cost little more than one; on a GPU the gain is larger still.
+
+Requests reach a slot through the pool's lease (a FIFO semaphore with
+``num_parallel`` permits) and read their tokens from a queue, so the engine's
+output pipeline (stop sequences, tool calls, reasoning) is the same as with one
+slot. A slot keeps its cache when its request ends, and a new request takes the
+free slot whose cached tokens share the longest prefix with its prompt, so
+interleaved conversations each keep their own prefix.
+
+As with Ollama's and llama-server's parallel slots, a seeded request is
+reproducible only up to the batch it shares: llama.cpp's kernels are not
+bit-identical across batch shapes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from local_llm_runtime.sampling import Sampler, common_prefix
+
+__all__ = ["BatchDecoder", "SlotRun"]
+
+_DONE = object()
+"""Queue sentinel: the run produced its last token."""
+
+
+@dataclass(eq=False)
+class SlotRun:
+    """One request's tokens, produced by the decoding thread.
+
+    Iterate it for sampled tokens; it ends after ``max_tokens`` tokens, an
+    end-of-generation token, or a cancel. :meth:`close` (also called when the
+    consumer stops early) frees the slot and returns once the decoding thread
+    no longer touches this run's sampler.
+    """
+
+    pending: list[int]
+    """Prompt tokens not yet evaluated."""
+    sampler: Sampler
+    max_tokens: int
+    cancel: threading.Event | None
+    reused: int
+    """Prompt tokens found in the slot's cache (not evaluated again)."""
+    _decoder: BatchDecoder
+    _slot: _Slot
+    _queue: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    sampled: int = 0
+    last: int | None = None
+    """The last sampled token, evaluated in the next step."""
+    started: bool = False
+    finished: bool = False
+    closing: bool = False
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop this run and wait until the decoding thread has let go of it."""
+        self._decoder._release(self)
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq: int
+    cells: list[int] = field(default_factory=list)
+    """Tokens in this sequence's KV cache, by position."""
+    run: SlotRun | None = None
+    last_used: float = 0.0
+
+
+_SIMILARITY = 0.5
+"""Reuse a slot's cache only if the prompt keeps at least this share of it."""
+
+
+def _spare(free: list[_Slot]) -> _Slot:
+    """An empty slot if there is one, else the least recently used."""
+    return min(free, key=lambda s: (bool(s.cells), s.last_used))
+
+
+def _choose_slot(free: list[_Slot], tokens: Sequence[int]) -> tuple[_Slot, int]:
+    """The slot to serve ``tokens`` and how many of its cached tokens to keep.
+
+    The slot sharing the longest prefix wins if the prompt keeps at least half
+    of its cache (as llama-server's slot similarity); a chat template's common
+    opening alone must not let one conversation evict another's cache.
+    """
+    best = max(free, key=lambda s: common_prefix(s.cells, tokens))
+    shared = common_prefix(best.cells, tokens)
+    if shared > 0 and shared >= _SIMILARITY * len(best.cells):
+        return best, min(shared, len(tokens) - 1)
+    return _spare(free), 0
+
+
+class BatchDecoder:
+    """Decodes up to ``n_slots`` sequences of one model together.
+
+    Args:
+        llm: The loaded model (its weights and vocabulary; its own context is not used).
+        n_slots: Sequences served at once.
+        num_ctx: Positions per sequence.
+        n_batch: Most tokens per ``llama_decode`` call.
+    """
+
+    def __init__(self, llm: llama_cpp.Llama, *, n_slots: int, num_ctx: int, n_batch: int) -> None:
+        params = llama_cpp.llama_context_params()
+        # Start from the model's own context settings: threads, offload, KV types.
+        size = ctypes.sizeof(params)
+        ctypes.memmove(ctypes.byref(params), ctypes.byref(llm.context_params), size)
+        params.n_ctx = num_ctx * n_slots
+        params.n_seq_max = n_slots
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.embeddings = False
+        ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not ctx:
+            raise RuntimeError(
+                f"llama.cpp could not create a context for {n_slots} parallel sequences of "
+                f"{num_ctx} tokens; lower LOCAL_LLM_NUM_PARALLEL or num_ctx."
+            )
+        self.ctx: Any = ctx
+        self.n_slots = n_slots
+        self.num_ctx = num_ctx
+        self._n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._slots = [_Slot(seq) for seq in range(n_slots)]
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.max_active = 0
+        """The most runs decoded in one step so far (for tests and ``ps``)."""
+        self.steps = 0
+
+    # ---- requests ------------------------------------------------------------
+
+    def start(
+        self,
+        tokens: Sequence[int],
+        sampler: Sampler,
+        *,
+        max_tokens: int,
+        reuse: bool,
+        cancel: threading.Event | None = None,
+    ) -> SlotRun:
+        """Give a prompt a free slot and start decoding it.
+
+        The caller must hold one of the pool's ``n_slots`` permits, so a free
+        slot exists. With ``reuse`` the slot whose cache shares the longest
+        prefix with ``tokens`` is taken (all but the last prompt token can be
+        skipped); otherwise the least recently used one, cleared.
+        """
+        if not tokens:
+            raise ValueError("nothing to evaluate: the prompt has no tokens")
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the model was unloaded")
+            free = [s for s in self._slots if s.run is None]
+            if not free:
+                raise RuntimeError("no free slot: hold a pool permit before starting a run")
+            slot, keep = _choose_slot(free, tokens) if reuse else (_spare(free), 0)
+            run = SlotRun(
+                pending=list(tokens[keep:]),
+                sampler=sampler,
+                max_tokens=max_tokens,
+                cancel=cancel,
+                reused=keep,
+                _decoder=self,
+                _slot=slot,
+            )
+            slot.run = run
+            slot.last_used = time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="local-llm-batch", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+        return run
+
+    def _release(self, run: SlotRun) -> None:
+        with self._cond:
+            run.closing = True
+            self._cond.notify_all()
+            while run._slot.run is run and not self._closed:
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Stop the decoding thread and free the context (runs end with an error)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self._cond:
+            for slot in self._slots:
+                if slot.run is not None:
+                    slot.run._queue.put(RuntimeError("the model was unloaded during the request"))
+                    slot.run = None
+            self._cond.notify_all()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self.ctx)
+        self.ctx = None
+
+    # ---- the decoding thread -----------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    runs = self._admit()
+                    if runs:
+                        break
+                    self._cond.wait()  # new runs and closes notify
+            self._step(runs)
+
+    def _admit(self) -> list[SlotRun]:
+        """Under the lock: retire finished or abandoned runs, return the live ones."""
+        live = []
+        for slot in self._slots:
+            run = slot.run
+            if run is None:
+                continue
+            cancelled = run.cancel is not None and run.cancel.is_set()
+            if run.closing or run.finished or cancelled:
+                if not run.finished:
+                    run.finished = True
+                    run._queue.put(_DONE)
+                if run.closing:
+                    slot.run = None
+                    slot.last_used = time.monotonic()
+                    self._cond.notify_all()
+                continue
+            if not run.started:
+                # Drop whatever the slot cached beyond the reused prefix.
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1)
+                del slot.cells[run.reused :]
+                run.started = True
+            live.append(run)
+        return live
+
+    def _step(self, runs: list[SlotRun]) -> None:
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[SlotRun, int]] = []
+        added: list[tuple[_Slot, list[int]]] = []
+
+        def add(slot: _Slot, tokens: list[int], logits_last: bool) -> None:
+            nonlocal n
+            start = len(slot.cells)  # each slot adds once per step
+            for i, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = start + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.seq
+                batch.logits[n] = False
+                n += 1
+            if logits_last:
+                batch.logits[n - 1] = True
+            added.append((slot, tokens))
+
+        generating = [r for r in runs if not r.pending]
+        for run in generating:
+            assert run.last is not None
+            add(run._slot, [run.last], True)
+            outputs.append((run, n - 1))
+        # Prompts share what is left; while others generate, chunks stay small so
+        # their next tokens are not held up by a whole batch of prompt.
+        room = self._n_batch - n
+        chunk = room if not generating else max(1, min(room, self._n_batch // 4))
+        for run in runs:
+            if not run.pending or room <= 0:
+                continue
+            take = min(len(run.pending), chunk, room)
+            part = run.pending[:take]
+            completes = take == len(run.pending)
+            add(run._slot, part, completes)
+            if completes:
+                outputs.append((run, n - 1))
+            room -= take
+        batch.n_tokens = n
+        self.max_active = max(self.max_active, len(runs))
+        self.steps += 1
+
+        code = llama_cpp.llama_decode(self.ctx, batch)
+        with self._cond:
+            if code != 0:
+                error = RuntimeError(f"llama_decode failed ({code}) for a batch of {n} tokens")
+                for run in runs:
+                    run.finished = True
+                    run._queue.put(error)
+                for slot, _tokens in added:  # the cache may hold part of the batch
+                    llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cells), -1)
+                return
+            for slot, tokens in added:
+                slot.cells.extend(tokens)
+                owner = slot.run
+                if owner is not None and owner.pending:
+                    del owner.pending[: len(tokens)]
+        for run, index in outputs:
+            if run.closing:
+                continue
+            token = run.sampler.sample(self.ctx, index)
+            run.sampled += 1
+            run.last = token
+            run._queue.put(token)
+            eog = bool(llama_cpp.llama_vocab_is_eog(run.sampler.vocab, token))
+            if eog or run.sampled >= run.max_tokens:
+                with self._cond:
+                    run.finished = True
+                    run._queue.put(_DONE)

@@ -1,0 +1,158 @@
+"""Continuous batching (LOCAL_LLM_NUM_PARALLEL > 1) on the tiny model.
+
+Random weights cannot tell whether sequences bleed into each other (see
+tests/integration/test_batching_real.py for that); here: slots, queueing,
+grammar per slot, cancellation, cache reuse per slot, and unloading.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local_llm_runtime import RuntimeSettings
+from local_llm_runtime.engine import Engine
+from local_llm_runtime.types import FinalChunk
+
+GREEDY = {"temperature": 0.0, "num_predict": 24}
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.setenv("LOCAL_LLM_NUM_PARALLEL", "3")
+    eng = Engine(RuntimeSettings.from_env())
+    yield eng
+    eng.pool.close()
+
+
+def _batcher(engine: Engine) -> object:
+    (entry,) = engine.pool._entries.values()
+    assert entry.batcher is not None
+    return entry.batcher
+
+
+def test_requests_share_decoding_steps(engine: Engine, tiny_gguf: Path) -> None:
+    results: dict[int, tuple[str, int]] = {}
+    errors: list[BaseException] = []
+    gate = threading.Barrier(6)
+
+    def work(i: int) -> None:
+        try:
+            gate.wait()
+            r = engine.chat(
+                str(tiny_gguf),
+                [{"role": "user", "content": f"hello {i} " * (i + 1)}],
+                options={"num_predict": 200, "seed": i},
+            )
+            results[i] = (r.text, r.usage.completion_tokens)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert sorted(results) == list(range(6))
+    assert all(0 < n <= 200 for _text, n in results.values())
+    batcher = _batcher(engine)
+    assert batcher.max_active == 3  # type: ignore[attr-defined]  # three slots decoded together
+    (running,) = engine.ps()
+    assert running.parallel == 3 and running.active_requests == 0
+
+
+def test_each_slot_keeps_its_own_grammar(engine: Engine, tiny_gguf: Path) -> None:
+    schemas = [
+        {"type": "object", "properties": {"a": {"enum": ["x", "y"]}}, "required": ["a"]},
+        {"type": "object", "properties": {"b": {"type": "boolean"}}, "required": ["b"]},
+        {"type": "object", "properties": {"c": {"enum": [1, 2, 3]}}, "required": ["c"]},
+    ]
+    out: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        out[i] = engine.chat(
+            str(tiny_gguf),
+            [{"role": "user", "content": "json please"}],
+            format=schemas[i],
+            options={"temperature": 1.0, "seed": i, "num_predict": 64},
+        ).text
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(json.loads(out[0])) == {"a"}
+    assert set(json.loads(out[1])) == {"b"}
+    assert set(json.loads(out[2])) == {"c"}
+
+
+def test_breaking_out_frees_the_slot(engine: Engine, tiny_gguf: Path) -> None:
+    for _ in range(5):  # more abandoned streams than slots: each must give its slot back
+        stream = engine.chat_stream(
+            str(tiny_gguf), [{"role": "user", "content": "go"}], options={"num_predict": 500}
+        )
+        for seen, _chunk in enumerate(stream, start=1):
+            if seen == 3:
+                break
+        stream.close()  # type: ignore[attr-defined]
+    done = engine.chat(str(tiny_gguf), [{"role": "user", "content": "x"}], options=GREEDY)
+    assert done.usage.completion_tokens > 0
+
+
+def test_cancel_ends_a_run_with_cancelled(engine: Engine, tiny_gguf: Path) -> None:
+    cancel = threading.Event()
+    chunks = []
+    for chunk in engine.chat_stream(
+        str(tiny_gguf),
+        [{"role": "user", "content": "go"}],
+        options={"num_predict": 1000},
+        cancel=cancel,
+    ):
+        chunks.append(chunk)
+        if len(chunks) == 3:
+            cancel.set()
+    final = chunks[-1]
+    assert isinstance(final, FinalChunk) and final.finish_reason == "cancelled"
+    assert final.usage.completion_tokens < 1000
+
+
+def test_a_slot_reuses_its_conversation_prefix(engine: Engine, tiny_gguf: Path) -> None:
+    convo_a = [{"role": "user", "content": "a " * 300}]
+    convo_b = [{"role": "user", "content": "the " * 300}]
+    first_a = engine.chat(str(tiny_gguf), convo_a, options=GREEDY)
+    engine.chat(str(tiny_gguf), convo_b, options=GREEDY)  # interleaved: lands in another slot
+    follow_a = engine.chat(
+        str(tiny_gguf),
+        [
+            *convo_a,
+            {"role": "assistant", "content": first_a.text},
+            {"role": "user", "content": "a"},
+        ],
+        options=GREEDY,
+    )
+    # only the new turn is evaluated: conversation A's prefix survived B's request
+    assert first_a.timings.prompt_tokens > 300
+    assert follow_a.timings.prompt_tokens < first_a.timings.prompt_tokens / 3
+
+
+def test_unload_stops_the_decoding_thread(engine: Engine, tiny_gguf: Path) -> None:
+    engine.chat(str(tiny_gguf), [{"role": "user", "content": "x"}], options=GREEDY)
+    batcher = _batcher(engine)
+    thread = batcher._thread  # type: ignore[attr-defined]
+    assert thread is not None and thread.is_alive()
+    assert engine.unload() == 1
+    thread.join(10)
+    assert not thread.is_alive()
+    assert engine.ps() == []
+
+
+def test_embeddings_are_not_batched(engine: Engine, tiny_gguf: Path) -> None:
+    assert len(engine.embed(str(tiny_gguf), ["one", "two"])) == 2
+    (running,) = engine.ps()
+    assert running.embedding and running.parallel == 1
