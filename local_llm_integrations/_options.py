@@ -22,14 +22,22 @@ ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "inline"]:
     """Map the adapters' ``reasoning`` field onto the engine's reasoning mode.
 
-    ``None``/``True``/``"separate"``: reasoning is kept apart from the answer;
+    ``None``/``True``/``"separate"``: reasoning is kept apart from the answer
+    (LangChain ``reasoning_content``, LlamaIndex thinking blocks);
     ``False``/``"hide"``: dropped; ``"inline"``: left in the text as the model wrote it.
+
+    Raises:
+        ValueError: On any other value.
     """
     if setting is None or setting is True:
         return "separate"
     if setting is False:
         return "hide"
-    return setting
+    if setting in ("separate", "hide", "inline"):
+        return setting
+    raise ValueError(
+        f"reasoning must be True, False, 'separate', 'hide' or 'inline', not {setting!r}."
+    )
 
 
 class LocalModelOptions(BaseModel):

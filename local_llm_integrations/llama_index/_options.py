@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from local_llm_integrations._options import CALL_OPTIONS, ReasoningSetting, reasoning_mode
+from local_llm_runtime.reasoning import ReasoningMode
+
 __all__ = [
     "OPTION_NAMES",
     "ReasoningMode",
@@ -26,42 +29,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ReasoningMode = Literal["separate", "hide", "inline"]
-ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
-
-OPTION_NAMES: tuple[str, ...] = (
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
-    "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
-)  # fmt: skip
+OPTION_NAMES: tuple[str, ...] = tuple(sorted(CALL_OPTIONS - {"max_tokens"}))
 """Ollama-named sampling/load options accepted as fields and as per-call kwargs."""
 
 _ALIASES = {"max_tokens": "num_predict"}
 _REASONING_KEYS = ("reasoning", "thinking", "think")
-
-
-def reasoning_mode(setting: ReasoningSetting) -> ReasoningMode:
-    """Map a ``reasoning``/``thinking`` setting onto the engine's reasoning mode.
-
-    Args:
-        setting: ``None``/``True``/``"separate"`` keep reasoning apart from the
-            answer (thinking blocks); ``False``/``"hide"`` drop it; ``"inline"``
-            leaves the ``<think>`` text in the answer.
-
-    Returns:
-        The engine's mode.
-
-    Raises:
-        ValueError: On any other value.
-    """
-    if setting is None or setting is True:
-        return "separate"
-    if setting is False:
-        return "hide"
-    if setting in ("separate", "hide", "inline"):
-        return setting
-    raise ValueError(
-        f"reasoning must be True, False, 'separate', 'hide' or 'inline', not {setting!r}."
-    )
 
 
 def to_runtime_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]]:
