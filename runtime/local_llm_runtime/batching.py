@@ -91,6 +91,15 @@ class _Slot:
     last_used: float = 0.0
 
 
+_ABORTABLE_PROMPT = 32
+"""Prompt tokens in a step from which cancelling may abort the step mid-way."""
+
+
+def _abandoned(run: SlotRun) -> bool:
+    """Whether nobody wants this run's next token any more."""
+    return run.closing or (run.cancel is not None and run.cancel.is_set())
+
+
 _SIMILARITY = 0.5
 """Reuse a slot's cache only if the prompt keeps at least this share of it."""
 
@@ -247,8 +256,7 @@ class BatchDecoder:
             run = slot.run
             if run is None:
                 continue
-            cancelled = run.cancel is not None and run.cancel.is_set()
-            if run.closing or run.finished or cancelled:
+            if run.finished or _abandoned(run):
                 if not run.finished:
                     run.finished = True
                     run._queue.put(_DONE)
@@ -308,13 +316,26 @@ class BatchDecoder:
         self.max_active = max(self.max_active, len(runs))
         self.steps += 1
 
-        code = llama_cpp.llama_decode(self.ctx, batch)
+        # A step that reads prompt can take seconds on a CPU: if every request in it
+        # is cancelled meanwhile, llama.cpp's abort callback stops it mid-way. (Not
+        # installed for pure generation steps: it is asked before every graph node.)
+        abortable = n - len(generating) >= _ABORTABLE_PROMPT
+        callback = None
+        if abortable:
+            callback = llama_cpp.ggml_abort_callback(lambda _data: all(map(_abandoned, runs)))
+            llama_cpp.llama_set_abort_callback(self.ctx, callback, None)
+        try:
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        finally:
+            if callback is not None:
+                llama_cpp.llama_set_abort_callback(self.ctx, llama_cpp.ggml_abort_callback(), None)
         with self._cond:
             if code != 0:
+                aborted = code == 2 and all(map(_abandoned, runs))
                 error = RuntimeError(f"llama_decode failed ({code}) for a batch of {n} tokens")
                 for run in runs:
                     run.finished = True
-                    run._queue.put(error)
+                    run._queue.put(_DONE if aborted else error)
                 for slot, _tokens in added:  # the cache may hold part of the batch
                     llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cells), -1)
                 return
