@@ -8,9 +8,11 @@ unloaded with ``Llama.close()`` so its memory is really freed.
 
 Each entry serializes its requests through a FIFO lock: ``Llama`` is not
 thread-safe and a streaming generator holds engine state between tokens, so a
-request owns the model from its first token to its last. The lock is the seam
-where a multi-sequence scheduler (parallel slots decoded in one batch) can
-replace the queue later; callers only see :meth:`ModelPool.lease`.
+request owns the model from its first token to its last. With
+``num_parallel > 1`` the lock becomes a FIFO semaphore with that many permits
+and the entry gets a :class:`~local_llm_runtime.batching.BatchDecoder`: each
+permit is a slot of one batched llama.cpp context. Callers only see
+:meth:`ModelPool.lease`.
 """
 
 from __future__ import annotations
