@@ -30,9 +30,10 @@ Per call, measured by the consumer of the stream:
   tokenizer (ChatLocal's own usage count is printed next to it as a cross-check).
 * CPU ms/tok: process CPU time (all threads) per token over the same span;
 * host us/tok: wall time per token spent *outside* llama.cpp's decode and sampler
-  calls (``LlamaContext.decode`` / ``LlamaSampler.sample`` are wrapped with a timer,
-  for all three alike): the per-token cost of the Python layers -- llama-cpp-python's
-  own loop, the runtime and the LangChain adapter. Unlike tokens/s it barely moves when
+  calls (``LlamaContext.decode`` / ``LlamaSampler.sample`` and the runtime's own
+  ``Sampler.sample``, which does the same job, are wrapped with a timer, for all
+  three alike): the per-token cost of the Python layers -- llama-cpp-python's own
+  loop, the runtime and the LangChain adapter. Unlike tokens/s it barely moves when
   other processes compete for the cores, so it shows the wrappers' cost directly.
 """
 
@@ -83,6 +84,11 @@ def instrument_llama() -> None:
 
     _internals.LlamaContext.decode = wrap(_internals.LlamaContext.decode)  # type: ignore[method-assign]
     _internals.LlamaSampler.sample = wrap(_internals.LlamaSampler.sample)  # type: ignore[method-assign]
+    # The runtime samples with its own Sampler (grammar fast path): the same work as
+    # llama-cpp-python's sampler call, so it counts as sampling too, not as host time.
+    from local_llm_runtime.sampling import Sampler
+
+    Sampler.sample = wrap(Sampler.sample)  # type: ignore[method-assign]
 
 
 @dataclass
