@@ -104,12 +104,54 @@ def _to_call(obj: object, tool_names: Collection[str]) -> ToolCall | None:
     return ToolCall(_new_id(), name, args)
 
 
-def _to_calls(text: str, tool_names: Collection[str]) -> list[ToolCall] | None:
-    """Decode a JSON object or list of call objects; ``None`` unless all are valid calls."""
-    try:
-        value = _DECODER.decode(text.strip())
-    except ValueError:
+def _closers(text: str) -> str | None:
+    """The brackets that would close the JSON ``text`` was cut from, if that is all it lacks.
+
+    Small models sometimes end a call one or two ``}`` short. ``None`` when
+    nothing is open, a string is unterminated, or the brackets do not nest.
+    """
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+        elif char in "}]" and (not stack or stack.pop() != char):
+            return None
+    if in_string or not stack or len(stack) > _MAX_REPAIR:
         return None
+    return "".join(reversed(stack))
+
+
+_MAX_REPAIR = 2
+"""The most closing brackets a call may lack and still be repaired."""
+
+
+def _to_calls(text: str, tool_names: Collection[str]) -> list[ToolCall] | None:
+    """Decode a JSON object or list of call objects; ``None`` unless all are valid calls.
+
+    A call that lacks only its last closing bracket(s) is completed (and still
+    has to name an offered tool with object arguments).
+    """
+    text = text.strip()
+    try:
+        value = _DECODER.decode(text)
+    except ValueError:
+        closers = _closers(text)
+        if closers is None:
+            return None
+        try:
+            value = _DECODER.decode(text + closers)
+        except ValueError:
+            return None
     items = value if isinstance(value, list) else [value]
     calls = [_to_call(item, tool_names) for item in items]
     if not calls or any(call is None for call in calls):
@@ -219,6 +261,8 @@ class ToolCallParser:
         if self._mode == "block" and self._fmt == "hermes":
             body = rest[: len(rest) - _partial_suffix(rest, self._close)] if self._close else rest
             self._block(self._marker + rest, body)
+        elif self._mode == "block" and self._fmt == "llama3":
+            self._block(rest, rest)  # a call cut short at the end may still be completed
         elif self._mode == "block":
             self._block(self._marker + rest, None)
         elif self._fmt == "llama3" and self._mode == "text":

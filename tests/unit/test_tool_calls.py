@@ -432,3 +432,34 @@ def test_parallel_bare_calls_after_a_call_are_calls() -> None:
         ["a", "b"],
     )
     assert (plain, [c.name for c in calls]) == ("Done.", ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("hermes", '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}\n</tool_call>'),
+        ("hermes", '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}'),
+        ("hermes", '{"name": "add", "arguments": {"a": 1, "b": 2}'),
+        ("hermes", '{"name": "add", "arguments": {"a": 1, "b": 2'),
+        ("llama3", '{"name": "add", "parameters": {"a": 1, "b": 2}'),
+    ],
+)
+def test_a_call_short_of_its_closing_brackets_is_completed(fmt: str, text: str) -> None:
+    plain, calls = parse_tool_calls(fmt, text, NAMES)  # type: ignore[arg-type]
+    assert plain == ""
+    assert [(c.name, c.arguments) for c in calls] == [("add", {"a": 1, "b": 2})]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "add", "arguments": {"a": 1, "b": "2',  # unterminated string
+        '{"name": "add", "arguments": {"a": [1, {"b": 2',  # three brackets short
+        '{"name": "multiply", "arguments": {"a": 1}',  # not an offered tool
+        '{"name": "add", "arguments": {"a": 1]',  # brackets that do not nest
+        '{"name": "add", "arguments": 5',  # arguments not an object
+    ],
+)
+def test_only_a_missing_closing_bracket_is_repaired(text: str) -> None:
+    plain, calls = parse_tool_calls("hermes", text, NAMES)
+    assert calls == [] and plain == text
