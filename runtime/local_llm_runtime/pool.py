@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,10 @@ class LoadOptions:
     """Prompt batch size."""
     embedding: bool = False
     """An embedding instance (pooling on, separate KV cache)."""
+    flash_attention: bool | None = None
+    """Flash attention (``None``: the settings decide; see :class:`RuntimeSettings`)."""
+    kv_cache_type: str | None = None
+    """KV cache element type, ``f16``/``q8_0``/``q4_0`` (``None``: the settings decide)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,10 @@ def _default_loader(
         "n_batch": min(options.num_batch, num_ctx),
         "verbose": True,  # logs go to our callback; False would swap process-wide fds
     }
+    if options.flash_attention:
+        kwargs["flash_attn"] = True
+    if options.kv_cache_type and options.kv_cache_type != "f16":
+        kwargs["type_k"] = kwargs["type_v"] = _GGML_TYPES[options.kv_cache_type]
     if options.num_thread:
         kwargs["n_threads"] = options.num_thread
         kwargs["n_threads_batch"] = options.num_thread
@@ -193,8 +201,38 @@ def _default_loader(
     return llm
 
 
+_GGML_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+               "q4_0": llama_cpp.GGML_TYPE_Q4_0}  # fmt: skip
+_KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+"""Bytes per cached element (q8_0: 32 values in 34 bytes; q4_0: in 18)."""
+
 _SCRATCH_CTX = 64
 """Context of a batched entry's own ``Llama`` (its batched context does the work)."""
+
+
+_KV_BLOCK = 32
+"""Values per block of the quantized KV types; head sizes must be multiples of it."""
+
+
+def _supported_kv_type(model: LocalModel, options: LoadOptions) -> LoadOptions:
+    """Fall back to an f16 cache where the model's head size cannot be quantized (as Ollama)."""
+    if options.kv_cache_type in (None, "f16"):
+        return options
+    try:
+        shape = gpu.ModelShape.from_gguf(model.paths)
+    except (InvalidModelFileError, KeyError, ValueError, ZeroDivisionError):
+        return options  # the offload decision reports an unreadable shape
+    if shape.head_dim % _KV_BLOCK == 0 and shape.head_dim_v % _KV_BLOCK == 0:
+        return options
+    logger.warning(
+        "%s: a %s KV cache needs head sizes divisible by %d (this model: %d/%d); using f16.",
+        model.name,
+        options.kv_cache_type,
+        _KV_BLOCK,
+        shape.head_dim,
+        shape.head_dim_v,
+    )
+    return replace(options, kv_cache_type="f16")
 
 
 def _batcher(llm: llama_cpp.Llama, parallel: int, num_ctx: int, num_batch: int) -> BatchDecoder:
@@ -269,6 +307,7 @@ class ModelPool:
             self._finish(entry, keep_alive)
 
     def _get_or_load(self, model: LocalModel, options: LoadOptions) -> tuple[LoadedModel, bool]:
+        options = self._resolved(options)
         key = (str(model.path.resolve()), options)
         with self._lock:
             entry = self._entries.get(key)
@@ -290,6 +329,16 @@ class ModelPool:
                 self._evict_over_limit(keep=entry)
             return entry, True
 
+    def _resolved(self, options: LoadOptions) -> LoadOptions:
+        """Fill the attention settings in (they are part of the pool key)."""
+        kv = options.kv_cache_type or self.settings.kv_cache_type
+        flash = options.flash_attention
+        if flash is None:
+            flash = self.settings.flash_attention
+        if kv != "f16":
+            flash = True  # llama.cpp quantizes the V cache only with flash attention
+        return replace(options, kv_cache_type=kv, flash_attention=bool(flash))
+
     def _load(
         self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
     ) -> LoadedModel:
@@ -300,6 +349,7 @@ class ModelPool:
         trained = info.metadata.get(f"{arch}.context_length")
         trained_ctx = trained if isinstance(trained, int) and trained > 0 else DEFAULT_NUM_CTX
         num_ctx = options.num_ctx or min(DEFAULT_NUM_CTX, trained_ctx)
+        options = _supported_kv_type(model, options)
         decision = self._decide_offload(model, options, num_ctx)
         attempts = [decision.num_gpu]
         if decision.num_gpu > 0:
@@ -375,6 +425,7 @@ class ModelPool:
             device=device,
             gpu_available=available,
             num_parallel=self.settings.num_parallel,
+            kv_bytes_per_elem=_KV_BYTES[options.kv_cache_type or "f16"],
         )
 
     # ---- keep-alive and eviction -------------------------------------------

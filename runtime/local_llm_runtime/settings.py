@@ -13,13 +13,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from local_llm_runtime.errors import InvalidOptionError
 
-__all__ = ["DEFAULT_HF_ENDPOINT", "RuntimeSettings", "parse_duration"]
+__all__ = ["DEFAULT_HF_ENDPOINT", "KV_CACHE_TYPES", "RuntimeSettings", "parse_duration"]
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -63,6 +64,33 @@ def _is_true(value: str | None) -> bool:
     return value is not None and value.strip().lower() in _TRUE
 
 
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+"""Element types of the KV cache (``LOCAL_LLM_KV_CACHE_TYPE``), as Ollama's."""
+
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+
+
+def _kv_cache_type(env: Mapping[str, str]) -> KvCacheType:
+    raw = (env.get("LOCAL_LLM_KV_CACHE_TYPE") or "f16").strip().lower()
+    if raw not in KV_CACHE_TYPES:
+        raise InvalidOptionError(
+            f"LOCAL_LLM_KV_CACHE_TYPE={raw!r} is not one of {', '.join(KV_CACHE_TYPES)}."
+        )
+    return raw  # type: ignore[return-value]
+
+
+def _tristate(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InvalidOptionError(f"{name}={raw!r}: use 1/true/on or 0/false/off.")
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -94,7 +122,15 @@ class RuntimeSettings(BaseModel):
     one is unloaded (``LOCAL_LLM_MAX_LOADED_MODELS``)."""
 
     num_parallel: int = Field(default=1, ge=1)
-    """Requests served at once per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
+    """Requests decoded together per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
+
+    flash_attention: bool | None = None
+    """Use llama.cpp's flash attention (``LOCAL_LLM_FLASH_ATTENTION``); unset: off,
+    unless a quantized KV cache needs it."""
+
+    kv_cache_type: KvCacheType = "f16"
+    """Element type of the KV cache (``LOCAL_LLM_KV_CACHE_TYPE``): ``q8_0`` halves its
+    memory, ``q4_0`` quarters it; both turn flash attention on (llama.cpp needs it)."""
 
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     """Base URL of the Hugging Face Hub (``HF_ENDPOINT``)."""
@@ -153,6 +189,8 @@ class RuntimeSettings(BaseModel):
             keep_alive=keep_alive,
             max_loaded_models=_positive_int(env, "LOCAL_LLM_MAX_LOADED_MODELS", 3),
             num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
+            flash_attention=_tristate(env, "LOCAL_LLM_FLASH_ATTENTION"),
+            kv_cache_type=_kv_cache_type(env),
             hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
             hf_offline=_is_true(env.get("HF_HUB_OFFLINE"))
             or _is_true(env.get("TRANSFORMERS_OFFLINE")),

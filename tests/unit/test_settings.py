@@ -59,3 +59,22 @@ def test_bad_durations(text: str) -> None:
 def test_bad_integer_env() -> None:
     with pytest.raises(InvalidOptionError, match="LOCAL_LLM_MAX_LOADED_MODELS"):
         RuntimeSettings.from_env({"LOCAL_LLM_MAX_LOADED_MODELS": "lots"})
+
+
+def test_attention_settings() -> None:
+    default = RuntimeSettings.from_env({})
+    assert (default.flash_attention, default.kv_cache_type) == (None, "f16")
+    tuned = RuntimeSettings.from_env(
+        {"LOCAL_LLM_FLASH_ATTENTION": "on", "LOCAL_LLM_KV_CACHE_TYPE": "Q8_0"}
+    )
+    assert (tuned.flash_attention, tuned.kv_cache_type) == (True, "q8_0")
+    assert RuntimeSettings.from_env({"LOCAL_LLM_FLASH_ATTENTION": "0"}).flash_attention is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LOCAL_LLM_KV_CACHE_TYPE", "q5_1"), ("LOCAL_LLM_FLASH_ATTENTION", "maybe")],
+)
+def test_bad_attention_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(InvalidOptionError, match=name):
+        RuntimeSettings.from_env({name: value})
