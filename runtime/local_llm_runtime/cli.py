@@ -188,32 +188,127 @@ def _cmd_run(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
 
     options = parse_params(args.param or [])
     engine = Engine(lib.settings, library=lib)
-    system = [{"role": "system", "content": args.system}] if args.system else []
     prompt = args.prompt
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     if prompt is not None:
+        system = [{"role": "system", "content": args.system}] if args.system else []
         _answer(engine, args, [*system, {"role": "user", "content": prompt}], options, out)
         return
     lib.resolve(args.name)  # pull before the first prompt, like ollama run
-    history: list[dict[str, Any]] = list(system)
-    out.write("Send a message (/bye to exit, Ctrl-C stops an answer)\n")
-    while True:
+    out.write("Send a message (/? for help, /bye to exit, Ctrl-C stops an answer)\n")
+    _ChatSession(engine, lib, args, options, out).loop()
+
+
+_CHAT_HELP = """Available commands:
+  /set parameter KEY VALUE   set an option for this session (temperature, num_ctx, stop, ...)
+  /set system TEXT           set the system message
+  /show info                 model details (as `local-llm show`)
+  /show parameters           the options this session sends
+  /show system               the system message
+  /clear                     forget the conversation so far
+  /bye                       exit
+  /?, /help                  this help
+Use \"\"\" to begin and end a message of several lines.
+"""
+
+
+class _ChatSession:
+    """The interactive loop of ``local-llm run``, with Ollama's slash commands."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        lib: ModelLibrary,
+        args: argparse.Namespace,
+        options: dict[str, Any],
+        out: TextIO,
+    ) -> None:
+        self.engine, self.lib, self.args, self.out = engine, lib, args, out
+        self.options = dict(options)
+        self.system: str | None = args.system
+        self.history: list[dict[str, Any]] = []
+
+    def loop(self) -> None:
+        while True:
+            try:
+                line = self._read()
+            except EOFError:
+                self.out.write("\n")
+                return
+            except KeyboardInterrupt:
+                self.out.write("\nUse Ctrl + d or /bye to exit.\n")
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                try:
+                    if not self._command(text):
+                        return
+                except LocalLLMError as exc:
+                    self.out.write(f"Error: {exc}\n")
+                continue
+            self._ask(line)
+
+    def _ask(self, text: str) -> None:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        messages = [*system, *self.history, {"role": "user", "content": text}]
         try:
-            line = input(">>> ")
-        except EOFError:
-            out.write("\n")
+            reply = _answer(self.engine, self.args, messages, self.options, self.out)
+        except LocalLLMError as exc:  # e.g. the context is full: say so, keep the session
+            self.out.write(f"Error: {exc}\n")
             return
-        except KeyboardInterrupt:
-            out.write("\nUse Ctrl + d or /bye to exit.\n")
-            continue
-        if not line.strip():
-            continue
-        if line.strip() in ("/bye", "/exit"):
-            return
-        history.append({"role": "user", "content": line})
-        reply = _answer(engine, args, history, options, out)
-        history.append({"role": "assistant", "content": reply})
+        self.history += [messages[-1], {"role": "assistant", "content": reply}]
+
+    def _read(self) -> str:
+        """One message: a line, or the lines between two triple quotes."""
+        line = input(">>> ")
+        stripped = line.strip()
+        if not stripped.startswith('"""'):
+            return line
+        body = stripped[3:]
+        if body.endswith('"""'):  # """on one line"""
+            return body[:-3]
+        lines = [body]
+        while True:
+            more = input("... ")
+            if more.rstrip().endswith('"""'):
+                lines.append(more.rstrip()[:-3])
+                return "\n".join(lines).strip("\n")
+            lines.append(more)
+
+    def _command(self, text: str) -> bool:
+        """Run a slash command; ``False`` means exit."""
+        words = text.split(maxsplit=2)
+        name = words[0].lower()
+        if name in ("/bye", "/exit"):
+            return False
+        if name in ("/?", "/help"):
+            self.out.write(_CHAT_HELP)
+        elif name == "/clear":
+            self.history.clear()
+            self.out.write("Cleared session context\n")
+        elif name == "/set" and len(words) == 3 and words[1] == "system":
+            self.system = words[2]
+            self.out.write("Set system message.\n")
+        elif name == "/set" and len(words) == 3 and words[1] == "parameter":
+            key, _, value = words[2].partition(" ")
+            parsed = parse_params([f"{key}={value.strip()}"])
+            if key == "stop":  # repeated: each /set adds a stop sequence
+                parsed["stop"] = [*self.options.get("stop", []), *parsed["stop"]]
+            self.options.update(parsed)
+            self.out.write(f"Set parameter '{key}' to '{value.strip()}'\n")
+        elif name == "/show" and len(words) >= 2 and words[1] == "info":
+            _cmd_show(self.lib, argparse.Namespace(name=self.args.name, json=False), self.out)
+        elif name == "/show" and len(words) >= 2 and words[1] == "parameters":
+            items = sorted(self.options.items())
+            self.out.write("".join(f"{k:<16}{v}\n" for k, v in items) or "No parameters set.\n")
+        elif name == "/show" and len(words) >= 2 and words[1] == "system":
+            self.out.write(f"{self.system}\n" if self.system else "No system message set.\n")
+        else:
+            self.out.write(f"Unknown command '{text}'. Type /? for help.\n")
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,3 +90,42 @@ def test_interactive_chat_keeps_history_and_exits_on_bye(tiny_name: str) -> None
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(fd)
+
+
+def test_interactive_slash_commands_like_ollama(tiny_name: str) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI on a terminal
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "local_llm_runtime", "run", tiny_name, "--verbose"],
+        )
+
+    def say(line: bytes, expect: bytes) -> bytes:
+        os.write(fd, line + b"\r")
+        return _read_until(fd, expect)
+
+    try:
+        _read_until(fd, b">>> ")
+        assert b"/set parameter KEY VALUE" in say(b"/?", b">>> ")
+        assert b"Set parameter 'num_predict' to '3'" in say(
+            b"/set parameter num_predict 3", b">>> "
+        )
+        shown = say(b"/show parameters", b">>> ")
+        assert b"num_predict" in shown and b"3" in shown
+        assert b"eval count:           3 token(s)" in say(b"hello", b">>> ")  # the option applies
+        assert b"Error: " in say(
+            b"/set parameter tempreature 1", b">>> "
+        )  # and the session goes on
+        assert b"Set system message." in say(b"/set system Answer briefly.", b">>> ")
+        assert b"Answer briefly." in say(b"/show system", b">>> ")
+        assert b"architecture" in say(b"/show info", b">>> ")
+        assert b"Cleared session context" in say(b"/clear", b">>> ")
+        assert b"Unknown command" in say(b"/frobnicate", b">>> ")
+        os.write(fd, b'"""first line\r')
+        _read_until(fd, b"... ")
+        assert b"eval count" in say(b'second line"""', b">>> ")  # one message of two lines
+        os.write(fd, b"/bye\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
