@@ -97,6 +97,28 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
             params["ls_stop"] = list(stops)
         return params
 
+    # ---- token counting --------------------------------------------------------
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the model's own tokenizer (not GPT-2's).
+
+        Reads the model's vocabulary only; the weights are not loaded.
+        """
+        return self.engine.tokenize(self.model, text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Exact prompt tokens for these messages: the model's chat template, then its tokenizer.
+
+        Works as ``trim_messages(..., token_counter=llm)``; with ``tools`` their
+        rendering in the template is counted too.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools] if tools else None
+        return self.engine.count_chat_tokens(
+            self.model, to_runtime_messages(messages), tools=formatted
+        )
+
     # ---- request building --------------------------------------------------
 
     def _request(

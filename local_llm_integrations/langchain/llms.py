@@ -50,6 +50,10 @@ class LocalLLM(LocalModelOptions, BaseLLM):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "raw": self.raw, **self.engine_options()}
 
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the model's own tokenizer (not GPT-2's)."""
+        return self.engine.tokenize(self.model, text)
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="local-llm",

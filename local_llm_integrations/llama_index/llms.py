@@ -229,6 +229,14 @@ class LocalLLM(FunctionCallingLLM):
             model_name=self.model,
         )
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the model's own tokenizer (vocabulary only, no weights).
+
+        LlamaIndex counts tokens with tiktoken unless told otherwise; for
+        budgets that match this model use ``Settings.tokenizer = llm.tokenize``.
+        """
+        return self.engine.tokenize(self.model, text)
+
     def _model_info(self) -> ModelInfo | None:
         cached = self._info
         if cached is None or cached[0] != self.model:

@@ -16,6 +16,7 @@ loop through a queue; cancelling the task stops generation within a token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import threading
@@ -28,6 +29,7 @@ import llama_cpp
 
 from local_llm_runtime.chat_template import ChatTemplate
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
+from local_llm_runtime.gguf_meta import read_gguf_info
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.pool import LoadedModel, LoadOptions, ModelPool, RunningModel
@@ -95,26 +97,19 @@ class _Request:
     extra_stops: tuple[str, ...] = field(default_factory=tuple)
 
 
-class _Templates:
-    """One ChatTemplate per loaded instance (built from its GGUF metadata)."""
+@functools.lru_cache(maxsize=32)
+def _compiled_template(source: str | None, bos: str, eos: str) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos, eos_token=eos)
 
-    def __init__(self) -> None:
-        self._cache: dict[int, ChatTemplate] = {}
-        self._lock = threading.Lock()
 
-    def get(self, entry: LoadedModel) -> ChatTemplate:
-        with self._lock:
-            template = self._cache.get(id(entry))
-            if template is None:
-                llm = entry.llm
-                source = entry.metadata.get("tokenizer.chat_template")
-                template = ChatTemplate(
-                    source if isinstance(source, str) else None,
-                    bos_token=_token_text(llm, llm.token_bos()),
-                    eos_token=_token_text(llm, llm.token_eos()),
-                )
-                self._cache[id(entry)] = template
-            return template
+def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemplate:
+    """The model's chat template, compiled once per distinct template text."""
+    source = metadata.get("tokenizer.chat_template")
+    return _compiled_template(
+        source if isinstance(source, str) else None,
+        _token_text(llm, llm.token_bos()),
+        _token_text(llm, llm.token_eos()),
+    )
 
 
 def _token_text(llm: llama_cpp.Llama, token: int) -> str:
@@ -152,7 +147,6 @@ class Engine:
         self.settings = settings or RuntimeSettings.from_env()
         self.library = library or ModelLibrary(self.settings)
         self.pool = pool or ModelPool(self.settings)
-        self._templates = _Templates()
 
     # ---- public: chat / completion ------------------------------------------
 
@@ -201,9 +195,7 @@ class Engine:
                 f"tool_choice {tool_choice!r} names no offered tool; offered: "
                 f"{', '.join(sorted(_tool_names(tools))) or 'none'}."
             )
-        msgs = [dict(m) for m in messages]
-        if local.system and not any(m.get("role") == "system" for m in msgs):
-            msgs.insert(0, {"role": "system", "content": local.system})
+        msgs = _with_default_system(local, messages)
         return self._run(
             local,
             load,
@@ -341,6 +333,43 @@ class Engine:
 
     # ---- public: pool control -------------------------------------------------
 
+    # ---- public: tokens ---------------------------------------------------------
+
+    def tokenize(self, model: str, text: str, *, special: bool = False) -> list[int]:
+        """The model's own token ids for ``text`` (no BOS added).
+
+        Uses the model's vocabulary only (read once, a fraction of a second);
+        the weights are not loaded.
+
+        Args:
+            model: Any model reference.
+            text: The text.
+            special: Parse special-token text such as ``<|im_start|>`` as tokens.
+        """
+        llm = self.pool.vocab(self.library.resolve(model))
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def count_chat_tokens(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """How many prompt tokens :meth:`chat` would send for these messages.
+
+        The messages (with the model's default system prompt, and ``tools``) go
+        through the model's chat template exactly as for a request, then its
+        tokenizer: the count matches ``usage.prompt_tokens``.
+        """
+        local = self.library.resolve(model)
+        llm = self.pool.vocab(local)
+        template = _template_for(llm, read_gguf_info(local.path).metadata)
+        msgs = _with_default_system(local, messages)
+        prompt = template.render(msgs, tools=list(tools or []))
+        add_bos = _add_bos(llm, prompt, template.bos_token)
+        return len(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
     def preload(
         self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
     ) -> RunningModel:
@@ -384,7 +413,7 @@ class Engine:
         build: Callable[[ChatTemplate], _Request],
     ) -> Iterator[Chunk]:
         with self.pool.lease(local, load, keep_alive=keep_alive) as (entry, load_s, queue_s):
-            template = self._templates.get(entry)
+            template = _template_for(entry.llm, entry.metadata)
             request = build(template)
             yield from self._generate(entry, template, request, sampling, load_s, queue_s, cancel)
 
@@ -579,6 +608,16 @@ class _OutputPipeline:
                     name=item.name,
                     arguments=item.arguments,
                 )
+
+
+def _with_default_system(
+    local: LocalModel, messages: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Copy the messages, adding the model's default system prompt if they have none."""
+    msgs = [dict(m) for m in messages]
+    if local.system and not any(m.get("role") == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": local.system})
+    return msgs
 
 
 def _tool_names(tools: Sequence[Mapping[str, Any]]) -> set[str]:

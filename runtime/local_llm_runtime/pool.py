@@ -277,6 +277,7 @@ class ModelPool:
         self._lock = threading.RLock()
         self._reaper_wakeup = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._vocabs: dict[str, llama_cpp.Llama] = {}
         llama_log.install()
 
     # ---- leasing -----------------------------------------------------------
@@ -523,8 +524,39 @@ class ModelPool:
                     entry.unload_when_idle = True
         return count
 
+    def vocab(self, model: LocalModel) -> llama_cpp.Llama:
+        """A vocabulary-only instance of the model, for tokenizing (weights not loaded).
+
+        Separate from the generation instances, so tokenizing never races an
+        unload; one per file, kept until :meth:`close` (a few MB).
+        """
+        path = str(model.path.resolve())
+        with self._lock:
+            llm = self._vocabs.get(path)
+            if llm is not None:
+                return llm
+        read_gguf_info(model.path)  # typed error for a file that is not a GGUF
+        llama_log.start_capture()
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=True)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not read the vocabulary of {model.name}: "
+                f"{llama_log.recent_errors() or exc}"
+            ) from None
+        llm.verbose = False
+        with self._lock:
+            existing = self._vocabs.setdefault(path, llm)
+        if existing is not llm:
+            llm.close()
+        return existing
+
     def close(self) -> None:
         """Unload everything (idle or not: only call when no request runs)."""
         with self._lock:
             for entry in list(self._entries.values()):
                 self._unload_entry(entry)
+            for vocab in self._vocabs.values():
+                vocab.close()
+            self._vocabs.clear()
