@@ -247,7 +247,14 @@ class BatchDecoder:
                     if runs:
                         break
                     self._cond.wait()  # new runs and closes notify
-            self._step(runs)
+            try:
+                self._step(runs)
+            except Exception as exc:  # never leave a consumer waiting on a dead thread
+                with self._cond:
+                    for run in runs:
+                        if not run.finished:
+                            run.finished = True
+                            run._queue.put(exc)
 
     def _admit(self) -> list[SlotRun]:
         """Under the lock: retire finished or abandoned runs, return the live ones."""

@@ -180,3 +180,30 @@ def test_cancel_aborts_a_prompt_step_mid_way(engine: Engine, tiny_gguf: Path) ->
     assert final.timings.sampled_tokens == 0  # without the abort the step would sample a token
     done = engine.chat(str(tiny_gguf), messages, options=GREEDY)  # the slot and cache recover
     assert done.usage.completion_tokens == 24
+
+
+def test_a_failing_step_reaches_the_consumer_and_the_thread_survives(
+    engine: Engine, tiny_gguf: Path
+) -> None:
+    from local_llm_runtime.sampling import Sampler, SamplingOptions
+
+    engine.chat(str(tiny_gguf), [{"role": "user", "content": "x"}], options=GREEDY)
+    (entry,) = engine.pool._entries.values()
+    batcher = entry.batcher
+    assert batcher is not None
+
+    class Broken:
+        vocab = None
+
+        def sample(self, ctx: object, index: int = -1) -> int:
+            raise RuntimeError("sampler exploded")
+
+    tokens = entry.llm.tokenize(b"hello world")
+    run = batcher.start(tokens, Broken(), max_tokens=5, reuse=False)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="exploded"):
+        list(run)
+    run.close()
+    with Sampler(entry.llm, SamplingOptions(temperature=0), seed=1) as sampler:
+        good = batcher.start(tokens, sampler, max_tokens=5, reuse=False)
+        assert len(list(good)) == 5
+        good.close()
