@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
 
 __all__ = ["LocalEmbeddings"]
 
@@ -34,6 +34,14 @@ class LocalEmbeddings(BaseModel, Embeddings):
 
     normalize: bool = True
     """L2-normalize every vector (cosine similarity becomes a dot product)."""
+
+    query_prefix: str | None = None
+    """Prefix for queries; ``None`` uses the model's own convention (nomic-embed-text:
+    ``search_query: ``), ``""`` none."""
+
+    document_prefix: str | None = None
+    """Prefix for documents; ``None`` uses the model's own convention (nomic-embed-text:
+    ``search_document: ``), ``""`` none."""
 
     batch_size: int = Field(default=64, ge=1)
     """Texts per engine call; other requests on the model can run between batches."""
@@ -77,8 +85,13 @@ class LocalEmbeddings(BaseModel, Embeddings):
             if v is not None
         }
 
-    def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"normalize": self.normalize, "options": self._options()}
+    def _kwargs(self, task: EmbeddingTask) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "normalize": self.normalize,
+            "options": self._options(),
+            "task": task,
+            "prefix": self.query_prefix if task == "query" else self.document_prefix,
+        }
         if self.keep_alive is not None:
             kwargs["keep_alive"] = self.keep_alive
         return kwargs
@@ -89,23 +102,23 @@ class LocalEmbeddings(BaseModel, Embeddings):
         for start in range(0, len(texts), self.batch_size):
             out.extend(
                 self.engine.embed(
-                    self.model, texts[start : start + self.batch_size], **self._kwargs()
+                    self.model, texts[start : start + self.batch_size], **self._kwargs("document")
                 )
             )
         return out
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""
-        return self.engine.embed(self.model, [text], **self._kwargs())[0]
+        return self.engine.embed(self.model, [text], **self._kwargs("query"))[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents` (the engine runs in a worker thread)."""
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            out.extend(await self.engine.aembed(self.model, batch, **self._kwargs()))
+            out.extend(await self.engine.aembed(self.model, batch, **self._kwargs("document")))
         return out
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`."""
-        return (await self.engine.aembed(self.model, [text], **self._kwargs()))[0]
+        return (await self.engine.aembed(self.model, [text], **self._kwargs("query")))[0]

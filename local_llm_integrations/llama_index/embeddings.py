@@ -13,7 +13,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 
-from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
 
 __all__ = ["LocalEmbedding"]
 
@@ -48,11 +48,17 @@ class LocalEmbedding(BaseEmbedding):
     normalize: bool = Field(default=True, description="L2-normalize every vector.")
     query_instruction: str | None = Field(
         default=None,
-        description="Prefix for queries (e.g. 'search_query: ' for nomic-embed-text).",
+        description=(
+            "Prefix for queries; None uses the model's own convention "
+            "(nomic-embed-text: 'search_query: '), '' none."
+        ),
     )
     text_instruction: str | None = Field(
         default=None,
-        description="Prefix for documents (e.g. 'search_document: ' for nomic-embed-text).",
+        description=(
+            "Prefix for documents; None uses the model's own convention "
+            "(nomic-embed-text: 'search_document: '), '' none."
+        ),
     )
     num_ctx: int | None = Field(
         default=None,
@@ -106,27 +112,24 @@ class LocalEmbedding(BaseEmbedding):
     def _options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _LOAD_OPTIONS if getattr(self, k) is not None}
 
-    def _call_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"normalize": self.normalize, "options": self._options()}
+    def _call_kwargs(self, task: EmbeddingTask) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "normalize": self.normalize,
+            "options": self._options(),
+            "task": task,
+            "prefix": self.query_instruction if task == "query" else self.text_instruction,
+        }
         if self.keep_alive is not None:
             kwargs["keep_alive"] = self.keep_alive
         return kwargs
 
-    @staticmethod
-    def _prefixed(prefix: str | None, texts: list[str]) -> list[str]:
-        return [prefix + t for t in texts] if prefix else texts
-
     # ---- BaseEmbedding -------------------------------------------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self.engine.embed(
-            self.model, self._prefixed(self.query_instruction, [query]), **self._call_kwargs()
-        )[0]
+        return self.engine.embed(self.model, [query], **self._call_kwargs("query"))[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        vectors = await self.engine.aembed(
-            self.model, self._prefixed(self.query_instruction, [query]), **self._call_kwargs()
-        )
+        vectors = await self.engine.aembed(self.model, [query], **self._call_kwargs("query"))
         return vectors[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
@@ -136,11 +139,7 @@ class LocalEmbedding(BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self.engine.embed(
-            self.model, self._prefixed(self.text_instruction, texts), **self._call_kwargs()
-        )
+        return self.engine.embed(self.model, texts, **self._call_kwargs("document"))
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await self.engine.aembed(
-            self.model, self._prefixed(self.text_instruction, texts), **self._call_kwargs()
-        )
+        return await self.engine.aembed(self.model, texts, **self._call_kwargs("document"))

@@ -51,9 +51,24 @@ from local_llm_runtime.types import (
     aggregate,
 )
 
-__all__ = ["Engine", "SamplingOptions", "ToolChoice", "default_engine", "split_options"]
+__all__ = [
+    "EMBEDDING_PREFIXES",
+    "EmbeddingTask",
+    "Engine",
+    "SamplingOptions",
+    "ToolChoice",
+    "default_engine",
+    "split_options",
+]
 
 ToolChoice = Literal["auto", "required", "any", "none"] | str
+EmbeddingTask = Literal["query", "document"]
+
+EMBEDDING_PREFIXES: dict[str, dict[str, str]] = {
+    "nomic-bert": {"query": "search_query: ", "document": "search_document: "},
+    "nomic-bert-moe": {"query": "search_query: ", "document": "search_document: "},
+}
+"""Task prefixes an embedding model was trained with, by GGUF ``general.architecture``."""
 _LOAD_KEYS = ("num_ctx", "num_gpu", "num_thread", "num_batch")
 T = TypeVar("T")
 
@@ -303,6 +318,8 @@ class Engine:
         texts: Sequence[str],
         *,
         normalize: bool = True,
+        task: EmbeddingTask | None = None,
+        prefix: str | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
     ) -> list[list[float]]:
@@ -310,6 +327,18 @@ class Engine:
 
         Runs on a separate pool entry (``embedding=True``, the model's pooling
         or mean pooling for generative models), batched by llama.cpp.
+
+        Args:
+            model: Any model reference.
+            texts: The texts.
+            normalize: L2-normalize every vector.
+            task: ``"query"`` or ``"document"``: models trained with task
+                prefixes (nomic-embed-text: ``search_query: `` /
+                ``search_document: ``, see :data:`EMBEDDING_PREFIXES`) get
+                theirs, unless a text already starts with it.
+            prefix: An explicit prefix instead (``""`` for none).
+            options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
+            keep_alive: How long the model stays loaded after this request.
         """
         if isinstance(texts, str):
             raise InvalidOptionError("embed() takes a list of texts, not one string.")
@@ -321,6 +350,11 @@ class Engine:
         load = replace(load, embedding=True, num_gpu=load.num_gpu)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
         with self.pool.lease(local, load, keep_alive=ttl) as (entry, _load_s, _queue_s):
+            if prefix is None and task is not None:
+                arch = str(entry.metadata.get("general.architecture", ""))
+                prefix = EMBEDDING_PREFIXES.get(arch, {}).get(task)
+            if prefix:
+                texts = [t if t.startswith(prefix) else prefix + t for t in texts]
             raw = entry.llm.embed(texts, normalize=False, truncate=True)
         vectors = [_pooled(v) for v in raw]
         if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract

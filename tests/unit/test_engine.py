@@ -395,3 +395,23 @@ def test_pool_is_injectable(tiny_gguf: Path) -> None:
     assert _chat(engine, tiny_gguf)
     assert pool.ps()[0].gpu_layers == 0
     pool.close()
+
+
+def test_embedding_task_prefixes_follow_the_architecture(
+    engine: Engine, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from local_llm_runtime import engine as engine_module
+
+    model = str(tiny_gguf)
+    plain = engine.embed(model, ["where is it?"])
+    assert engine.embed(model, ["where is it?"], task="query") == plain  # llama: no convention
+    # A nomic-bert GGUF gets nomic's prefixes; the tiny model stands in for one here.
+    monkeypatch.setitem(
+        engine_module.EMBEDDING_PREFIXES, "llama", {"query": "search_query: ", "document": "d: "}
+    )
+    query = engine.embed(model, ["where is it?"], task="query")
+    assert query == engine.embed(model, ["search_query: where is it?"])
+    assert query != plain
+    assert engine.embed(model, ["search_query: where is it?"], task="query") == query  # not twice
+    assert engine.embed(model, ["where is it?"], task="query", prefix="") == plain
+    assert engine.embed(model, ["x"], task="document") == engine.embed(model, ["d: x"])

@@ -223,3 +223,13 @@ def test_parallel_tool_calls_false_allows_one_call(tiny_gguf: Path) -> None:
         counts.append(len(parallel.tool_calls))
     # The same seeds give several calls when they are allowed (so the check above bites).
     assert min(counts) >= 1 and max(counts) >= 2, counts
+
+
+def test_embedding_prefixes(tiny_gguf: Path) -> None:
+    from local_llm_runtime.engine import default_engine
+
+    emb = LocalEmbeddings(model=str(tiny_gguf), query_prefix="q: ", document_prefix="doc: ")
+    engine = default_engine()
+    assert emb.embed_query("x") == engine.embed(str(tiny_gguf), ["q: x"])[0]
+    assert emb.embed_documents(["y"]) == engine.embed(str(tiny_gguf), ["doc: y"])
+    assert asyncio.run(emb.aembed_query("x")) == pytest.approx(emb.embed_query("x"), abs=1e-5)

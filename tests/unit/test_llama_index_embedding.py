@@ -72,15 +72,27 @@ def test_query_and_text_instructions(spy: SpyEngine, tiny_gguf: Path) -> None:
     embedding = make(
         spy, tiny_gguf, query_instruction="search_query: ", text_instruction="search_document: "
     )
-    embedding.get_query_embedding("where?")
-    embedding.get_text_embedding("here.")
-    assert spy.batches == [["search_query: where?"], ["search_document: here."]]
+    query = embedding.get_query_embedding("where?")
+    text = embedding.get_text_embedding("here.")
+    assert [(k["task"], k["prefix"]) for k in spy.kwargs] == [
+        ("query", "search_query: "),
+        ("document", "search_document: "),
+    ]
+    by_hand = Engine.embed(spy, str(tiny_gguf), ["search_query: where?", "search_document: here."])
+    for got, want in zip([query, text], by_hand, strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-3
 
 
 def test_options_reach_the_engine(spy: SpyEngine, tiny_gguf: Path) -> None:
     embedding = make(spy, tiny_gguf, num_ctx=256, normalize=False, keep_alive=0)
     vector = embedding.get_query_embedding("hello")
-    assert spy.kwargs[-1] == {"normalize": False, "options": {"num_ctx": 256}, "keep_alive": 0}
+    assert spy.kwargs[-1] == {
+        "normalize": False,
+        "options": {"num_ctx": 256},
+        "keep_alive": 0,
+        "task": "query",
+        "prefix": None,  # the model's own convention (none for this model)
+    }
     assert not math.isclose(sum(x * x for x in vector), 1.0, rel_tol=1e-3)
     assert spy.ps() == []  # keep_alive=0: unloaded right after
 
