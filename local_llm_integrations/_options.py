@@ -80,7 +80,7 @@ class LocalModelOptions(BaseModel):
     """Layers offloaded to the GPU (default: automatic from free device memory)."""
 
     num_thread: int | None = None
-    """CPU threads (default: chosen by llama.cpp)."""
+    """CPU threads (default: the physical cores)."""
 
     keep_alive: float | str | None = None
     """How long the model stays loaded after a request (``"5m"``, seconds, ``0``, ``-1``)."""

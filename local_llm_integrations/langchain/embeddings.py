@@ -53,7 +53,7 @@ class LocalEmbeddings(BaseModel, Embeddings):
     """Layers offloaded to the GPU (default: automatic)."""
 
     num_thread: int | None = None
-    """CPU threads (default: chosen by llama.cpp)."""
+    """CPU threads (default: the physical cores)."""
 
     keep_alive: float | str | None = None
     """How long the model stays loaded after a request."""

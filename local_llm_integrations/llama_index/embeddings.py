@@ -69,7 +69,7 @@ class LocalEmbedding(BaseEmbedding):
         default=None, ge=-1, description="Layers offloaded to the GPU (default: automatic)."
     )
     num_thread: int | None = Field(
-        default=None, gt=0, description="CPU threads (default: chosen by llama.cpp)."
+        default=None, gt=0, description="CPU threads (default: the physical cores)."
     )
     keep_alive: float | str | None = Field(
         default=None,

@@ -142,7 +142,7 @@ class LocalLLM(FunctionCallingLLM):
         description="Layers offloaded to the GPU (default: automatic from free device memory).",
     )
     num_thread: int | None = Field(
-        default=None, gt=0, description="CPU threads (default: chosen by llama.cpp)."
+        default=None, gt=0, description="CPU threads (default: the physical cores)."
     )
     keep_alive: float | str | None = Field(
         default=None,

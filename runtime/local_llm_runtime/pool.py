@@ -33,7 +33,7 @@ from typing import Any
 
 import llama_cpp
 
-from local_llm_runtime import gpu, llama_log
+from local_llm_runtime import cpu, gpu, llama_log
 from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
@@ -92,7 +92,7 @@ class LoadOptions:
     num_gpu: int | None = None
     """Layers on the GPU; ``None``/-1 means decide from free device memory."""
     num_thread: int | None = None
-    """CPU threads; ``None`` lets llama.cpp choose."""
+    """CPU threads; ``None``: the physical cores for generation, every CPU for prompts."""
     num_batch: int = 512
     """Prompt batch size."""
     embedding: bool = False
@@ -185,6 +185,8 @@ def _default_loader(
     if options.num_thread:
         kwargs["n_threads"] = options.num_thread
         kwargs["n_threads_batch"] = options.num_thread
+    else:  # generation: the physical cores, like llama.cpp and Ollama (not half the CPUs)
+        kwargs["n_threads"] = cpu.default_threads()
     if options.embedding:
         kwargs.update(embedding=True, n_batch=num_ctx, n_ubatch=num_ctx)
         arch = metadata.get("general.architecture")
