@@ -38,6 +38,7 @@ from llama_index.llms.llama_cpp import LlamaCPP
 from local_llm_integrations.llama_index import LocalEmbedding, LocalLLM
 from local_llm_runtime import ModelLibrary
 from local_llm_runtime.chat_template import ChatTemplate
+from local_llm_runtime.cpu import default_threads
 from local_llm_runtime.gguf_meta import read_gguf_info
 
 PROMPT = (
@@ -45,6 +46,8 @@ PROMPT = (
     "search and in-order traversal. Add a docstring to every function."
 )
 NUM_CTX = 4096
+THREADS = default_threads()
+"""The same thread count for every contender (prompt and generation alike)."""
 SAMPLING = {"top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
 
 Run = Callable[[], tuple[str, float, float]]
@@ -52,7 +55,14 @@ Run = Callable[[], tuple[str, float, float]]
 
 
 def local_llm_runner(model: str, tokens: int) -> Run:
-    llm = LocalLLM(model=model, temperature=0, num_predict=tokens, num_ctx=NUM_CTX, **SAMPLING)
+    llm = LocalLLM(
+        model=model,
+        temperature=0,
+        num_predict=tokens,
+        num_ctx=NUM_CTX,
+        num_thread=THREADS,
+        **SAMPLING,
+    )
     messages = [ChatMessage(role="user", content=PROMPT)]
 
     def run() -> tuple[str, float, float]:
@@ -71,7 +81,14 @@ def local_llm_runner(model: str, tokens: int) -> Run:
 
 def raw_llama(path: str) -> llama_cpp.Llama:
     with contextlib.redirect_stderr(io.StringIO()):
-        return llama_cpp.Llama(model_path=path, n_ctx=NUM_CTX, n_gpu_layers=0, verbose=False)
+        return llama_cpp.Llama(
+            model_path=path,
+            n_ctx=NUM_CTX,
+            n_gpu_layers=0,
+            n_threads=THREADS,
+            n_threads_batch=THREADS,
+            verbose=False,
+        )
 
 
 def raw_runner(llm: llama_cpp.Llama, prompt: str, tokens: int) -> Run:
@@ -103,7 +120,7 @@ def llama_cpp_llm_runner(path: str, template: ChatTemplate, tokens: int) -> Run:
             max_new_tokens=tokens,
             context_window=NUM_CTX,
             generate_kwargs=dict(SAMPLING),
-            model_kwargs={"n_gpu_layers": 0},
+            model_kwargs={"n_gpu_layers": 0, "n_threads": THREADS, "n_threads_batch": THREADS},
             messages_to_prompt=messages_to_prompt,
             completion_to_prompt=lambda p: p,
             verbose=False,
@@ -169,7 +186,7 @@ def bench_embeddings(model: str, texts: int, single_texts: int) -> None:
         f"{subjects[i % 5]} {verbs[(i // 5) % 5]} {times[(i // 25) % 5]} (note {i})."
         for i in range(texts)
     ]
-    embedding = LocalEmbedding(model=model, embed_batch_size=64)
+    embedding = LocalEmbedding(model=model, embed_batch_size=64, num_thread=THREADS)
     embedding.get_text_embedding("warm up")  # load the embedding instance
     print(f"\nEmbeddings: {texts} short chunks (~12 tokens each)")
     print(f"{'':40} {'texts/s':>8} {'ratio':>7}", flush=True)

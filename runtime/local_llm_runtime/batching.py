@@ -24,6 +24,7 @@ bit-identical across batch shapes.
 from __future__ import annotations
 
 import ctypes
+import logging
 import queue
 import threading
 import time
@@ -33,9 +34,12 @@ from typing import Any
 
 import llama_cpp
 
+from local_llm_runtime.errors import GenerationError
 from local_llm_runtime.sampling import Sampler, common_prefix
 
 __all__ = ["BatchDecoder", "SlotRun"]
+
+logger = logging.getLogger(__name__)
 
 _DONE = object()
 """Queue sentinel: the run produced its last token."""
@@ -48,9 +52,12 @@ class SlotRun:
     Iterate it for sampled tokens; it ends after ``max_tokens`` tokens, an
     end-of-generation token, or a cancel. :meth:`close` (also called when the
     consumer stops early) frees the slot and returns once the decoding thread
-    no longer touches this run's sampler.
+    no longer touches this run. The decoder owns the run's sampler from
+    :meth:`BatchDecoder.start` on and frees it when it retires the run.
     """
 
+    prompt: list[int]
+    """The whole prompt."""
     pending: list[int]
     """Prompt tokens not yet evaluated."""
     sampler: Sampler
@@ -100,6 +107,13 @@ def _abandoned(run: SlotRun) -> bool:
     return run.closing or (run.cancel is not None and run.cancel.is_set())
 
 
+def _close_sampler(run: SlotRun) -> None:
+    try:
+        run.sampler.close()
+    except Exception:  # never let one run's cleanup stop the decoding thread
+        logger.exception("Closing a sampler failed")
+
+
 _SIMILARITY = 0.5
 """Reuse a slot's cache only if the prompt keeps at least this share of it."""
 
@@ -140,6 +154,7 @@ class BatchDecoder:
         ctypes.memmove(ctypes.byref(params), ctypes.byref(llm.context_params), size)
         params.n_ctx = num_ctx * n_slots
         params.n_seq_max = n_slots
+        n_batch = max(n_batch, n_slots)  # every generating slot adds a token per step
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.embeddings = False
@@ -150,6 +165,11 @@ class BatchDecoder:
                 f"{num_ctx} tokens; lower LOCAL_LLM_NUM_PARALLEL or num_ctx."
             )
         self.ctx: Any = ctx
+        model = llm._model.model
+        # A recurrent state cannot be cut back to a prefix: such models start afresh.
+        self._cut_ok = not (
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
         self.n_slots = n_slots
         self.num_ctx = num_ctx
         self._n_batch = n_batch
@@ -158,6 +178,7 @@ class BatchDecoder:
         self._slots = [_Slot(seq) for seq in range(n_slots)]
         self._cond = threading.Condition()
         self._closed = False
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self.max_active = 0
         """The most runs decoded in one step so far (for tests and ``ps``)."""
@@ -185,12 +206,16 @@ class BatchDecoder:
             raise ValueError("nothing to evaluate: the prompt has no tokens")
         with self._cond:
             if self._closed:
-                raise RuntimeError("the model was unloaded")
+                raise GenerationError("the model was unloaded; send the request again")
             free = [s for s in self._slots if s.run is None]
             if not free:
-                raise RuntimeError("no free slot: hold a pool permit before starting a run")
-            slot, keep = _choose_slot(free, tokens) if reuse else (_spare(free), 0)
+                raise GenerationError("no free slot: hold a pool permit before starting a run")
+            if reuse and self._cut_ok:
+                slot, keep = _choose_slot(free, tokens)
+            else:
+                slot, keep = _spare(free), 0
             run = SlotRun(
+                prompt=list(tokens),
                 pending=list(tokens[keep:]),
                 sampler=sampler,
                 max_tokens=max_tokens,
@@ -213,7 +238,9 @@ class BatchDecoder:
         with self._cond:
             run.closing = True
             self._cond.notify_all()
-            while run._slot.run is run and not self._closed:
+            if threading.current_thread() is self._thread:
+                return  # e.g. a generator collected on this thread: retired next step
+            while run._slot.run is run and not self._stopped:
                 self._cond.wait()
 
     def close(self) -> None:
@@ -228,8 +255,12 @@ class BatchDecoder:
         with self._cond:
             for slot in self._slots:
                 if slot.run is not None:
-                    slot.run._queue.put(RuntimeError("the model was unloaded during the request"))
+                    slot.run._queue.put(
+                        GenerationError("the model was unloaded during the request")
+                    )
+                    _close_sampler(slot.run)
                     slot.run = None
+            self._stopped = True
             self._cond.notify_all()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self.ctx)
@@ -268,13 +299,16 @@ class BatchDecoder:
                     run.finished = True
                     run._queue.put(_DONE)
                 if run.closing:
+                    _close_sampler(run)
                     slot.run = None
                     slot.last_used = time.monotonic()
                     self._cond.notify_all()
                 continue
             if not run.started:
                 # Drop whatever the slot cached beyond the reused prefix.
-                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1)
+                if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1):
+                    llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+                    run.reused, run.pending = 0, list(run.prompt)
                 del slot.cells[run.reused :]
                 run.started = True
             live.append(run)
@@ -339,12 +373,18 @@ class BatchDecoder:
         with self._cond:
             if code != 0:
                 aborted = code == 2 and all(map(_abandoned, runs))
-                error = RuntimeError(f"llama_decode failed ({code}) for a batch of {n} tokens")
+                error = GenerationError(
+                    f"llama.cpp failed to decode a batch of {n} tokens (code {code})"
+                )
                 for run in runs:
                     run.finished = True
                     run._queue.put(_DONE if aborted else error)
                 for slot, _tokens in added:  # the cache may hold part of the batch
-                    llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cells), -1)
+                    if not llama_cpp.llama_memory_seq_rm(
+                        self._memory, slot.seq, len(slot.cells), -1
+                    ):
+                        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+                        slot.cells.clear()
                 return
             for slot, tokens in added:
                 slot.cells.extend(tokens)

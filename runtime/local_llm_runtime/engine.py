@@ -490,20 +490,19 @@ class Engine:
             sampling.seed if sampling.seed is not None else random.getrandbits(31),
             self._grammar(template, request),
         )
+        out = _OutputPipeline(template, request, sampling)
         started = time.monotonic()
         gen: Iterator[int]
         if entry.batcher is not None:  # a slot of the continuous batch
-            run = entry.batcher.start(
+            run = entry.batcher.start(  # from here on the decoder owns the sampler
                 tokens, sampler, max_tokens=max_tokens + 1, reuse=not seeded, cancel=cancel
             )
-            gen, close_gen, reused = iter(run), run.close, run.reused
+            gen, reused, close_gen, close_sampler = iter(run), run.reused, run.close, _noop
         else:
             pending = prepare(llm, tokens, reuse=not seeded)
             reused = len(tokens) - len(pending)
             token_loop = decode(llm, pending, sampler, cancel)
-            gen, close_gen = token_loop, token_loop.close
-
-        out = _OutputPipeline(template, request, sampling)
+            gen, close_gen, close_sampler = token_loop, token_loop.close, sampler.close
         first_token_at: float | None = None
         produced = 0
         sampled = 0
@@ -534,8 +533,8 @@ class Engine:
                     finish = "cancelled"
         finally:
             close_gen()
-            sampler.close()
-        yield from out.finish()
+            close_sampler()
+        yield from out.finish(truncated=finish == "length")
         if out.tool_calls and finish == "stop":
             finish = "tool_calls"
         ended = time.monotonic()
@@ -595,14 +594,15 @@ class _OutputPipeline:
     def feed(self, piece: bytes) -> Iterator[Chunk]:
         yield from self._text(self._stops.feed(self._utf8.feed(piece)))
 
-    def finish(self) -> Iterator[Chunk]:
+    def finish(self, *, truncated: bool = False) -> Iterator[Chunk]:
+        """Flush what is buffered; a ``truncated`` output's last tool call is not repaired."""
         if not self._stops.stopped:
             yield from self._text(self._stops.feed(self._utf8.finish()))
         yield from self._text(self._stops.finish())
         if self._think is not None:
             yield from self._route(self._think.finish())
         if self._tools is not None:
-            yield from self._answer_items(self._tools.finish())
+            yield from self._answer_items(self._tools.finish(repair=not truncated))
 
     def _text(self, text: str) -> Iterator[Chunk]:
         if not text:
@@ -642,6 +642,10 @@ class _OutputPipeline:
                     name=item.name,
                     arguments=item.arguments,
                 )
+
+
+def _noop() -> None:
+    pass
 
 
 def _with_default_system(

@@ -15,6 +15,7 @@ __all__ = [
     "ChecksumMismatchError",
     "ContextLengthExceededError",
     "DownloadError",
+    "GenerationError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
@@ -93,6 +94,10 @@ class TemplateError(LocalLLMError, ValueError):
 
 class ModelLoadError(LocalLLMError, RuntimeError):
     """llama.cpp could not load a model; the message carries llama.cpp's own reason."""
+
+
+class GenerationError(LocalLLMError, RuntimeError):
+    """llama.cpp failed while generating (e.g. out of device memory mid-request)."""
 
 
 class ContextLengthExceededError(LocalLLMError, ValueError):

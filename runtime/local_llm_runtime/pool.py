@@ -64,8 +64,13 @@ class FairLock:
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
-            while self._held >= self._permits or self._queue[0] is not ticket:
-                self._cond.wait()
+            try:
+                while self._held >= self._permits or self._queue[0] is not ticket:
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: leave the queue
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
             self._queue.popleft()
             self._held += 1
             self._cond.notify_all()  # the next in line may fit too

@@ -32,7 +32,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.errors import GenerationError, InvalidOptionError
 
 __all__ = ["Sampler", "SamplingOptions", "common_prefix", "decode", "prepare"]
 
@@ -163,7 +163,7 @@ class Sampler:
             llama_cpp.llama_sampler_apply(self._grammar, pointer)
         llama_cpp.llama_sampler_apply(self._chain, pointer)
         if not 0 <= candidates.selected < candidates.size:
-            raise RuntimeError("llama.cpp's sampler chain selected no token")
+            raise GenerationError("llama.cpp's sampler chain selected no token")
         return int(candidates.data[candidates.selected].id)
 
     def _allowed(self, token: int) -> bool:
@@ -254,14 +254,17 @@ def decode(
     with _abort_when(llm, cancel):
         try:
             llm.eval(pending)
-        except RuntimeError:  # llama_decode returned 2: aborted
+        except RuntimeError as exc:  # llama_decode returned 2: aborted
             if cancel is not None and cancel.is_set():
                 return
-            raise
+            raise GenerationError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
     while True:
         token = sampler.sample(llm.ctx)
         yield token
-        llm.eval([token])
+        try:
+            llm.eval([token])
+        except RuntimeError as exc:
+            raise GenerationError(f"llama.cpp failed to evaluate a token: {exc}") from exc
 
 
 @contextmanager

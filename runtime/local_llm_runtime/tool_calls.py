@@ -131,26 +131,35 @@ def _closers(text: str) -> str | None:
     return "".join(reversed(stack))
 
 
+_ARGUMENT_KEYS = frozenset({"arguments", "parameters", "function"})
+"""A repaired call must say its arguments (or be OpenAI-shaped), not default to ``{}``."""
+
 _MAX_REPAIR = 2
 """The most closing brackets a call may lack and still be repaired."""
 
 
-def _to_calls(text: str, tool_names: Collection[str]) -> list[ToolCall] | None:
+def _to_calls(
+    text: str, tool_names: Collection[str], *, repair: bool = True
+) -> list[ToolCall] | None:
     """Decode a JSON object or list of call objects; ``None`` unless all are valid calls.
 
-    A call that lacks only its last closing bracket(s) is completed (and still
-    has to name an offered tool with object arguments).
+    With ``repair``, a call that lacks only its last closing bracket(s) is
+    completed; it still has to name an offered tool and carry its arguments
+    explicitly (an output cut by the token limit is never repaired).
     """
     text = text.strip()
     try:
         value = _DECODER.decode(text)
     except ValueError:
-        closers = _closers(text)
+        closers = _closers(text) if repair else None
         if closers is None:
             return None
         try:
             value = _DECODER.decode(text + closers)
         except ValueError:
+            return None
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, dict) and _ARGUMENT_KEYS & set(i) for i in items):
             return None
     items = value if isinstance(value, list) else [value]
     calls = [_to_call(item, tool_names) for item in items]
@@ -234,6 +243,7 @@ class ToolCallParser:
         self._close = ""  # the marker that closes it ("": the JSON value's end does)
         self._space = ""  # whitespace cut before the current block
         self._after_call = False
+        self._repair = True
         self._out: list[Event] = []
 
     def feed(self, text: str) -> list[Event]:
@@ -250,13 +260,18 @@ class ToolCallParser:
             pass
         return self._take()
 
-    def finish(self) -> list[Event]:
+    def finish(self, *, repair: bool = True) -> list[Event]:
         """End the output: complete what can be completed, return the rest as text.
+
+        Args:
+            repair: Complete a last call that lacks only closing brackets; pass
+                ``False`` when the output was cut by the token limit.
 
         Returns:
             The last text pieces and calls. A ``hermes`` block without its closing
             tag still becomes a call if its JSON is complete and valid.
         """
+        self._repair = repair
         rest, self._buf = self._buf, ""
         if self._mode == "block" and self._fmt == "hermes":
             body = rest[: len(rest) - _partial_suffix(rest, self._close)] if self._close else rest
@@ -424,7 +439,7 @@ class ToolCallParser:
 
     def _block(self, raw: str, body: str | None) -> None:
         """Emit the calls of one block, or else its raw text (with the space cut before it)."""
-        calls = _to_calls(body, self._names) if body is not None else None
+        calls = _to_calls(body, self._names, repair=self._repair) if body is not None else None
         if calls is None:
             self._text(raw)
         else:

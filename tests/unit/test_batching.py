@@ -198,6 +198,9 @@ def test_a_failing_step_reaches_the_consumer_and_the_thread_survives(
         def sample(self, ctx: object, index: int = -1) -> int:
             raise RuntimeError("sampler exploded")
 
+        def close(self) -> None:
+            raise RuntimeError("and so does its cleanup")
+
     tokens = entry.llm.tokenize(b"hello world")
     run = batcher.start(tokens, Broken(), max_tokens=5, reuse=False)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="exploded"):
@@ -207,3 +210,29 @@ def test_a_failing_step_reaches_the_consumer_and_the_thread_survives(
         good = batcher.start(tokens, sampler, max_tokens=5, reuse=False)
         assert len(list(good)) == 5
         good.close()
+
+
+def test_more_slots_than_the_batch_size(monkeypatch: pytest.MonkeyPatch, tiny_gguf: Path) -> None:
+    monkeypatch.setenv("LOCAL_LLM_NUM_PARALLEL", "4")
+    engine = Engine(RuntimeSettings.from_env())
+    results: list[int] = []
+    gate = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        gate.wait()
+        r = engine.chat(
+            str(tiny_gguf),
+            [{"role": "user", "content": f"hello {i}"}],
+            options={"num_predict": 50, "num_batch": 2, "seed": i},
+        )
+        results.append(r.usage.completion_tokens)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(results) == 4 and all(n > 0 for n in results)
+    finally:
+        engine.pool.close()

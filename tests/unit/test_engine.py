@@ -415,3 +415,27 @@ def test_embedding_task_prefixes_follow_the_architecture(
     assert engine.embed(model, ["search_query: where is it?"], task="query") == query  # not twice
     assert engine.embed(model, ["where is it?"], task="query", prefix="") == plain
     assert engine.embed(model, ["x"], task="document") == engine.embed(model, ["d: x"])
+
+
+def test_an_interrupted_wait_leaves_the_fair_queue() -> None:
+    import signal
+
+    lock = FairLock()
+    lock.acquire()  # held by "someone else"
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()  # Ctrl-C while queued
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert lock.waiting == 0
+    lock.release()
+    got = threading.Event()
+    threading.Thread(target=lambda: (lock.acquire(), got.set()), daemon=True).start()
+    assert got.wait(5), "the interrupted waiter still blocked the queue"

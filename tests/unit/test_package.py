@@ -43,6 +43,7 @@ def test_public_api_is_pinned() -> None:
         [
             "AuthenticationError", "ChatResult", "ChecksumMismatchError", "Chunk",
             "ContextLengthExceededError", "DownloadError", "Engine", "FileRef", "FinalChunk",
+            "GenerationError",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
             "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
@@ -66,6 +67,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.OfflineError, ConnectionError), (e.AuthenticationError, PermissionError),
         (e.ChecksumMismatchError, ValueError), (e.StoreError, OSError),
         (e.ModelLoadError, RuntimeError), (e.ContextLengthExceededError, ValueError),
+        (e.GenerationError, RuntimeError),
         (e.TemplateError, ValueError),
     ]  # fmt: skip
     for error, builtin in pairs:

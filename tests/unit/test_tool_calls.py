@@ -463,3 +463,17 @@ def test_a_call_short_of_its_closing_brackets_is_completed(fmt: str, text: str) 
 def test_only_a_missing_closing_bracket_is_repaired(text: str) -> None:
     plain, calls = parse_tool_calls("hermes", text, NAMES)
     assert calls == [] and plain == text
+
+
+def test_no_repair_for_an_output_cut_by_the_token_limit() -> None:
+    from local_llm_runtime.tool_calls import ToolCallParser
+
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2'
+    parser = ToolCallParser("hermes", NAMES)
+    events = parser.feed(text) + parser.finish(repair=False)
+    assert normalized(events) == [text]  # maybe "b": 23 was coming: not a call
+
+
+def test_a_repaired_call_must_state_its_arguments() -> None:
+    plain, calls = parse_tool_calls("hermes", '{"name": "add"', NAMES)
+    assert calls == [] and plain == '{"name": "add"'
