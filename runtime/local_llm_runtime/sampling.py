@@ -94,18 +94,19 @@ class Sampler:
                     "The tool or output schema could not be turned into a grammar llama.cpp "
                     "accepts; simplify the JSON schema."
                 )
+            # One candidate buffer reused for every token; samplers sort it in place.
+            self._data = (llama_cpp.llama_token_data * self._n_vocab)()
+            self._view = np.ctypeslib.as_array(self._data)
+            self._view["id"] = np.arange(self._n_vocab, dtype=np.int32)
+            self._fresh = self._view.copy()  # ids in order, p = 0: copied back before each pick
+            self._candidates = llama_cpp.llama_token_data_array(
+                data=self._data, size=self._n_vocab, selected=-1, sorted=False
+            )
+            self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
+            self._single = llama_cpp.llama_token_data_array(
+                data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False
+            )
         self._chain = _chain(options, seed, self._n_vocab)
-        # One candidate buffer reused for every token; samplers sort it in place.
-        self._data = (llama_cpp.llama_token_data * self._n_vocab)()
-        self._view = np.ctypeslib.as_array(self._data)
-        self._ids = np.arange(self._n_vocab, dtype=np.int32)
-        self._candidates = llama_cpp.llama_token_data_array(
-            data=self._data, size=self._n_vocab, selected=-1, sorted=False
-        )
-        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
-        self._single = llama_cpp.llama_token_data_array(
-            data=ctypes.pointer(self._one), size=1, selected=-1, sorted=False
-        )
         self.rejections = 0
         """How many sampled tokens the grammar rejected (each cost a full pass)."""
 
@@ -115,6 +116,8 @@ class Sampler:
         The token is accepted: it counts for repetition penalties and advances
         the grammar.
         """
+        if self._grammar is None:  # all in C, as llama-cpp-python does: apply + accept
+            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
         logits = llama_cpp.llama_get_logits_ith(ctx, index)
         token = self._pick(logits, constrained=False)
         if self._grammar is not None:
@@ -150,9 +153,8 @@ class Sampler:
 
     def _pick(self, logits: Any, *, constrained: bool) -> int:
         view = self._view
-        view["id"] = self._ids
+        view[...] = self._fresh  # one contiguous copy restores the order samplers changed
         view["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
-        view["p"] = 0.0
         candidates = self._candidates
         candidates.data = self._data
         candidates.size = self._n_vocab
