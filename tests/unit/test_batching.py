@@ -17,6 +17,7 @@ import pytest
 from local_llm_runtime import RuntimeSettings
 from local_llm_runtime.engine import Engine
 from local_llm_runtime.types import FinalChunk
+from tests.support.events import SetAfter
 
 GREEDY = {"temperature": 0.0, "num_predict": 24}
 
@@ -158,22 +159,9 @@ def test_embeddings_are_not_batched(engine: Engine, tiny_gguf: Path) -> None:
     assert running.embedding and running.parallel == 1
 
 
-class _SetAfter(threading.Event):
-    """An Event that reads as set from its ``n``-th check on (deterministic cancellation)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.checks = 0
-        self._n = n
-
-    def is_set(self) -> bool:
-        self.checks += 1
-        return self.checks >= self._n or super().is_set()
-
-
 def test_cancel_aborts_a_prompt_step_mid_way(engine: Engine, tiny_gguf: Path) -> None:
     messages = [{"role": "user", "content": "a " * 400}]  # one step of ~400 prompt tokens
-    cancel = _SetAfter(4)  # engine + step admission, then llama.cpp's graph callback aborts
+    cancel = SetAfter(4)  # engine + step admission, then llama.cpp's graph callback aborts
     chunks = list(engine.chat_stream(str(tiny_gguf), messages, options=GREEDY, cancel=cancel))
     final = chunks[-1]
     assert isinstance(final, FinalChunk) and final.finish_reason == "cancelled"

@@ -22,6 +22,7 @@ from local_llm_runtime import (
 from local_llm_runtime.engine import Engine, split_options
 from local_llm_runtime.pool import FairLock, ModelPool
 from local_llm_runtime.types import FinalChunk, TextDelta
+from tests.support.events import SetAfter
 
 GREEDY = {"temperature": 0.0, "seed": 1, "num_predict": 12}
 
@@ -266,22 +267,9 @@ def test_cancelling_an_async_task_stops_generation(engine: Engine, tiny_gguf: Pa
     assert ticks > 10  # the event loop kept running while the engine worked
 
 
-class _SetAfter(threading.Event):
-    """An Event that reads as set from its ``n``-th check on (deterministic cancellation)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.checks = 0
-        self._n = n
-
-    def is_set(self) -> bool:
-        self.checks += 1
-        return self.checks >= self._n or super().is_set()
-
-
 def test_cancel_aborts_a_long_prompt_before_any_token(engine: Engine, tiny_gguf: Path) -> None:
     messages = [{"role": "user", "content": "a " * 1400}]  # ~1,400 tokens: 3 batches of 512
-    cancel = _SetAfter(3)  # the engine checks once; llama.cpp's graph callback then aborts
+    cancel = SetAfter(3)  # the engine checks once; llama.cpp's graph callback then aborts
     chunks = list(
         engine.chat_stream(str(tiny_gguf), messages, options=GREEDY, cancel=cancel)  # type: ignore[arg-type]
     )
