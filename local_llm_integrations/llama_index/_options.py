@@ -113,6 +113,15 @@ class Request:
             kwargs["keep_alive"] = self.keep_alive
         return kwargs
 
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a raw ``Engine.generate_stream`` / ``agenerate_stream``."""
+        return {
+            "raw": True,
+            "format": self.format,
+            "options": self.options,
+            "keep_alive": self.keep_alive,
+        }
+
 
 def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Request:
     """Merge an instance's fields with per-call keyword arguments.

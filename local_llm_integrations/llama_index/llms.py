@@ -284,14 +284,7 @@ class LocalLLM(FunctionCallingLLM):
         if not formatted:
             return self._chat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)  # already formatted: continue the text as is
-        return self.engine.generate_stream(
-            request.model,
-            prompt,
-            raw=True,
-            format=request.format,
-            options=request.options,
-            keep_alive=request.keep_alive,
-        )
+        return self.engine.generate_stream(request.model, prompt, **request.generate_kwargs())
 
     def _acompletion_chunks(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
@@ -299,14 +292,7 @@ class LocalLLM(FunctionCallingLLM):
         if not formatted:
             return self._achat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)
-        return self.engine.agenerate_stream(
-            request.model,
-            prompt,
-            raw=True,
-            format=request.format,
-            options=request.options,
-            keep_alive=request.keep_alive,
-        )
+        return self.engine.agenerate_stream(request.model, prompt, **request.generate_kwargs())
 
     # ---- chat ----------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import llama_cpp
 
 from local_llm_runtime.chat_template import ChatTemplate
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
-from local_llm_runtime.gguf_meta import read_gguf_info
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.pool import LoadedModel, LoadOptions, ModelPool, RunningModel
@@ -398,7 +397,7 @@ class Engine:
         """
         local = self.library.resolve(model)
         llm = self.pool.vocab(local)
-        template = _template_for(llm, read_gguf_info(local.path).metadata)
+        template = _template_for(llm, llm.metadata)  # already read: no header parse per count
         msgs = _with_default_system(local, messages)
         prompt = template.render(msgs, tools=list(tools or []))
         add_bos = _add_bos(llm, prompt, template.bos_token)
