@@ -33,7 +33,7 @@ from typing import Any
 
 import llama_cpp
 
-from local_llm_runtime import cpu, gpu, llama_log
+from local_llm_runtime import cpu, gpu, llama_log, repack
 from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
@@ -365,18 +365,20 @@ class ModelPool:
             attempts += gpu.fallback_layers(decision.num_gpu, shape.n_layer)
         errors: list[str] = []
         parallel = self.settings.num_parallel if not options.embedding else 1
+        extra_bufts = repack.use_extra_buffers(self.settings.repack)
         for layers in attempts:
             llama_log.start_capture()
             started = time.monotonic()
             try:
-                if parallel > 1:
-                    # The Llama object supplies weights and vocabulary; a small
-                    # context of its own keeps its KV cache and buffers small.
-                    llm = self._loader(model, options, _SCRATCH_CTX, layers, info.metadata)
-                    batcher = _batcher(llm, parallel, num_ctx, options.num_batch)
-                else:
-                    llm = self._loader(model, options, num_ctx, layers, info.metadata)
-                    batcher = None
+                with repack.model_params(use_extra_bufts=extra_bufts):
+                    if parallel > 1:
+                        # The Llama object supplies weights and vocabulary; a small
+                        # context of its own keeps its KV cache and buffers small.
+                        llm = self._loader(model, options, _SCRATCH_CTX, layers, info.metadata)
+                        batcher = _batcher(llm, parallel, num_ctx, options.num_batch)
+                    else:
+                        llm = self._loader(model, options, num_ctx, layers, info.metadata)
+                        batcher = None
             except (ValueError, RuntimeError, OSError) as exc:
                 reason = llama_log.recent_errors() or str(exc)
                 errors.append(f"{layers} GPU layers: {reason}")

@@ -132,6 +132,11 @@ class RuntimeSettings(BaseModel):
     """Element type of the KV cache (``LOCAL_LLM_KV_CACHE_TYPE``): ``q8_0`` halves its
     memory, ``q4_0`` quarters it; both turn flash attention on (llama.cpp needs it)."""
 
+    repack: bool | None = None
+    """Keep llama.cpp's extra CPU buffer types (weight repacking, AMX) (``LOCAL_LLM_REPACK``);
+    unset: on, except on CPUs with AMX, whose buffer type crashes llama.cpp
+    (see :mod:`local_llm_runtime.repack`)."""
+
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     """Base URL of the Hugging Face Hub (``HF_ENDPOINT``)."""
 
@@ -191,6 +196,7 @@ class RuntimeSettings(BaseModel):
             num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
             flash_attention=_tristate(env, "LOCAL_LLM_FLASH_ATTENTION"),
             kv_cache_type=_kv_cache_type(env),
+            repack=_tristate(env, "LOCAL_LLM_REPACK"),
             hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
             hf_offline=_is_true(env.get("HF_HUB_OFFLINE"))
             or _is_true(env.get("TRANSFORMERS_OFFLINE")),
