@@ -7,7 +7,6 @@ aggregates the same stream, so usage and callbacks match on every path.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -66,8 +65,13 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
     format: dict[str, Any] | Literal["json"] | None = None
     """Constrain every answer to this JSON schema (or any JSON with ``"json"``)."""
 
-    timeout: float | None = None
-    """Stop generating after this many seconds (finish reason ``cancelled``)."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds for each request, counted from the call: resolving (or pulling) the model,
+    preparing the prompt, loading, waiting for the model, prompt evaluation and
+    generation. Past it the call raises
+    :class:`~local_llm_runtime.errors.RequestTimeoutError` (a ``TimeoutError``) naming
+    the time of each phase, as ``ChatOpenAI``/``ChatOllama`` raise; a stream raises
+    after the chunks it has yielded. ``None`` (default): no limit."""
 
     max_retries: int = Field(default=0, ge=0)
     """Accepted for LangChain compatibility; local calls do not fail transiently."""
@@ -147,15 +151,6 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
             raise TypeError(f"ChatLocal got unexpected arguments: {', '.join(sorted(kwargs))}")
         return model, to_runtime_messages(messages), call
 
-    def _deadline(self) -> tuple[threading.Event, Callable[[], None]]:
-        cancel = threading.Event()
-        if self.timeout is None:
-            return cancel, lambda: None
-        timer = threading.Timer(self.timeout, cancel.set)
-        timer.daemon = True
-        timer.start()
-        return cancel, timer.cancel
-
     # ---- generation ----------------------------------------------------------
 
     def _stream(
@@ -166,16 +161,16 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         model, runtime_messages, call = self._request(messages, stop, kwargs)
-        cancel, stop_timer = self._deadline()
-        try:
-            stream = self.engine.chat_stream(model, runtime_messages, cancel=cancel, **call)
+        # Closed on every path (an exception in the caller's loop, an abandoned
+        # generator): the stream holds the model until it is closed.
+        with self.engine.chat_stream(
+            model, runtime_messages, timeout=self.timeout, **call
+        ) as stream:
             for chunk in stream:
                 generation = _generation_chunk(chunk)
                 if run_manager is not None:
                     run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
-        finally:
-            stop_timer()
 
     async def _astream(
         self,
@@ -185,16 +180,14 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         model, runtime_messages, call = self._request(messages, stop, kwargs)
-        cancel, stop_timer = self._deadline()
-        try:
-            stream = self.engine.achat_stream(model, runtime_messages, cancel=cancel, **call)
+        async with self.engine.achat_stream(
+            model, runtime_messages, timeout=self.timeout, **call
+        ) as stream:
             async for chunk in stream:
                 generation = _generation_chunk(chunk)
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
-        finally:
-            stop_timer()
 
     def _generate(
         self,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM, LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions
@@ -41,6 +40,11 @@ class LocalLLM(LocalModelOptions, BaseLLM):
 
     raw: bool = False
     """Send the prompt without the chat template (plain text continuation)."""
+
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds for each prompt, counted from the call (resolve/pull, load, queue, prompt
+    and generation); past it the call raises
+    :class:`~local_llm_runtime.errors.RequestTimeoutError`. ``None``: no limit."""
 
     @property
     def _llm_type(self) -> str:
@@ -97,13 +101,14 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
-        for chunk in self.engine.generate_stream(model, prompt, **call):
-            generation = _generation_chunk(chunk)
-            if generation is None:
-                continue
-            if run_manager is not None:
-                run_manager.on_llm_new_token(generation.text, chunk=generation)
-            yield generation
+        with self.engine.generate_stream(model, prompt, timeout=self.timeout, **call) as stream:
+            for chunk in stream:
+                generation = _generation_chunk(chunk)
+                if generation is None:
+                    continue
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
 
     async def _astream(
         self,
@@ -113,15 +118,16 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
-        async for chunk in self.engine.agenerate_stream(
-            model, prompt, cancel=threading.Event(), **call
-        ):
-            generation = _generation_chunk(chunk)
-            if generation is None:
-                continue
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(generation.text, chunk=generation)
-            yield generation
+        async with self.engine.agenerate_stream(
+            model, prompt, timeout=self.timeout, **call
+        ) as stream:
+            async for chunk in stream:
+                generation = _generation_chunk(chunk)
+                if generation is None:
+                    continue
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
 
     def _generate(
         self,

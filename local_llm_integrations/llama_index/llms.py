@@ -171,6 +171,17 @@ class LocalLLM(FunctionCallingLLM):
         default=False,
         description="Load the model when the object is created (otherwise on the first call).",
     )
+    request_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds for each request (as Ollama's `request_timeout`), counted from the call: "
+            "resolving/pulling the model, preparing the prompt, loading, waiting for the "
+            "model, prompt evaluation and generation. Past it the call raises "
+            "RequestTimeoutError (a TimeoutError) naming the time of each phase; a stream "
+            "raises after the responses it yielded. None (default): no limit."
+        ),
+    )
 
     _engine: Engine | None = PrivateAttr(default=None)
     _info: tuple[str, ModelInfo | None] | None = PrivateAttr(default=None)
@@ -261,7 +272,10 @@ class LocalLLM(FunctionCallingLLM):
     ) -> Iterator[Chunk]:
         request = self._request(kwargs)
         return self.engine.chat_stream(
-            request.model, to_runtime_messages(messages), **request.chat_kwargs()
+            request.model,
+            to_runtime_messages(messages),
+            timeout=self.request_timeout,
+            **request.chat_kwargs(),
         )
 
     def _achat_chunks(
@@ -269,7 +283,10 @@ class LocalLLM(FunctionCallingLLM):
     ) -> AsyncIterator[Chunk]:
         request = self._request(kwargs)
         return self.engine.achat_stream(
-            request.model, to_runtime_messages(messages), **request.chat_kwargs()
+            request.model,
+            to_runtime_messages(messages),
+            timeout=self.request_timeout,
+            **request.chat_kwargs(),
         )
 
     def _completion_messages(self, prompt: str) -> list[ChatMessage]:
@@ -284,7 +301,9 @@ class LocalLLM(FunctionCallingLLM):
         if not formatted:
             return self._chat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)  # already formatted: continue the text as is
-        return self.engine.generate_stream(request.model, prompt, **request.generate_kwargs())
+        return self.engine.generate_stream(
+            request.model, prompt, timeout=self.request_timeout, **request.generate_kwargs()
+        )
 
     def _acompletion_chunks(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
@@ -292,7 +311,9 @@ class LocalLLM(FunctionCallingLLM):
         if not formatted:
             return self._achat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)
-        return self.engine.agenerate_stream(request.model, prompt, **request.generate_kwargs())
+        return self.engine.agenerate_stream(
+            request.model, prompt, timeout=self.request_timeout, **request.generate_kwargs()
+        )
 
     # ---- chat ----------------------------------------------------------------
 
@@ -334,8 +355,12 @@ class LocalLLM(FunctionCallingLLM):
         chunks = self._completion_chunks(prompt, formatted, kwargs)
 
         def gen() -> CompletionResponseGen:
-            for response in _stream_responses(chunks):
-                yield completion_response(response)
+            responses = _stream_responses(chunks)
+            try:
+                for response in responses:
+                    yield completion_response(response)
+            finally:
+                responses.close()  # closes the engine stream: it holds the model
 
         return gen()
 
@@ -355,8 +380,11 @@ class LocalLLM(FunctionCallingLLM):
         responses = _astream_responses(self._acompletion_chunks(prompt, formatted, kwargs))
 
         async def gen() -> CompletionResponseAsyncGen:
-            async for response in responses:
-                yield completion_response(response)
+            try:
+                async for response in responses:
+                    yield completion_response(response)
+            finally:
+                await responses.aclose()  # closes the engine stream: it holds the model
 
         return gen()
 

@@ -27,7 +27,9 @@ from local_llm_runtime.errors import (
     ModelNotFoundError,
     OfflineError,
     QuantizationNotFoundError,
+    RequestTimeoutError,
     StoreError,
+    StreamReclaimedError,
     TemplateError,
 )
 from local_llm_runtime.library import LocalModel, ModelLibrary
@@ -73,10 +75,12 @@ __all__ = [
     "OfflineError",
     "OllamaName",
     "QuantizationNotFoundError",
+    "RequestTimeoutError",
     "ReasoningDelta",
     "RunningModel",
     "RuntimeSettings",
     "StoreError",
+    "StreamReclaimedError",
     "TemplateError",
     "TextDelta",
     "Timings",

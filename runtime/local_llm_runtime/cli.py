@@ -153,29 +153,29 @@ def _answer(
     text: list[str] = []
     thinking = False
     final: FinalChunk | None = None
-    stream = engine.chat_stream(args.name, messages, options=options)
-    try:
-        for chunk in stream:
-            if isinstance(chunk, ReasoningDelta):
-                if not thinking:
-                    out.write("Thinking...\n")
-                    thinking = True
-                out.write(chunk.text)
-            elif isinstance(chunk, TextDelta):
-                if thinking:
-                    out.write("\n...done thinking.\n\n")
-                    thinking = False
-                text.append(chunk.text)
-                out.write(chunk.text)
-            elif isinstance(chunk, ToolCallDelta):
-                out.write(f"[tool call] {chunk.name}({chunk.arguments_json})\n")
-            else:
-                final = chunk
-            out.flush()
-    except KeyboardInterrupt:
-        stream.close()  # type: ignore[attr-defined]
-        out.write("\n")
-        return "".join(text)
+    with engine.chat_stream(args.name, messages, options=options) as stream:
+        try:
+            for chunk in stream:
+                if isinstance(chunk, ReasoningDelta):
+                    if not thinking:
+                        out.write("Thinking...\n")
+                        thinking = True
+                    out.write(chunk.text)
+                elif isinstance(chunk, TextDelta):
+                    if thinking:
+                        out.write("\n...done thinking.\n\n")
+                        thinking = False
+                    text.append(chunk.text)
+                    out.write(chunk.text)
+                elif isinstance(chunk, ToolCallDelta):
+                    out.write(f"[tool call] {chunk.name}({chunk.arguments_json})\n")
+                else:
+                    final = chunk
+                out.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            out.write("\n")
+            return "".join(text)
     out.write("\n")
     out.flush()
     if args.verbose and final is not None:

@@ -15,13 +15,12 @@ loop through a queue; cancelling the task stops generation within a token.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +35,12 @@ from local_llm_runtime.reasoning import ReasoningMode, ThinkSplitter
 from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.streams import (
+    AsyncChunkStream,
+    RequestSignal,
+    run_blocking,
+    stream_method,
+)
 from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
 from local_llm_runtime.types import (
     ChatResult,
@@ -164,6 +169,7 @@ class Engine:
 
     # ---- public: chat / completion ------------------------------------------
 
+    @stream_method
     def chat_stream(
         self,
         model: str,
@@ -177,8 +183,15 @@ class Engine:
         reasoning: ReasoningMode = "separate",
         keep_alive: float | str | None = None,
         cancel: threading.Event | None = None,
+        timeout: float | None = None,
     ) -> Iterator[Chunk]:
         """Stream a chat response as typed chunks.
+
+        Returns a :class:`~local_llm_runtime.streams.ChunkStream`: iterate it,
+        and close it (or use ``with``) if you stop early. An unread stream keeps
+        the model only until another request for it has waited
+        ``stream_idle_timeout`` seconds (then reading it raises
+        :class:`~local_llm_runtime.errors.StreamReclaimedError`).
 
         Args:
             model: Any model reference (``qwen2.5:7b``, ``hf.co/...``, a path).
@@ -194,11 +207,23 @@ class Engine:
             reasoning: Where ``<think>`` goes: ``separate`` (reasoning chunks),
                 ``hide`` or ``inline``.
             keep_alive: How long the model stays loaded after this request.
-            cancel: Set it to stop generation within a token.
+            cancel: Set it to stop generation within a token (a request still
+                waiting for the model leaves the queue; finish ``cancelled``).
+            timeout: Seconds for the whole request, counted from this call:
+                resolve/pull, prompt preparation, load, queue, prompt and
+                generation. Past it, reading the stream raises
+                :class:`~local_llm_runtime.errors.RequestTimeoutError` naming the
+                time of each phase (chunks read before stay read; an unfinished
+                tool call is never yielded). ``None``: no limit.
 
         Yields:
             Text, reasoning and tool-call chunks, then one :class:`FinalChunk`.
+
+        Raises:
+            RequestTimeoutError: Past ``timeout`` (when the stream is read).
+            StreamReclaimedError: Read after it was reclaimed as idle.
         """
+        del timeout  # @stream_method turned it into the deadline of ``cancel``
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -230,8 +255,10 @@ class Engine:
 
     def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
         """Non-streaming :meth:`chat_stream` (same arguments)."""
-        return aggregate(self.chat_stream(model, messages, **kwargs))
+        with self.chat_stream(model, messages, **kwargs) as stream:
+            return aggregate(stream)
 
+    @stream_method
     def generate_stream(
         self,
         model: str,
@@ -243,13 +270,17 @@ class Engine:
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
         cancel: threading.Event | None = None,
+        timeout: float | None = None,
     ) -> Iterator[Chunk]:
         """Stream a completion (Ollama's ``generate``).
 
         Unless ``raw`` is set the prompt is wrapped as a user message in the
         model's chat template (with ``system`` or the model's default system
         prompt), as Ollama does; ``raw=True`` continues the text as is.
+        Returns a :class:`~local_llm_runtime.streams.ChunkStream`; ``cancel``
+        and ``timeout`` work as in :meth:`chat_stream`.
         """
+        del timeout  # @stream_method turned it into the deadline of ``cancel``
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -270,7 +301,8 @@ class Engine:
 
     def generate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
         """Non-streaming :meth:`generate_stream` (same arguments)."""
-        return aggregate(self.generate_stream(model, prompt, **kwargs))
+        with self.generate_stream(model, prompt, **kwargs) as stream:
+            return aggregate(stream)
 
     # ---- public: async --------------------------------------------------------
 
@@ -280,34 +312,48 @@ class Engine:
         messages: Sequence[Mapping[str, Any]],
         *,
         cancel: threading.Event | None = None,
+        timeout: float | None = None,
         **kwargs: Any,
-    ) -> AsyncIterator[Chunk]:
-        """Async :meth:`chat_stream`: the engine runs in a worker thread.
+    ) -> AsyncChunkStream:
+        """Async :meth:`chat_stream`: the request runs on the bounded worker pool.
 
-        Cancelling the consuming task (or closing the iterator) stops generation
-        within a token; so does setting ``cancel``.
+        Returns an :class:`~local_llm_runtime.streams.AsyncChunkStream`
+        (``async for``, ``async with``, ``aclose()``). Cancelling the consuming
+        task (or closing the stream) stops generation within a token, and a
+        request still waiting for the model leaves the queue; so does setting
+        ``cancel``. ``timeout`` counts from this call.
         """
-        return _in_thread(
-            lambda event: self.chat_stream(model, messages, cancel=event, **kwargs), cancel
+        return AsyncChunkStream(
+            lambda signal: self.chat_stream(model, messages, cancel=signal, **kwargs),
+            RequestSignal(cancel, timeout),
         )
 
     async def achat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
     ) -> ChatResult:
         """Async :meth:`chat`."""
-        return aggregate([c async for c in self.achat_stream(model, messages, **kwargs)])
+        async with self.achat_stream(model, messages, **kwargs) as stream:
+            return aggregate([c async for c in stream])
 
     def agenerate_stream(
-        self, model: str, prompt: str, *, cancel: threading.Event | None = None, **kwargs: Any
-    ) -> AsyncIterator[Chunk]:
-        """Async :meth:`generate_stream`."""
-        return _in_thread(
-            lambda event: self.generate_stream(model, prompt, cancel=event, **kwargs), cancel
+        self,
+        model: str,
+        prompt: str,
+        *,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncChunkStream:
+        """Async :meth:`generate_stream` (see :meth:`achat_stream`)."""
+        return AsyncChunkStream(
+            lambda signal: self.generate_stream(model, prompt, cancel=signal, **kwargs),
+            RequestSignal(cancel, timeout),
         )
 
     async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
         """Async :meth:`generate`."""
-        return aggregate([c async for c in self.agenerate_stream(model, prompt, **kwargs)])
+        async with self.agenerate_stream(model, prompt, **kwargs) as stream:
+            return aggregate([c async for c in stream])
 
     # ---- public: embeddings ---------------------------------------------------
 
@@ -361,8 +407,8 @@ class Engine:
         return [_l2_normalize(v) for v in vectors] if normalize else vectors
 
     async def aembed(self, model: str, texts: Sequence[str], **kwargs: Any) -> list[list[float]]:
-        """Async :meth:`embed` (runs in a worker thread)."""
-        return await asyncio.to_thread(self.embed, model, texts, **kwargs)
+        """Async :meth:`embed` (runs on the bounded worker pool)."""
+        return await run_blocking(functools.partial(self.embed, model, texts, **kwargs))
 
     # ---- public: pool control -------------------------------------------------
 
@@ -676,60 +722,6 @@ def _pooled(vector: Any) -> list[float]:
 def _l2_normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm > 0 else vector
-
-
-_DONE = object()
-
-
-def _in_thread(
-    make: Callable[[threading.Event], Iterator[T]], cancel: threading.Event | None = None
-) -> AsyncIterator[T]:
-    """Run a blocking iterator in a worker thread; hand items to the event loop.
-
-    Cancelling (or closing) the async iterator sets the cancel event, which the
-    engine checks after every token, and the worker then releases the model.
-    """
-
-    async def run() -> AsyncIterator[T]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[object, Any]] = asyncio.Queue()
-        event = cancel if cancel is not None else threading.Event()
-
-        def post(kind: object, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the loop is gone; nobody is listening
-                event.set()
-
-        def worker() -> None:
-            try:
-                iterator = make(event)
-                try:
-                    for item in iterator:
-                        post("item", item)
-                finally:
-                    close = getattr(iterator, "close", None)
-                    if close is not None:
-                        close()
-            except BaseException as exc:
-                post("error", exc)
-            else:
-                post(_DONE, None)
-
-        thread = threading.Thread(target=worker, name="local-llm-generate", daemon=True)
-        thread.start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind is _DONE:
-                    return
-                if kind == "error":
-                    raise value
-                yield value
-        finally:
-            event.set()
-
-    return run()
 
 
 _default: Engine | None = None

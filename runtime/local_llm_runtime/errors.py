@@ -25,7 +25,9 @@ __all__ = [
     "ModelNotFoundError",
     "OfflineError",
     "QuantizationNotFoundError",
+    "RequestTimeoutError",
     "StoreError",
+    "StreamReclaimedError",
     "TemplateError",
 ]
 
@@ -122,3 +124,52 @@ def _or_list(items: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class RequestTimeoutError(LocalLLMError, TimeoutError):
+    """A request ran past its ``timeout`` (no partial answer is returned as complete).
+
+    The clock starts when the request is made and covers resolving (or pulling)
+    the model, preparing the prompt, loading, waiting for the model, prompt
+    evaluation and generation.
+
+    Attributes:
+        timeout: The limit, in seconds.
+        phases: Seconds spent per phase: ``resolve`` (resolve/pull and prompt
+            preparation), ``load``, ``queue``, ``prompt``, ``generation``.
+        model: The model's name (``""`` when it was not reached).
+    """
+
+    def __init__(self, timeout: float, phases: dict[str, float], *, model: str = "") -> None:
+        self.timeout = timeout
+        self.phases = dict(phases)
+        self.model = model
+        spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases.items())
+        slowest = max(self.phases, key=lambda k: self.phases[k]) if self.phases else ""
+        advice = {
+            "resolve": "pull the model first (local-llm pull) or raise timeout=",
+            "load": "preload the model (preload=True) or raise timeout=",
+            "queue": "other requests held the model: raise timeout= or LOCAL_LLM_NUM_PARALLEL",
+            "prompt": "shorten the prompt or raise timeout=",
+            "generation": "lower num_predict or raise timeout=",
+        }.get(slowest, "raise timeout=")
+        about = f" ({model})" if model else ""
+        super().__init__(f"The request{about} timed out after {timeout:g} s: {spent}; {advice}.")
+
+
+class StreamReclaimedError(LocalLLMError, RuntimeError):
+    """A stream was read after it sat idle while other requests waited, and was cancelled.
+
+    Attributes:
+        model: The model's name.
+        idle_timeout: The idle time after which waiting requests reclaim a model.
+    """
+
+    def __init__(self, model: str, idle_timeout: float) -> None:
+        self.model = model
+        self.idle_timeout = idle_timeout
+        super().__init__(
+            f"This stream of {model or 'the model'} was not read for {idle_timeout:g} s while "
+            "other requests waited, so it was cancelled and the model handed on; read streams "
+            "to the end or close them (use `with` or .close()), or raise stream_idle_timeout."
+        )

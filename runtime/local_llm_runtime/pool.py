@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import llama_cpp
 
@@ -39,6 +39,7 @@ from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
 from local_llm_runtime.library import LocalModel
 from local_llm_runtime.settings import RuntimeSettings
+from local_llm_runtime.streams import QueueLeftError, current_request
 
 __all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel"]
 
@@ -47,37 +48,94 @@ logger = logging.getLogger(__name__)
 DEFAULT_NUM_CTX = 4096
 
 
+class Reclaimable(Protocol):
+    """A lease holder that can give its model back when it has gone idle (a stream)."""
+
+    def reclaim_if_idle(self) -> bool:
+        """Release the model if the holder has been idle too long; return whether it did."""
+
+
 class FairLock:
     """A lock (or, with ``permits > 1``, a semaphore) granted in arrival order.
 
     ``threading.Lock`` makes no ordering promise; here waiters are served FIFO.
+    A waiter with a ``cancel`` event or a ``deadline`` leaves the queue (raising
+    :class:`~local_llm_runtime.streams.QueueLeftError`) within :data:`POLL_S` of
+    either, without ever holding the lock; the others keep their order. While
+    waiting, it also asks idle holders (abandoned streams) to give the lock back.
     """
+
+    POLL_S = 0.05
+    """How often a waiter re-checks its cancel event, its deadline and idle holders."""
 
     def __init__(self, permits: int = 1) -> None:
         self._cond = threading.Condition()
         self._queue: deque[object] = deque()
         self._permits = permits
         self._held = 0
+        self._holders: dict[object, Reclaimable | None] = {}
 
-    def acquire(self) -> None:
-        """Wait for our turn, then hold a permit."""
+    def acquire(
+        self,
+        *,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+        owner: Reclaimable | None = None,
+    ) -> object:
+        """Wait for our turn, then hold a permit.
+
+        Args:
+            cancel: Leave the queue once this is set.
+            deadline: Leave the queue at this ``time.monotonic()`` instant.
+            owner: The holder, asked to give the permit back if it goes idle.
+
+        Returns:
+            A ticket to pass to :meth:`release`.
+
+        Raises:
+            QueueLeftError: ``cancel`` was set or ``deadline`` passed while waiting.
+        """
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
             try:
                 while self._held >= self._permits or self._queue[0] is not ticket:
-                    self._cond.wait()
-            except BaseException:  # interrupted while waiting: leave the queue
+                    if cancel is not None and cancel.is_set():
+                        raise QueueLeftError("cancelled while waiting for the model")
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise QueueLeftError("deadline passed while waiting for the model")
+                    owners = [o for o in self._holders.values() if o is not None]
+                    if owners and self._held >= self._permits:
+                        self._cond.release()  # a reclaimed stream releases its permit
+                        try:
+                            reclaimed = any([o.reclaim_if_idle() for o in owners])
+                        finally:
+                            self._cond.acquire()
+                        if reclaimed:
+                            continue
+                    polling = cancel is not None or deadline is not None or bool(owners)
+                    self._cond.wait(self.POLL_S if polling else None)
+            except BaseException:  # cancelled, past the deadline or interrupted: leave
                 self._queue.remove(ticket)
                 self._cond.notify_all()
                 raise
             self._queue.popleft()
             self._held += 1
+            self._holders[ticket] = owner
             self._cond.notify_all()  # the next in line may fit too
+        return ticket
 
-    def release(self) -> None:
-        """Give a permit back and let the next waiter in."""
+    def release(self, ticket: object | None = None) -> None:
+        """Give a permit back and let the next waiter in.
+
+        Args:
+            ticket: What :meth:`acquire` returned (``None``: any permit).
+        """
         with self._cond:
+            if ticket is not None:
+                self._holders.pop(ticket, None)
+            elif self._holders:
+                self._holders.pop(next(iter(self._holders)))
             self._held -= 1
             self._cond.notify_all()
 
@@ -299,19 +357,32 @@ class ModelPool:
             ``(entry, load_seconds, queue_seconds)``; the entry's lock is held
             until the context exits, so nothing else touches the engine.
         """
+        request = current_request()  # the stream advancing in this thread, if any
+        signal, owner = request if request is not None else (None, None)
+        lease_at = time.monotonic()
+        if signal is not None:
+            signal.lease_at = lease_at
         entry, loaded_now = self._get_or_load(model, options)
         load_s = entry.load_s if loaded_now else 0.0
         waited_from = time.monotonic()
+        if signal is not None:
+            signal.model, signal.load_s = entry.model.name, waited_from - lease_at
         try:
-            entry.lock.acquire()
+            ticket = entry.lock.acquire(
+                cancel=signal, deadline=signal.deadline if signal else None, owner=owner
+            )
         except BaseException:
+            if signal is not None:
+                signal.queue_s = time.monotonic() - waited_from
             self._finish(entry, keep_alive)
             raise
         queue_s = time.monotonic() - waited_from
+        if signal is not None:
+            signal.queue_s, signal.acquired_at = queue_s, time.monotonic()
         try:
             yield entry, load_s, queue_s
         finally:
-            entry.lock.release()
+            entry.lock.release(ticket)
             self._finish(entry, keep_alive)
 
     def _get_or_load(self, model: LocalModel, options: LoadOptions) -> tuple[LoadedModel, bool]:

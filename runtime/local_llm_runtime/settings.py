@@ -149,6 +149,10 @@ class RuntimeSettings(BaseModel):
     hf_cache: Path
     """The standard Hugging Face cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``)."""
 
+    stream_idle_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a stream may go unread while holding its model before a request waiting for
+    that model cancels it and takes the model (``LOCAL_LLM_STREAM_IDLE_TIMEOUT``)."""
+
     progress_bars: bool = True
     """Show download progress (off when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set)."""
 
@@ -189,6 +193,15 @@ class RuntimeSettings(BaseModel):
             except InvalidOptionError as exc:
                 raise InvalidOptionError(f"LOCAL_LLM_KEEP_ALIVE: {exc}") from None
         progress_raw = env.get("HF_HUB_DISABLE_PROGRESS_BARS")
+        idle_raw = env.get("LOCAL_LLM_STREAM_IDLE_TIMEOUT")
+        stream_idle = 10.0
+        if idle_raw:
+            try:
+                stream_idle = parse_duration(idle_raw)
+            except InvalidOptionError as exc:
+                raise InvalidOptionError(f"LOCAL_LLM_STREAM_IDLE_TIMEOUT: {exc}") from None
+            if stream_idle <= 0:
+                raise InvalidOptionError("LOCAL_LLM_STREAM_IDLE_TIMEOUT must be positive.")
         return cls(
             home=home,
             keep_alive=keep_alive,
@@ -203,6 +216,7 @@ class RuntimeSettings(BaseModel):
             hf_token=SecretStr(token) if token else None,
             hf_cache=hf_cache,
             progress_bars=not _is_true(progress_raw),
+            stream_idle_timeout=stream_idle,
         )
 
     def token_value(self) -> str | None:

@@ -47,8 +47,8 @@ def test_public_api_is_pinned() -> None:
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
             "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
-            "QuantizationNotFoundError", "ReasoningDelta", "RunningModel", "RuntimeSettings",
-            "StoreError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta", "Usage",
+            "QuantizationNotFoundError", "ReasoningDelta", "RequestTimeoutError", "RunningModel",
+            "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta", "Usage",
             "__version__", "copy", "create", "default_engine", "list_models", "parse_ref", "ps",
             "pull", "remove", "resolve", "show", "unload",
         ]
@@ -69,6 +69,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.ModelLoadError, RuntimeError), (e.ContextLengthExceededError, ValueError),
         (e.GenerationError, RuntimeError),
         (e.TemplateError, ValueError),
+        (e.RequestTimeoutError, TimeoutError), (e.StreamReclaimedError, RuntimeError),
     ]  # fmt: skip
     for error, builtin in pairs:
         assert issubclass(error, e.LocalLLMError)
