@@ -366,7 +366,7 @@ class ModelPool:
         load_s = entry.load_s if loaded_now else 0.0
         waited_from = time.monotonic()
         if signal is not None:
-            signal.model, signal.load_s = entry.model.name, waited_from - lease_at
+            signal.model, signal.load_s = entry.model.name, load_s
         try:
             ticket = entry.lock.acquire(
                 cancel=signal, deadline=signal.deadline if signal else None, owner=owner
@@ -544,6 +544,10 @@ class ModelPool:
         logger.info("Unloaded %s", entry.model.name)
 
     def _ensure_reaper(self) -> None:
+        if sys.is_finalizing():
+            # A stream closed by the garbage collector at exit: a thread started now
+            # never runs (Python 3.11 waits for it forever), and nothing needs reaping.
+            return
         with self._lock:
             if self._reaper is None or not self._reaper.is_alive():
                 self._reaper = threading.Thread(

@@ -58,8 +58,9 @@ def _held_stream(engine: Engine, model: Path) -> ChunkStream:
     return stream
 
 
-def _lock_of(engine: Engine) -> FairLock:
-    (entry,) = engine.pool._entries.values()
+def _lock_of(engine: Engine, model: Path | None = None) -> FairLock:
+    entries = [e for e in engine.pool._entries.values() if model is None or e.model.path == model]
+    (entry,) = entries
     return entry.lock
 
 
@@ -123,7 +124,7 @@ def test_the_langchain_adapter_closes_an_abandoned_stream(tiny_gguf: Path) -> No
     llm = ChatLocal(model=str(tiny_gguf), max_tokens=100_000, temperature=1.0)
     gen = llm.stream("go")
     next(gen)
-    lock = _lock_of(default_engine())
+    lock = _lock_of(default_engine(), tiny_gguf)
     assert lock._held == 1
     gen.close()  # what LangChain does when the consumer stops: our stream closes too
     assert lock._held == 0
@@ -353,3 +354,23 @@ def test_adapters_raise_the_typed_timeout(tiny_gguf: Path) -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         RequestSignal(None, 0)
+
+
+def test_exit_with_an_abandoned_stream_does_not_hang(tiny_gguf: Path) -> None:
+    """The garbage collector closes the stream at exit; that must not start threads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        from local_llm_integrations import ChatLocal
+        llm = ChatLocal(model={str(tiny_gguf)!r}, max_tokens=100_000, temperature=1.0)
+        gen = llm.stream("go")
+        next(gen)
+        cycle = [gen]
+        cycle.append(cycle)  # only the garbage collector at exit reaches it
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
