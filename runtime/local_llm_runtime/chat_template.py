@@ -17,10 +17,11 @@ without a template gets ChatML, with tools described Hermes-style.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -250,10 +251,23 @@ class ChatTemplate:
         self._text = self._source or CHATML_TEMPLATE
         self._bos = bos_token
         self._eos = eos_token
+        self._protect: Callable[[Any], Any] | None = None
         try:
             self._template: Template = _ENV.from_string(self._text)
         except Exception as exc:
             raise TemplateError(f"The chat template does not compile: {exc}") from exc
+
+    def protecting(self, protect: Callable[[Any], Any]) -> ChatTemplate:
+        """This template, rendering every caller-supplied value through ``protect`` first.
+
+        ``protect`` gets each message (after content and tool-call arguments are
+        normalised) and each tool, and returns them with their text made safe
+        (see :meth:`local_llm_runtime.prompt_tokens.PromptTokenizer.protect_value`).
+        The template's own markup, ``bos_token`` and ``eos_token`` are untouched.
+        """
+        view = copy.copy(self)
+        view._protect = protect
+        return view
 
     @property
     def source(self) -> str | None:
@@ -331,6 +345,10 @@ class ChatTemplate:
         context["add_generation_prompt"] = add_generation_prompt
         if tools:
             context["tools"] = [dict(tool) for tool in tools]
+        if self._protect is not None:
+            context["messages"] = [self._protect(m) for m in context["messages"]]
+            if tools:
+                context["tools"] = [self._protect(t) for t in context["tools"]]
         try:
             return self._template.render(context)
         except TemplateError:
