@@ -309,6 +309,16 @@ class Engine:
 
         Yields:
             Text, reasoning and tool-call chunks, then one :class:`FinalChunk`.
+
+        Message text (every role, tool results, tool-call arguments, tool
+        definitions) is tokenized as plain text: only the chat template's own
+        markup becomes control tokens.
+
+        Raises:
+            TemplateError, InvalidOptionError, ContextLengthExceededError: By
+                this call itself, before the model is loaded or waited for, when
+                the template fails, the schema cannot become a grammar, or the
+                prompt is empty or does not fit the context.
         """
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
@@ -360,6 +370,17 @@ class Engine:
         Unless ``raw`` is set the prompt is wrapped as a user message in the
         model's chat template (with ``system`` or the model's default system
         prompt), as Ollama does; ``raw=True`` continues the text as is.
+
+        Special tokens: a wrapped prompt is a message, so control-token text in
+        it (``<|im_end|>``, ``<|eot_id|>``...) is tokenized as plain text, as in
+        :meth:`chat_stream`. A ``raw`` prompt is the caller's own full prompt:
+        such text in it *is* parsed into control tokens (Ollama's ``raw``), so
+        never put untrusted text into a raw prompt unescaped.
+
+        Raises:
+            TemplateError, InvalidOptionError, ContextLengthExceededError: At
+                once, before the model is loaded or waited for, when the prompt
+                cannot be prepared (see :meth:`chat_stream`).
         """
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
