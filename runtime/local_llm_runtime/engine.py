@@ -159,7 +159,8 @@ class _PromptVocab:
     """
 
     def __init__(self, llm: llama_cpp.Llama) -> None:
-        self.llm = llm
+        # Weak: this object is the value of a WeakKeyDictionary keyed by ``llm``.
+        self._llm = weakref.ref(llm)
         self.template = _template_for(llm, llm.metadata)
         vocab = llm._model.vocab
         specials = []
@@ -180,6 +181,14 @@ class _PromptVocab:
         self.protected_template = self.template.protecting(self.tokenizer.protect_value)
         self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(vocab))
         self.n_ctx_train = int(llm._model.n_ctx_train())
+
+    @property
+    def llm(self) -> llama_cpp.Llama:
+        """The vocabulary instance (alive while the pool keeps it)."""
+        llm = self._llm()
+        if llm is None:  # pragma: no cover - the pool closed it during this request
+            raise RuntimeError("the model's vocabulary was closed")
+        return llm
 
     def _plain(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

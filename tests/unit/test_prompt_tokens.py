@@ -280,3 +280,20 @@ def test_split_at_special_texts(prompt: str, pieces: list[str | int]) -> None:
 def test_bos_and_eos_wrap_the_prompt() -> None:
     tokenizer = PromptTokenizer(SPECIALS, _chars)
     assert tokenizer.tokenize("<a>z", bos=9, eos=8) == [9, 1, ord("z"), 8]
+
+
+def test_the_prompt_vocab_cache_does_not_keep_closed_vocabularies(tiny_gguf: Path) -> None:
+    import gc
+    import weakref
+
+    from local_llm_runtime import engine as engine_module
+
+    eng = Engine()
+    eng.count_chat_tokens(str(tiny_gguf), [{"role": "user", "content": "hi"}])
+    llm = eng.pool.vocab(eng.library.resolve(str(tiny_gguf)))
+    assert llm in engine_module._prompt_vocabs
+    alive = weakref.ref(llm)
+    eng.pool.close()
+    del llm
+    gc.collect()
+    assert alive() is None
