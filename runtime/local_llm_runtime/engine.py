@@ -20,6 +20,7 @@ import math
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -30,7 +31,14 @@ from local_llm_runtime.chat_template import ChatTemplate
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
-from local_llm_runtime.pool import LoadedModel, LoadOptions, ModelPool, RunningModel
+from local_llm_runtime.pool import (
+    LoadedModel,
+    LoadOptions,
+    ModelPool,
+    RunningModel,
+    planned_num_ctx,
+)
+from local_llm_runtime.prompt_tokens import PromptTokenizer, SpecialToken
 from local_llm_runtime.reasoning import ReasoningMode, ThinkSplitter
 from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.settings import RuntimeSettings
@@ -114,6 +122,18 @@ class _Request:
     starts_thinking: bool = False
     tool_parser: bool = False
     extra_stops: tuple[str, ...] = field(default_factory=tuple)
+    raw: bool = False
+    """The caller's own prompt: special-token text in it is parsed (Ollama's ``raw``)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request ready for the model: rendered, tokenized, grammar built and checked."""
+
+    template: ChatTemplate
+    request: _Request
+    tokens: list[int]
+    grammar: str | None
 
 
 @functools.lru_cache(maxsize=32)
@@ -131,10 +151,110 @@ def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemp
     )
 
 
+_CONTROL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+
+
+class _PromptVocab:
+    """What prompt preparation needs from a vocabulary, read once per instance.
+
+    Built from the pool's vocabulary-only instance (:meth:`ModelPool.vocab`), so
+    preparing a prompt never needs the weights or the model's lock. Tokenizing
+    with llama.cpp only reads the vocabulary (each call has its own buffers),
+    so one instance serves every thread.
+    """
+
+    def __init__(self, llm: llama_cpp.Llama) -> None:
+        # Weak: this object is the value of a WeakKeyDictionary keyed by ``llm``.
+        self._llm = weakref.ref(llm)
+        self.template = _template_for(llm, llm.metadata)
+        vocab = llm._model.vocab
+        specials = []
+        for token in range(int(llama_cpp.llama_vocab_n_tokens(vocab))):
+            attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
+            if attr & _CONTROL_ATTRS:
+                specials.append(
+                    SpecialToken(
+                        id=token,
+                        text=llama_cpp.llama_vocab_get_text(vocab, token).decode(
+                            "utf-8", errors="replace"
+                        ),
+                        lstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
+                        rstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
+                    )
+                )
+        self.tokenizer = PromptTokenizer(specials, self._plain)
+        self.protected_template = self.template.protecting(self.tokenizer.protect_value)
+        self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(vocab))
+        self.n_ctx_train = int(llm._model.n_ctx_train())
+
+    @property
+    def llm(self) -> llama_cpp.Llama:
+        """The vocabulary instance (alive while the pool keeps it)."""
+        llm = self._llm()
+        if llm is None:  # pragma: no cover - the pool closed it during this request
+            raise RuntimeError("the model's vocabulary was closed")
+        return llm
+
+    def _plain(self, text: str) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def tokens(self, request: _Request) -> list[int]:
+        """The prompt's token ids.
+
+        A raw prompt parses special-token text; a rendered one only the
+        template's (message text is plain text).
+        """
+        llm = self.llm
+        add_special = _add_bos(llm, request.prompt, self.template.bos_token)
+        if request.raw:
+            return list(
+                llm.tokenize(request.prompt.encode("utf-8"), add_bos=add_special, special=True)
+            )
+        return self.tokenizer.tokenize(
+            request.prompt,
+            bos=llm.token_bos() if add_special and llm.token_bos() >= 0 else None,
+            eos=llm.token_eos() if add_special and self.add_eos and llm.token_eos() >= 0 else None,
+        )
+
+
+_prompt_vocabs: weakref.WeakKeyDictionary[llama_cpp.Llama, _PromptVocab] = (
+    weakref.WeakKeyDictionary()
+)
+_prompt_vocabs_lock = threading.Lock()
+
+
+def _prompt_vocab(llm: llama_cpp.Llama) -> _PromptVocab:
+    """The :class:`_PromptVocab` of a vocabulary instance (built on first use)."""
+    with _prompt_vocabs_lock:
+        found = _prompt_vocabs.get(llm)
+    if found is None:
+        found = _PromptVocab(llm)
+        with _prompt_vocabs_lock:
+            found = _prompt_vocabs.setdefault(llm, found)
+    return found
+
+
 def _token_text(llm: llama_cpp.Llama, token: int) -> str:
     if token < 0:
         return ""
     return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+
+def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
+    """Parse a GBNF grammar against the vocabulary now, as the sampler will under the lease.
+
+    Raises:
+        InvalidOptionError: If llama.cpp rejects it.
+    """
+    sampler = llama_cpp.llama_sampler_init_grammar(
+        llm._model.vocab, grammar.encode("utf-8"), b"root"
+    )
+    if not sampler:
+        raise InvalidOptionError(
+            "The tool or output schema could not be turned into a grammar llama.cpp "
+            "accepts; simplify the JSON schema."
+        )
+    llama_cpp.llama_sampler_free(sampler)
 
 
 def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
@@ -219,7 +339,15 @@ class Engine:
         Yields:
             Text, reasoning and tool-call chunks, then one :class:`FinalChunk`.
 
+        Message text (every role, tool results, tool-call arguments, tool
+        definitions) is tokenized as plain text: only the chat template's own
+        markup becomes control tokens.
+
         Raises:
+            TemplateError, InvalidOptionError, ContextLengthExceededError: By
+                this call itself, before the model is loaded or waited for, when
+                the template fails, the schema cannot become a grammar, or the
+                prompt is empty or does not fit the context.
             RequestTimeoutError: Past ``timeout`` (when the stream is read).
             StreamReclaimedError: Read after it was reclaimed as idle.
         """
@@ -279,6 +407,17 @@ class Engine:
         prompt), as Ollama does; ``raw=True`` continues the text as is.
         Returns a :class:`~local_llm_runtime.streams.ChunkStream`; ``cancel``
         and ``timeout`` work as in :meth:`chat_stream`.
+
+        Special tokens: a wrapped prompt is a message, so control-token text in
+        it (``<|im_end|>``, ``<|eot_id|>``...) is tokenized as plain text, as in
+        :meth:`chat_stream`. A ``raw`` prompt is the caller's own full prompt:
+        such text in it *is* parsed into control tokens (Ollama's ``raw``), so
+        never put untrusted text into a raw prompt unescaped.
+
+        Raises:
+            TemplateError, InvalidOptionError, ContextLengthExceededError: At
+                once, before the model is loaded or waited for, when the prompt
+                cannot be prepared (see :meth:`chat_stream`).
         """
         del timeout  # @stream_method turned it into the deadline of ``cancel``
         local = self.library.resolve(model)
@@ -288,7 +427,7 @@ class Engine:
 
         def build(template: ChatTemplate) -> _Request:
             if raw:
-                return _Request(prompt=prompt, schema=format, reasoning="inline")
+                return _Request(prompt=prompt, schema=format, reasoning="inline", raw=True)
             msgs = [{"role": "system", "content": system}] if system else []
             msgs.append({"role": "user", "content": prompt})
             return _Request(
@@ -442,12 +581,10 @@ class Engine:
         tokenizer: the count matches ``usage.prompt_tokens``.
         """
         local = self.library.resolve(model)
-        llm = self.pool.vocab(local)
-        template = _template_for(llm, llm.metadata)  # already read: no header parse per count
+        vocab = _prompt_vocab(self.pool.vocab(local))
         msgs = _with_default_system(local, messages)
-        prompt = template.render(msgs, tools=list(tools or []))
-        add_bos = _add_bos(llm, prompt, template.bos_token)
-        return len(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        prompt = vocab.protected_template.render(msgs, tools=list(tools or []))
+        return len(vocab.tokens(_Request(prompt=prompt)))
 
     def preload(
         self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
@@ -491,32 +628,65 @@ class Engine:
         cancel: threading.Event | None,
         build: Callable[[ChatTemplate], _Request],
     ) -> Iterator[Chunk]:
+        """Prepare the request now (errors raise here), then stream it under the model's lease."""
+        prepared = self._prepare(local, load, build)
+        return self._leased(local, load, sampling, keep_alive, cancel, prepared)
+
+    def _prepare(
+        self, local: LocalModel, load: LoadOptions, build: Callable[[ChatTemplate], _Request]
+    ) -> _Prepared:
+        """Render, tokenize, check the context and build the grammar, without the model.
+
+        Uses the vocabulary-only instance, so a bad schema or template, an empty
+        or an over-long prompt fails at once: no load, no wait in the queue.
+
+        Raises:
+            TemplateError: The chat template refused or failed.
+            InvalidOptionError: An empty prompt, or a schema/tool grammar llama.cpp
+                cannot take.
+            ContextLengthExceededError: The prompt does not fit the context the
+                model will be loaded with.
+        """
+        vocab = _prompt_vocab(self.pool.vocab(local))
+        template = vocab.template
+        request = build(vocab.protected_template)
+        tokens = vocab.tokens(request)
+        if not tokens:
+            raise InvalidOptionError(
+                "The prompt is empty: give the model some text to continue (a raw prompt "
+                "gets no chat template and, for this model, no BOS token)."
+            )
+        n_ctx = planned_num_ctx(load, vocab.n_ctx_train)
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceededError(len(tokens), n_ctx)
+        grammar = self._grammar(template, request)
+        if grammar is not None:
+            _check_grammar(vocab.llm, grammar)
+        return _Prepared(template=template, request=request, tokens=tokens, grammar=grammar)
+
+    def _leased(
+        self,
+        local: LocalModel,
+        load: LoadOptions,
+        sampling: SamplingOptions,
+        keep_alive: float,
+        cancel: threading.Event | None,
+        prepared: _Prepared,
+    ) -> Iterator[Chunk]:
         with self.pool.lease(local, load, keep_alive=keep_alive) as (entry, load_s, queue_s):
-            template = _template_for(entry.llm, entry.metadata)
-            request = build(template)
-            yield from self._generate(entry, template, request, sampling, load_s, queue_s, cancel)
+            yield from self._generate(entry, prepared, sampling, load_s, queue_s, cancel)
 
     def _generate(
         self,
         entry: LoadedModel,
-        template: ChatTemplate,
-        request: _Request,
+        prepared: _Prepared,
         sampling: SamplingOptions,
         load_s: float,
         queue_s: float,
         cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
         llm = entry.llm
-        tokens = llm.tokenize(
-            request.prompt.encode("utf-8"),
-            add_bos=_add_bos(llm, request.prompt, template.bos_token),
-            special=True,
-        )
-        if not tokens:
-            raise InvalidOptionError(
-                "The prompt is empty: give the model some text to continue (a raw prompt "
-                "gets no chat template and, for this model, no BOS token)."
-            )
+        template, request, tokens = prepared.template, prepared.request, prepared.tokens
         n_ctx = entry.num_ctx
         if len(tokens) >= n_ctx:
             raise ContextLengthExceededError(len(tokens), n_ctx)
@@ -533,7 +703,7 @@ class Engine:
             llm,
             sampling,
             sampling.seed if sampling.seed is not None else random.getrandbits(31),
-            self._grammar(template, request),
+            prepared.grammar,
         )
         out = _OutputPipeline(template, request, sampling)
         started = time.monotonic()

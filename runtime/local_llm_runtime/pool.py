@@ -41,7 +41,7 @@ from local_llm_runtime.library import LocalModel
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.streams import QueueLeftError, current_request
 
-__all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel"]
+__all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel", "planned_num_ctx"]
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +300,18 @@ def _supported_kv_type(model: LocalModel, options: LoadOptions) -> LoadOptions:
     return replace(options, kv_cache_type="f16")
 
 
+def planned_num_ctx(options: LoadOptions, trained_ctx: int) -> int:
+    """The context a model is loaded with: ``num_ctx``, else the trained one up to 4096.
+
+    Args:
+        options: The load options (``num_ctx`` may be ``None``).
+        trained_ctx: The model's trained context (``{arch}.context_length``);
+            ``0`` or less when unknown.
+    """
+    trained = trained_ctx if trained_ctx > 0 else DEFAULT_NUM_CTX
+    return options.num_ctx or min(DEFAULT_NUM_CTX, trained)
+
+
 def _batcher(llm: llama_cpp.Llama, parallel: int, num_ctx: int, num_batch: int) -> BatchDecoder:
     try:
         return BatchDecoder(llm, n_slots=parallel, num_ctx=num_ctx, n_batch=min(num_batch, num_ctx))
@@ -427,7 +439,7 @@ class ModelPool:
         arch = str(info.metadata.get("general.architecture", ""))
         trained = info.metadata.get(f"{arch}.context_length")
         trained_ctx = trained if isinstance(trained, int) and trained > 0 else DEFAULT_NUM_CTX
-        num_ctx = options.num_ctx or min(DEFAULT_NUM_CTX, trained_ctx)
+        num_ctx = planned_num_ctx(options, trained_ctx)
         options = _supported_kv_type(model, options)
         decision = self._decide_offload(model, options, num_ctx)
         attempts = [decision.num_gpu]

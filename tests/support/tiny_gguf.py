@@ -19,6 +19,100 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+_TOOLS_JSON = "{% if tools %}{{ TOOLS_OPEN + (tools | tojson) + TOOLS_CLOSE }}{% endif %}"
+_CALLS = (
+    "{% for call in message.tool_calls %}"
+    "{{ CALL_OPEN + ({'name': call.function.name, 'arguments': call.function.arguments}"
+    " | tojson) + CALL_CLOSE }}{% endfor %}"
+)
+
+
+def _family_template(
+    turn: str, tools_open: str, tools_close: str, call_open: str, call_close: str
+) -> str:
+    """A template in one family's markup that renders tools, tool calls and tool results."""
+    body = (
+        _TOOLS_JSON.replace("TOOLS_OPEN", repr(tools_open)).replace(
+            "TOOLS_CLOSE", repr(tools_close)
+        )
+        + "{% for message in messages %}"
+        + turn.replace(
+            "CONTENT",
+            "{% if message.tool_calls %}"
+            + _CALLS.replace("CALL_OPEN", repr(call_open)).replace("CALL_CLOSE", repr(call_close))
+            + "{% else %}{{ message['content'] }}{% endif %}",
+        )
+        + "{% endfor %}"
+    )
+    return body
+
+
+TEMPLATE_FAMILIES: dict[str, dict[str, object]] = {
+    "chatml": {
+        "chat_template": _family_template(
+            "{{ '<|im_start|>' + message['role'] + '\\n' }}CONTENT{{ '<|im_end|>\\n' }}",
+            "<|im_start|>system\n<tools>",
+            "</tools><|im_end|>\n",
+            "<tool_call>",
+            "</tool_call>",
+        )
+        + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+        "control_tokens": ("<|endoftext|>",),
+        "add_bos": False,
+    },
+    "llama3": {
+        "chat_template": "{{ bos_token }}"
+        + _family_template(
+            "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+            "CONTENT{{ '<|eot_id|>' }}",
+            "<|start_header_id|>system<|end_header_id|>\n\n",
+            "<|eot_id|>",
+            "",
+            "",
+        )
+        + "{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+        "control_tokens": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        "bos_text": "<|begin_of_text|>",
+        "eos_text": "<|end_of_text|>",
+    },
+    "mistral": {
+        "chat_template": "{{ bos_token }}"
+        + _family_template(
+            "{% if message['role'] == 'assistant' %}{{ ' ' }}CONTENT{{ eos_token }}"
+            "{% else %}{{ '[INST] ' + message['role'] + ': ' }}CONTENT{{ ' [/INST]' }}{% endif %}",
+            "[AVAILABLE_TOOLS] ",
+            "[/AVAILABLE_TOOLS]",
+            "[TOOL_CALLS] ",
+            "",
+        ),
+        "control_tokens": (
+            "[INST]",
+            "[/INST]",
+            "[AVAILABLE_TOOLS]",
+            "[/AVAILABLE_TOOLS]",
+            "[TOOL_CALLS]",
+        ),
+    },
+    "gemma": {
+        "chat_template": "{{ bos_token }}"
+        + _family_template(
+            "{{ '<start_of_turn>' + message['role'] + '\\n' }}CONTENT{{ '<end_of_turn>\\n' }}",
+            "<start_of_turn>system\n",
+            "<end_of_turn>\n",
+            "",
+            "",
+        )
+        + "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",
+        "control_tokens": ("<start_of_turn>", "<end_of_turn>"),
+        "bos_text": "<bos>",
+        "eos_text": "<eos>",
+    },
+}
+"""Keyword arguments of :func:`write_tiny_gguf` for a model of each template family:
+the family's markup as CONTROL tokens (and its BOS/EOS texts), and a template that
+renders tools, tool calls and tool results in that markup."""
+
 
 def write_tiny_gguf(
     path: Path,
@@ -31,8 +125,15 @@ def write_tiny_gguf(
     name: str = "tiny-llama",
     split_max_tensors: int = 0,
     add_bos: bool = True,
+    control_tokens: tuple[str, ...] = (),
+    bos_text: str = "<s>",
+    eos_text: str = "</s>",
 ) -> Path:
     """Write the model to ``path`` and return it.
+
+    ``control_tokens`` are added to the vocabulary as CONTROL tokens (GGUF token
+    type 3), like ``<|im_start|>``/``<|im_end|>`` always are; ``bos_text`` and
+    ``eos_text`` name the BOS/EOS tokens (see :data:`TEMPLATE_FAMILIES`).
 
     With ``split_max_tensors`` the model is written as split shards
     (``{stem}-00001-of-0000N.gguf``) and the first shard's path is returned.
@@ -53,9 +154,20 @@ def write_tiny_gguf(
         "<|im_end|>",
     ]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁"]
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + letters + words
-    types = [2, 3, 3] + [6] * 256 + [1] * (len(letters) + len(words) - 2) + [3, 3]
-    scores = [0.0] * 259 + [-float(i) for i in range(len(letters) + len(words))]
+    extra = [t for t in control_tokens if t not in words]
+    tokens = [
+        "<unk>",
+        bos_text,
+        eos_text,
+        *[f"<0x{b:02X}>" for b in range(256)],
+        *letters,
+        *words,
+        *extra,
+    ]
+    types = (
+        [2, 3, 3] + [6] * 256 + [1] * (len(letters) + len(words) - 2) + [3, 3] + [3] * len(extra)
+    )
+    scores = [0.0] * 259 + [-float(i) for i in range(len(letters) + len(words) + len(extra))]
     n_vocab = len(tokens)
     n_ff = n_embd * 2
     n_head = 4
