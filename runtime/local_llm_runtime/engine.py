@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 import llama_cpp
 
 from local_llm_runtime.chat_template import ChatTemplate
+from local_llm_runtime.embedding import embed_texts
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
@@ -49,6 +50,7 @@ from local_llm_runtime.types import (
     Usage,
     aggregate,
 )
+from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
 __all__ = [
     "EMBEDDING_PREFIXES",
@@ -95,6 +97,8 @@ def split_options(
     )
     if "stop" in merged:
         merged["stop"] = tuple(merged["stop"])
+    if merged.get("seed") == -1:  # Ollama's (and llama.cpp's) "a random seed"
+        del merged["seed"]
     return load, SamplingOptions(**merged), keep_alive
 
 
@@ -198,7 +202,14 @@ class Engine:
 
         Yields:
             Text, reasoning and tool-call chunks, then one :class:`FinalChunk`.
+
+        Raises:
+            InvalidOptionError: Before any load, for malformed ``messages`` (see
+                :func:`~local_llm_runtime.validation.validate_messages`: empty,
+                not mappings, no role, content neither text nor text parts) or
+                options.
         """
+        checked = validate_messages(messages)
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -209,7 +220,7 @@ class Engine:
                 f"tool_choice {tool_choice!r} names no offered tool; offered: "
                 f"{', '.join(sorted(_tool_names(tools))) or 'none'}."
             )
-        msgs = _with_default_system(local, messages)
+        msgs = _with_default_system(local, checked)
         return self._run(
             local,
             load,
@@ -250,6 +261,7 @@ class Engine:
         model's chat template (with ``system`` or the model's default system
         prompt), as Ollama does; ``raw=True`` continues the text as is.
         """
+        validate_prompt(prompt)
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -327,6 +339,11 @@ class Engine:
         Runs on a separate pool entry (``embedding=True``, the model's pooling
         or mean pooling for generative models), batched by llama.cpp.
 
+        Every text gets a vector (see :mod:`local_llm_runtime.embedding`): an
+        empty text is embedded as the model's BOS token (EOS without one), the
+        same vector alone or in any batch; a text longer than ``num_ctx`` tokens
+        is truncated to its first ``num_ctx`` tokens.
+
         Args:
             model: Any model reference.
             texts: The texts.
@@ -338,10 +355,11 @@ class Engine:
             prefix: An explicit prefix instead (``""`` for none).
             options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
             keep_alive: How long the model stays loaded after this request.
+
+        Raises:
+            InvalidOptionError: If ``texts`` is one string or holds a non-string.
         """
-        if isinstance(texts, str):
-            raise InvalidOptionError("embed() takes a list of texts, not one string.")
-        texts = list(texts)
+        texts = validate_texts(texts)
         if not texts:
             return []
         local = self.library.resolve(model)
@@ -354,7 +372,7 @@ class Engine:
                 prefix = EMBEDDING_PREFIXES.get(arch, {}).get(task)
             if prefix:
                 texts = [t if t.startswith(prefix) else prefix + t for t in texts]
-            raw = entry.llm.embed(texts, normalize=False, truncate=True)
+            raw = embed_texts(entry.llm, texts)
         vectors = [_pooled(v) for v in raw]
         if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract
             raise RuntimeError(f"{len(texts)} texts gave {len(vectors)} embeddings")
@@ -394,11 +412,15 @@ class Engine:
         The messages (with the model's default system prompt, and ``tools``) go
         through the model's chat template exactly as for a request, then its
         tokenizer: the count matches ``usage.prompt_tokens``.
+
+        Raises:
+            InvalidOptionError: For malformed ``messages``, as :meth:`chat_stream`.
         """
+        checked = validate_messages(messages)
         local = self.library.resolve(model)
         llm = self.pool.vocab(local)
         template = _template_for(llm, llm.metadata)  # already read: no header parse per count
-        msgs = _with_default_system(local, messages)
+        msgs = _with_default_system(local, checked)
         prompt = template.render(msgs, tools=list(tools or []))
         add_bos = _add_bos(llm, prompt, template.bos_token)
         return len(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
@@ -468,8 +490,9 @@ class Engine:
         )
         if not tokens:
             raise InvalidOptionError(
-                "The prompt is empty: give the model some text to continue (a raw prompt "
-                "gets no chat template and, for this model, no BOS token)."
+                "The prompt is empty (0 tokens): give the model some text to continue (a raw "
+                "prompt gets no chat template and, for this model, no BOS token; a chat "
+                "template rendered these messages to nothing)."
             )
         n_ctx = entry.num_ctx
         if len(tokens) >= n_ctx:
@@ -481,8 +504,8 @@ class Engine:
         # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
         # requests evaluate their whole prompt (unseeded ones reuse the prefix).
         seeded = sampling.seed is not None
-        if sampling.repeat_last_n < 0:  # Ollama: -1 means the whole context
-            sampling = replace(sampling, repeat_last_n=n_ctx)
+        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
+            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
         sampler = Sampler(
             llm,
             sampling,
