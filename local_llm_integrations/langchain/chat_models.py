@@ -40,8 +40,15 @@ from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions, reasoning_mode
 from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
 from local_llm_runtime.types import Chunk
+from local_llm_runtime.validation import check_arguments
 
 __all__ = ["ChatLocal"]
+
+_CALL_ARGUMENTS = _CALL_OPTIONS | {
+    "model", "reasoning", "format", "tools", "tool_choice", "parallel_tool_calls", "keep_alive",
+    "ls_structured_output_format",
+}  # fmt: skip
+"""Keyword arguments a call (``invoke(..., **kwargs)``, ``bind(...)``) may carry."""
 
 
 class ChatLocal(LocalModelOptions, BaseChatModel):
@@ -71,6 +78,10 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
 
     max_retries: int = Field(default=0, ge=0)
     """Accepted for LangChain compatibility; local calls do not fail transiently."""
+
+    streaming: bool = False
+    """``invoke``/``generate`` stream internally (callbacks get every token), as
+    ``ChatOpenAI(streaming=True)``; the result is the same."""
 
     @property
     def _llm_type(self) -> str:
@@ -143,8 +154,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         keep_alive = kwargs.pop("keep_alive", self.keep_alive)
         if keep_alive is not None:
             call["keep_alive"] = keep_alive
-        if kwargs:
-            raise TypeError(f"ChatLocal got unexpected arguments: {', '.join(sorted(kwargs))}")
+        check_arguments("ChatLocal call", kwargs, _CALL_ARGUMENTS)  # raises on any left
         return model, to_runtime_messages(messages), call
 
     def _deadline(self) -> tuple[threading.Event, Callable[[], None]]:

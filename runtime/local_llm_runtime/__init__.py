@@ -29,6 +29,7 @@ from local_llm_runtime.errors import (
     QuantizationNotFoundError,
     StoreError,
     TemplateError,
+    UnknownOptionError,
 )
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
@@ -78,6 +79,7 @@ __all__ = [
     "RuntimeSettings",
     "StoreError",
     "TemplateError",
+    "UnknownOptionError",
     "TextDelta",
     "Timings",
     "ToolCallDelta",

@@ -27,6 +27,7 @@ __all__ = [
     "QuantizationNotFoundError",
     "StoreError",
     "TemplateError",
+    "UnknownOptionError",
 ]
 
 
@@ -122,3 +123,11 @@ def _or_list(items: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class UnknownOptionError(InvalidOptionError, TypeError):
+    """A keyword argument or option name is not one the callee knows (often a typo).
+
+    Raised instead of ignoring it, with the closest known name suggested. It is
+    also a ``TypeError``, as Python's own "unexpected keyword argument" is.
+    """

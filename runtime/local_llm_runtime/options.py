@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.errors import InvalidOptionError, UnknownOptionError
 from local_llm_runtime.settings import parse_duration
 from local_llm_runtime.validation import closest
 
@@ -125,7 +125,7 @@ def _spec(key: str) -> OptionSpec:
         known = ", ".join(sorted(OPTIONS))
         match = closest(key, OPTIONS)
         hint = f" Did you mean {match!r}?" if match else ""
-        raise InvalidOptionError(f"Unknown option {key!r}.{hint} Known options: {known}.")
+        raise UnknownOptionError(f"Unknown option {key!r}.{hint} Known options: {known}.")
     return spec
 
 

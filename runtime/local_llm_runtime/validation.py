@@ -18,7 +18,7 @@ import difflib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.errors import InvalidOptionError, UnknownOptionError
 
 __all__ = [
     "check_arguments",
@@ -168,8 +168,9 @@ def check_arguments(owner: str, given: Iterable[str], known: Collection[str]) ->
         known: The names accepted.
 
     Raises:
-        InvalidOptionError: Naming every unknown argument, each with the closest
-            known name when there is one, and the list of known names.
+        UnknownOptionError: Naming every unknown argument, each with the closest
+            known name when there is one, and the list of known names (an
+            ``InvalidOptionError`` and a ``TypeError``).
     """
     unknown = [name for name in given if name not in known]
     if not unknown:
@@ -180,7 +181,7 @@ def check_arguments(owner: str, given: Iterable[str], known: Collection[str]) ->
         parts.append(f"{name!r} (did you mean {match!r}?)" if match else repr(name))
     public = ", ".join(sorted(k for k in known if not k.startswith("_")))
     noun = "argument" if len(unknown) == 1 else "arguments"
-    raise InvalidOptionError(
+    raise UnknownOptionError(
         f"{owner} got unknown {noun} {', '.join(parts)}; it would have been ignored. "
         f"Known: {public}."
     )
