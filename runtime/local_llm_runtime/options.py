@@ -84,7 +84,10 @@ def _range(spec: OptionSpec) -> str:
 
 def _convert(key: str, spec: OptionSpec, value: Any) -> Any:
     if key == "keep_alive":
-        return parse_duration(value)
+        try:
+            return parse_duration(value)
+        except InvalidOptionError as exc:
+            raise InvalidOptionError(f"Option {key}={value!r}: {exc}") from None
     try:
         if spec.kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
