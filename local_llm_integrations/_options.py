@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.options import validate_options
+from local_llm_runtime.validation import check_arguments
 
-__all__ = ["CALL_OPTIONS", "LocalModelOptions", "ReasoningSetting", "reasoning_mode"]
+__all__ = [
+    "CALL_OPTIONS",
+    "LocalModelOptions",
+    "ReasoningSetting",
+    "check_constructor_arguments",
+    "known_arguments",
+    "reasoning_mode",
+]
 
 #: Option names a caller may override per call (``max_tokens`` is ``num_predict``).
 CALL_OPTIONS = frozenset({
@@ -17,6 +27,29 @@ CALL_OPTIONS = frozenset({
 })  # fmt: skip
 
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
+
+
+def known_arguments(cls: type[BaseModel], extra: Iterable[str] = ()) -> frozenset[str]:
+    """Every keyword a pydantic adapter class accepts: its fields, their aliases, ``extra``."""
+    names = set(extra)
+    for name, info in cls.model_fields.items():
+        names.add(name)
+        for alias in (info.alias, info.validation_alias):
+            if isinstance(alias, str):
+                names.add(alias)
+    return frozenset(names)
+
+
+def check_constructor_arguments(
+    cls: type[BaseModel], data: Mapping[str, Any], extra: Iterable[str] = ()
+) -> None:
+    """Refuse constructor keywords ``cls`` would silently ignore (pydantic's default).
+
+    Raises:
+        UnknownOptionError: Naming each unknown keyword and the closest known one
+            (``temprature`` -> ``temperature``).
+    """
+    check_arguments(cls.__name__, data, known_arguments(cls, extra))
 
 
 def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "inline"]:
@@ -93,6 +126,20 @@ class LocalModelOptions(BaseModel):
     """Load the model when the object is created (otherwise on the first call)."""
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        """Create the adapter; unknown or misspelt keywords and bad option values raise.
+
+        Raises:
+            UnknownOptionError: For a keyword the class does not know (with the
+                closest known name), instead of ignoring it.
+            InvalidOptionError: For an option value out of range (NaN, ...).
+        """
+        check_constructor_arguments(type(self), data)
+        super().__init__(**data)
+        validate_options(self.engine_options())
+        if self.keep_alive is not None:
+            validate_options({"keep_alive": self.keep_alive})
 
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalModelOptions:

@@ -39,8 +39,15 @@ from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions, reasoning_mode
 from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
 from local_llm_runtime.types import Chunk
+from local_llm_runtime.validation import check_arguments
 
 __all__ = ["ChatLocal"]
+
+_CALL_ARGUMENTS = _CALL_OPTIONS | {
+    "model", "reasoning", "format", "tools", "tool_choice", "parallel_tool_calls", "keep_alive",
+    "ls_structured_output_format",
+}  # fmt: skip
+"""Keyword arguments a call (``invoke(..., **kwargs)``, ``bind(...)``) may carry."""
 
 
 class ChatLocal(LocalModelOptions, BaseChatModel):
@@ -75,6 +82,10 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
 
     max_retries: int = Field(default=0, ge=0)
     """Accepted for LangChain compatibility; local calls do not fail transiently."""
+
+    streaming: bool = False
+    """``invoke``/``generate`` stream internally (callbacks get every token), as
+    ``ChatOpenAI(streaming=True)``; the result is the same."""
 
     @property
     def _llm_type(self) -> str:
@@ -147,8 +158,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         keep_alive = kwargs.pop("keep_alive", self.keep_alive)
         if keep_alive is not None:
             call["keep_alive"] = keep_alive
-        if kwargs:
-            raise TypeError(f"ChatLocal got unexpected arguments: {', '.join(sorted(kwargs))}")
+        check_arguments("ChatLocal call", kwargs, _CALL_ARGUMENTS)  # raises on any left
         return model, to_runtime_messages(messages), call
 
     # ---- generation ----------------------------------------------------------

@@ -7,7 +7,9 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from local_llm_integrations._options import check_constructor_arguments
 from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
+from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbeddings"]
 
@@ -62,6 +64,20 @@ class LocalEmbeddings(BaseModel, Embeddings):
     """Load the model when the object is created (otherwise on first use)."""
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        """Create the embeddings; unknown or misspelt keywords and bad option values raise.
+
+        Raises:
+            UnknownOptionError: For a keyword the class does not know (e.g.
+                ``dimensions``: the model decides the size), instead of ignoring it.
+            InvalidOptionError: For an option value out of range.
+        """
+        check_constructor_arguments(type(self), data)
+        super().__init__(**data)
+        validate_options(self._options())
+        if self.keep_alive is not None:
+            validate_options({"keep_alive": self.keep_alive})
 
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalEmbeddings:

@@ -13,8 +13,12 @@ from pydantic import ConfigDict, Field
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
+from local_llm_runtime.validation import check_arguments
 
 __all__ = ["LocalLLM"]
+
+_CALL_ARGUMENTS = _CALL_OPTIONS | {"model", "system", "raw", "format", "keep_alive"}
+"""Keyword arguments a call (``invoke(..., **kwargs)``, ``bind(...)``) may carry."""
 
 
 class LocalLLM(LocalModelOptions, BaseLLM):
@@ -89,8 +93,7 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         keep_alive = kwargs.pop("keep_alive", self.keep_alive)
         if keep_alive is not None:
             call["keep_alive"] = keep_alive
-        if kwargs:
-            raise TypeError(f"LocalLLM got unexpected arguments: {', '.join(sorted(kwargs))}")
+        check_arguments("LocalLLM call", kwargs, _CALL_ARGUMENTS)  # raises on any left
         return model, call
 
     def _stream(

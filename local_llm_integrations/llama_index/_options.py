@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from local_llm_integrations._options import CALL_OPTIONS, ReasoningSetting, reasoning_mode
 from local_llm_runtime.reasoning import ReasoningMode
+from local_llm_runtime.validation import check_arguments
 
 __all__ = [
+    "CALL_ARGUMENTS",
     "OPTION_NAMES",
     "ReasoningMode",
     "ReasoningSetting",
@@ -32,8 +34,18 @@ logger = logging.getLogger(__name__)
 OPTION_NAMES: tuple[str, ...] = tuple(sorted(CALL_OPTIONS - {"max_tokens"}))
 """Ollama-named sampling/load options accepted as fields and as per-call kwargs."""
 
-_ALIASES = {"max_tokens": "num_predict"}
+_ALIASES = {"max_tokens": "num_predict", "allow_parallel_tool_calls": "parallel_tool_calls"}
 _REASONING_KEYS = ("reasoning", "thinking", "think")
+_BOOKKEEPING = frozenset({"formatted", "verbose", "error_on_no_tool_call", "error_on_tool_error"})
+"""Arguments LlamaIndex's own code passes along to ``chat``/``complete``; they have no
+effect on the request (``formatted`` is read by ``complete`` itself)."""
+
+CALL_ARGUMENTS: frozenset[str] = frozenset(
+    {*OPTION_NAMES, *_ALIASES, *_REASONING_KEYS, *_BOOKKEEPING}
+    | {"model", "format", "keep_alive", "tools", "tool_choice", "tool_required"}
+    | {"parallel_tool_calls"}
+)
+"""Every keyword argument ``chat``/``complete`` (and their async/stream forms) accept."""
 
 
 def to_runtime_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]]:
@@ -133,11 +145,17 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
             option names, ``max_tokens`` (alias of ``num_predict``), ``model``,
             ``format``, ``tools``, ``tool_choice``, ``tool_required``,
             ``parallel_tool_calls``,
-            ``reasoning``/``thinking``/``think`` and ``keep_alive``. Anything
-            else (LlamaIndex passes a few bookkeeping arguments along) is ignored.
+            ``reasoning``/``thinking``/``think`` and ``keep_alive``; the
+            bookkeeping arguments LlamaIndex passes along (``formatted``,
+            ``verbose``, ``error_on_no_tool_call``, ``error_on_tool_error``) are
+            accepted and have no effect.
 
     Returns:
         The request.
+
+    Raises:
+        UnknownOptionError: For any other argument (a typo such as
+            ``temprature`` would otherwise be ignored), naming the closest known one.
     """
     options = {name: defaults[name] for name in OPTION_NAMES if defaults.get(name) is not None}
     reasoning: ReasoningSetting = defaults.get("reasoning")
@@ -148,6 +166,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
     choice: Any = None
     tool_required = False
     parallel = True
+    unknown: list[str] = []
     for key, value in kwargs.items():
         name = _ALIASES.get(key, key)
         if name in OPTION_NAMES:
@@ -169,8 +188,9 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
             tool_required = bool(value)
         elif name == "parallel_tool_calls":
             parallel = bool(value)
-        else:
-            logger.debug("Ignoring unsupported argument %s=%r", key, value)
+        elif name not in _BOOKKEEPING:
+            unknown.append(key)
+    check_arguments("LocalLLM call", unknown, CALL_ARGUMENTS)
     return Request(
         model=model,
         options=options,

@@ -13,7 +13,9 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 
+from local_llm_integrations._options import check_constructor_arguments
 from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
+from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbedding"]
 
@@ -81,6 +83,20 @@ class LocalEmbedding(BaseEmbedding):
     )
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        """Create the embedding model; unknown or misspelt keywords and bad values raise.
+
+        Raises:
+            UnknownOptionError: For a keyword the class does not know (with the
+                closest known name), instead of ignoring it.
+            InvalidOptionError: For an option value out of range.
+        """
+        check_constructor_arguments(type(self), data, ["class_name"])  # from to_dict()
+        super().__init__(**data)
+        validate_options(self._options())
+        if self.keep_alive is not None:
+            validate_options({"keep_alive": self.keep_alive})
 
     @model_validator(mode="before")
     @classmethod

@@ -36,6 +36,7 @@ from llama_index.core.prompts.base import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import Model, PydanticProgramMode
 from llama_index_instrumentation import get_dispatcher
 
+from local_llm_integrations._options import check_constructor_arguments
 from local_llm_integrations.llama_index._convert import (
     ChatAccumulator,
     completion_response,
@@ -58,6 +59,7 @@ from local_llm_integrations.llama_index._structured import (
     schema_of,
 )
 from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.options import validate_options
 from local_llm_runtime.types import Chunk
 
 if TYPE_CHECKING:
@@ -185,6 +187,20 @@ class LocalLLM(FunctionCallingLLM):
 
     _engine: Engine | None = PrivateAttr(default=None)
     _info: tuple[str, ModelInfo | None] | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        """Create the LLM; unknown or misspelt keywords and bad option values raise.
+
+        Raises:
+            UnknownOptionError: For a keyword the class does not know (with the
+                closest known name), instead of ignoring it.
+            InvalidOptionError: For an option value out of range (NaN, ...).
+        """
+        check_constructor_arguments(type(self), data, [*_FIELD_ALIASES, "class_name"])
+        super().__init__(**data)
+        validate_options({k: v for k in OPTION_NAMES if (v := getattr(self, k)) is not None})
+        if self.keep_alive is not None:
+            validate_options({"keep_alive": self.keep_alive})
 
     @model_validator(mode="before")
     @classmethod

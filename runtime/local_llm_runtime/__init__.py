@@ -31,6 +31,7 @@ from local_llm_runtime.errors import (
     StoreError,
     StreamReclaimedError,
     TemplateError,
+    UnknownOptionError,
 )
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
@@ -82,6 +83,7 @@ __all__ = [
     "StoreError",
     "StreamReclaimedError",
     "TemplateError",
+    "UnknownOptionError",
     "TextDelta",
     "Timings",
     "ToolCallDelta",

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 import llama_cpp
 
 from local_llm_runtime.chat_template import ChatTemplate
+from local_llm_runtime.embedding import embed_texts
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
 from local_llm_runtime.library import LocalModel, ModelLibrary
 from local_llm_runtime.options import validate_options
@@ -62,6 +63,7 @@ from local_llm_runtime.types import (
     Usage,
     aggregate,
 )
+from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
 __all__ = [
     "EMBEDDING_PREFIXES",
@@ -108,6 +110,8 @@ def split_options(
     )
     if "stop" in merged:
         merged["stop"] = tuple(merged["stop"])
+    if merged.get("seed") == -1:  # Ollama's (and llama.cpp's) "a random seed"
+        del merged["seed"]
     return load, SamplingOptions(**merged), keep_alive
 
 
@@ -348,10 +352,15 @@ class Engine:
                 this call itself, before the model is loaded or waited for, when
                 the template fails, the schema cannot become a grammar, or the
                 prompt is empty or does not fit the context.
+            InvalidOptionError: Before any load, for malformed ``messages`` (see
+                :func:`~local_llm_runtime.validation.validate_messages`: empty,
+                not mappings, no role, content neither text nor text parts) or
+                options.
             RequestTimeoutError: Past ``timeout`` (when the stream is read).
             StreamReclaimedError: Read after it was reclaimed as idle.
         """
         del timeout  # @stream_method turned it into the deadline of ``cancel``
+        checked = validate_messages(messages)
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -362,7 +371,7 @@ class Engine:
                 f"tool_choice {tool_choice!r} names no offered tool; offered: "
                 f"{', '.join(sorted(_tool_names(tools))) or 'none'}."
             )
-        msgs = _with_default_system(local, messages)
+        msgs = _with_default_system(local, checked)
         return self._run(
             local,
             load,
@@ -420,6 +429,7 @@ class Engine:
                 cannot be prepared (see :meth:`chat_stream`).
         """
         del timeout  # @stream_method turned it into the deadline of ``cancel``
+        validate_prompt(prompt)
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -512,6 +522,11 @@ class Engine:
         Runs on a separate pool entry (``embedding=True``, the model's pooling
         or mean pooling for generative models), batched by llama.cpp.
 
+        Every text gets a vector (see :mod:`local_llm_runtime.embedding`): an
+        empty text is embedded as the model's BOS token (EOS without one), the
+        same vector alone or in any batch; a text longer than ``num_ctx`` tokens
+        is truncated to its first ``num_ctx`` tokens.
+
         Args:
             model: Any model reference.
             texts: The texts.
@@ -523,10 +538,11 @@ class Engine:
             prefix: An explicit prefix instead (``""`` for none).
             options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
             keep_alive: How long the model stays loaded after this request.
+
+        Raises:
+            InvalidOptionError: If ``texts`` is one string or holds a non-string.
         """
-        if isinstance(texts, str):
-            raise InvalidOptionError("embed() takes a list of texts, not one string.")
-        texts = list(texts)
+        texts = validate_texts(texts)
         if not texts:
             return []
         local = self.library.resolve(model)
@@ -539,7 +555,7 @@ class Engine:
                 prefix = EMBEDDING_PREFIXES.get(arch, {}).get(task)
             if prefix:
                 texts = [t if t.startswith(prefix) else prefix + t for t in texts]
-            raw = entry.llm.embed(texts, normalize=False, truncate=True)
+            raw = embed_texts(entry.llm, texts)
         vectors = [_pooled(v) for v in raw]
         if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract
             raise RuntimeError(f"{len(texts)} texts gave {len(vectors)} embeddings")
@@ -579,10 +595,14 @@ class Engine:
         The messages (with the model's default system prompt, and ``tools``) go
         through the model's chat template exactly as for a request, then its
         tokenizer: the count matches ``usage.prompt_tokens``.
+
+        Raises:
+            InvalidOptionError: For malformed ``messages``, as :meth:`chat_stream`.
         """
+        checked = validate_messages(messages)
         local = self.library.resolve(model)
         vocab = _prompt_vocab(self.pool.vocab(local))
-        msgs = _with_default_system(local, messages)
+        msgs = _with_default_system(local, checked)
         prompt = vocab.protected_template.render(msgs, tools=list(tools or []))
         return len(vocab.tokens(_Request(prompt=prompt)))
 
@@ -653,8 +673,9 @@ class Engine:
         tokens = vocab.tokens(request)
         if not tokens:
             raise InvalidOptionError(
-                "The prompt is empty: give the model some text to continue (a raw prompt "
-                "gets no chat template and, for this model, no BOS token)."
+                "The prompt is empty (0 tokens): give the model some text to continue (a raw "
+                "prompt gets no chat template and, for this model, no BOS token; a chat "
+                "template rendered these messages to nothing)."
             )
         n_ctx = planned_num_ctx(load, vocab.n_ctx_train)
         if len(tokens) >= n_ctx:
@@ -697,8 +718,8 @@ class Engine:
         # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
         # requests evaluate their whole prompt (unseeded ones reuse the prefix).
         seeded = sampling.seed is not None
-        if sampling.repeat_last_n < 0:  # Ollama: -1 means the whole context
-            sampling = replace(sampling, repeat_last_n=n_ctx)
+        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
+            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
         sampler = Sampler(
             llm,
             sampling,

@@ -29,6 +29,7 @@ __all__ = [
     "StoreError",
     "StreamReclaimedError",
     "TemplateError",
+    "UnknownOptionError",
 ]
 
 
@@ -173,3 +174,11 @@ class StreamReclaimedError(LocalLLMError, RuntimeError):
             "other requests waited, so it was cancelled and the model handed on; read streams "
             "to the end or close them (use `with` or .close()), or raise stream_idle_timeout."
         )
+
+
+class UnknownOptionError(InvalidOptionError, TypeError):
+    """A keyword argument or option name is not one the callee knows (often a typo).
+
+    Raised instead of ignoring it, with the closest known name suggested. It is
+    also a ``TypeError``, as Python's own "unexpected keyword argument" is.
+    """

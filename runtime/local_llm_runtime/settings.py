@@ -9,6 +9,7 @@ is first imported.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +26,14 @@ __all__ = ["DEFAULT_HF_ENDPOINT", "KV_CACHE_TYPES", "RuntimeSettings", "parse_du
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def _finite_duration(value: object, seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise InvalidOptionError(
+            f"Invalid duration {value!r}: use a finite number of seconds, or -1 for forever."
+        )
+    return seconds
 
 
 def parse_duration(value: str | float | int) -> float:
@@ -45,12 +54,14 @@ def parse_duration(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise InvalidOptionError(f"Invalid duration {value!r}: use seconds or a string like '5m'.")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite_duration(value, float(value))
     text = value.strip().lower()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _finite_duration(value, seconds)
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise InvalidOptionError(

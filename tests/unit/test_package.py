@@ -48,7 +48,8 @@ def test_public_api_is_pinned() -> None:
             "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
             "QuantizationNotFoundError", "ReasoningDelta", "RequestTimeoutError", "RunningModel",
-            "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta", "Usage",
+            "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta",
+            "UnknownOptionError", "Usage",
             "__version__", "copy", "create", "default_engine", "list_models", "parse_ref", "ps",
             "pull", "remove", "resolve", "show", "unload",
         ]
@@ -70,6 +71,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.GenerationError, RuntimeError),
         (e.TemplateError, ValueError),
         (e.RequestTimeoutError, TimeoutError), (e.StreamReclaimedError, RuntimeError),
+        (e.UnknownOptionError, ValueError), (e.UnknownOptionError, TypeError),
     ]  # fmt: skip
     for error, builtin in pairs:
         assert issubclass(error, e.LocalLLMError)

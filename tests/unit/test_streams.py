@@ -59,7 +59,11 @@ def _held_stream(engine: Engine, model: Path) -> ChunkStream:
 
 
 def _lock_of(engine: Engine, model: Path | None = None) -> FairLock:
-    entries = [e for e in engine.pool._entries.values() if model is None or e.model.path == model]
+    entries = [  # with a model: the entry serving it now (others may be warm from other tests)
+        e
+        for e in engine.pool._entries.values()
+        if model is None or (e.model.path == model and e.active > 0)
+    ]
     (entry,) = entries
     return entry.lock
 
