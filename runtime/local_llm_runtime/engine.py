@@ -37,6 +37,7 @@ from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.streaming import StopFilter, Utf8Decoder
 from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
+from local_llm_runtime.tool_schema import normalize_tools, tool_schemas
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -202,7 +203,7 @@ class Engine:
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
-        tools = list(tools or [])
+        tools = normalize_tools(tools)  # every consumer below reads this one form
         choice = "required" if tool_choice == "any" else tool_choice
         if choice not in ("auto", "none", "required") and choice not in _tool_names(tools):
             raise InvalidOptionError(
@@ -399,7 +400,7 @@ class Engine:
         llm = self.pool.vocab(local)
         template = _template_for(llm, llm.metadata)  # already read: no header parse per count
         msgs = _with_default_system(local, messages)
-        prompt = template.render(msgs, tools=list(tools or []))
+        prompt = template.render(msgs, tools=normalize_tools(tools))
         add_bos = _add_bos(llm, prompt, template.bos_token)
         return len(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
 
@@ -533,7 +534,10 @@ class Engine:
         finally:
             close_gen()
             close_sampler()
-        yield from out.finish(truncated=finish == "length")
+        # Only an output that ended by itself (end-of-generation token, stop sequence,
+        # the one allowed call complete) may have a last call completed; a cut one
+        # (token limit, cancel, timeout) is text. Errors raise before this line.
+        yield from out.finish(ended_naturally=finish == "stop")
         if out.tool_calls and finish == "stop":
             finish = "tool_calls"
         ended = time.monotonic()
@@ -578,7 +582,11 @@ class _OutputPipeline:
         self._think = ThinkSplitter(started_inside=request.starts_thinking) if use_think else None
         self._hide_reasoning = request.reasoning == "hide"
         self._tools = (
-            ToolCallParser(template.tool_format, _tool_names(request.tools))
+            ToolCallParser(
+                template.tool_format,
+                _tool_names(request.tools),
+                schemas=tool_schemas(request.tools),
+            )
             if request.tool_parser
             else None
         )
@@ -593,15 +601,15 @@ class _OutputPipeline:
     def feed(self, piece: bytes) -> Iterator[Chunk]:
         yield from self._text(self._stops.feed(self._utf8.feed(piece)))
 
-    def finish(self, *, truncated: bool = False) -> Iterator[Chunk]:
-        """Flush what is buffered; a ``truncated`` output's last tool call is not repaired."""
+    def finish(self, *, ended_naturally: bool) -> Iterator[Chunk]:
+        """Flush what is buffered (an unfinished call completed only if ``ended_naturally``)."""
         if not self._stops.stopped:
             yield from self._text(self._stops.feed(self._utf8.finish()))
         yield from self._text(self._stops.finish())
         if self._think is not None:
             yield from self._route(self._think.finish())
         if self._tools is not None:
-            yield from self._answer_items(self._tools.finish(repair=not truncated))
+            yield from self._answer_items(self._tools.finish(ended_naturally=ended_naturally))
 
     def _text(self, text: str) -> Iterator[Chunk]:
         if not text:
@@ -640,6 +648,7 @@ class _OutputPipeline:
                     id=item.id,
                     name=item.name,
                     arguments=item.arguments,
+                    error=item.error,
                 )
 
 

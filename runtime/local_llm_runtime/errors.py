@@ -19,6 +19,7 @@ __all__ = [
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
+    "InvalidToolCallError",
     "LocalLLMError",
     "ModelExistsError",
     "ModelLoadError",
@@ -122,3 +123,24 @@ def _or_list(items: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class InvalidToolCallError(LocalLLMError, ValueError):
+    """The model called a tool with arguments that do not match the tool's JSON schema.
+
+    Attributes:
+        tool_name: The tool the model called.
+        arguments: The arguments it gave (decoded JSON).
+        error: What the schema check found.
+    """
+
+    def __init__(self, tool_name: str, arguments: object, error: str) -> None:
+        self.tool_name = tool_name
+        self.arguments = arguments
+        self.error = error
+        super().__init__(
+            f"The model called tool {tool_name!r} with arguments that do not match its "
+            f"schema ({error}); the call was not run. Ask again, force the call with "
+            "tool_required=True/tool_choice (a grammar then keeps the arguments valid), "
+            "or use a larger model."
+        )
