@@ -98,7 +98,11 @@ class LocalModelOptions(BaseModel):
     """Penalty for repeating recent tokens (1.1)."""
 
     seed: int | None = None
-    """Random seed; the same seed and request give the same output."""
+    """Random seed; the same seed and request give the same output whatever ran before.
+
+    A seeded request evaluates its whole prompt (no cached-prefix reuse), so it is exact
+    also at ``temperature=0``; unseeded greedy requests reuse the prefix and can differ
+    from a fresh run where two tokens nearly tie (see the README, "Concurrency")."""
 
     num_ctx: int | None = None
     """Context window in tokens (default: 4096, or the model's trained maximum if smaller)."""

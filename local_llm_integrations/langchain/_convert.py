@@ -16,7 +16,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages.tool import invalid_tool_call, tool_call_chunk
 
 from local_llm_runtime.types import (
     Chunk,
@@ -26,7 +26,7 @@ from local_llm_runtime.types import (
     ToolCallDelta,
 )
 
-__all__ = ["final_metadata", "message_chunk", "to_runtime_messages"]
+__all__ = ["final_metadata", "message_chunk", "restore_invalid_tool_calls", "to_runtime_messages"]
 
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
           "system": "system", "developer": "system", "tool": "tool"}  # fmt: skip
@@ -107,6 +107,8 @@ def message_chunk(chunk: Chunk) -> AIMessageChunk:
         return AIMessageChunk(content=chunk.text)
     if isinstance(chunk, ReasoningDelta):
         return AIMessageChunk(content="", additional_kwargs={"reasoning_content": chunk.text})
+    if isinstance(chunk, ToolCallDelta) and chunk.error is not None:
+        return _invalid_call_chunk(chunk, chunk.error)
     if isinstance(chunk, ToolCallDelta):
         return AIMessageChunk(
             content="",
@@ -120,6 +122,49 @@ def message_chunk(chunk: Chunk) -> AIMessageChunk:
     return AIMessageChunk(
         content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last"
     )
+
+
+def _invalid_call_chunk(chunk: ToolCallDelta, error: str) -> AIMessageChunk:
+    """A chunk for a call whose arguments do not validate: never a valid ``tool_call``.
+
+    LangChain rebuilds ``tool_calls``/``invalid_tool_calls`` from
+    ``tool_call_chunks`` whenever chunks are added (``+``), and any ``args`` that
+    parse as a JSON object become a valid call there. So this chunk's
+    ``tool_call_chunks`` entry carries the arguments behind a ``(invalid: ...)``
+    note, which does not parse: after ``+`` the call lands in
+    ``invalid_tool_calls`` (LangChain sets ``error`` to ``None`` there and the note
+    keeps the reason). The chunk itself, and ``invoke``'s message (see
+    :func:`restore_invalid_tool_calls`), carry the plain JSON arguments and the
+    ``error``.
+    """
+    args = chunk.arguments_json
+    message = AIMessageChunk(
+        content="",
+        tool_call_chunks=[
+            tool_call_chunk(
+                name=chunk.name, args=f"(invalid: {error}) {args}", id=chunk.id, index=chunk.index
+            )
+        ],
+    )
+    message.invalid_tool_calls = [
+        invalid_tool_call(name=chunk.name, args=args, id=chunk.id, error=error)
+    ]
+    return message
+
+
+def restore_invalid_tool_calls(message: AIMessage, chunks: Sequence[AIMessageChunk]) -> None:
+    """Put back the plain arguments and the ``error`` of the invalid calls in ``chunks``.
+
+    ``message`` is the aggregate of ``chunks``; its ``invalid_tool_calls`` lost
+    their ``error`` in LangChain's chunk addition (see :func:`_invalid_call_chunk`).
+    """
+    originals = {
+        call["id"]: call for chunk in chunks for call in chunk.invalid_tool_calls if call["error"]
+    }
+    message.invalid_tool_calls = [
+        originals.get(call["id"], call) if call["id"] is not None else call
+        for call in message.invalid_tool_calls
+    ]
 
 
 def final_metadata(final: FinalChunk) -> tuple[UsageMetadata, dict[str, Any]]:

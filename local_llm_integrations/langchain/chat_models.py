@@ -18,10 +18,9 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
-    agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
@@ -37,7 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions, reasoning_mode
-from local_llm_integrations.langchain._convert import message_chunk, to_runtime_messages
+from local_llm_integrations.langchain._convert import (
+    message_chunk,
+    restore_invalid_tool_calls,
+    to_runtime_messages,
+)
 from local_llm_runtime.types import Chunk
 from local_llm_runtime.validation import check_arguments
 
@@ -206,7 +209,8 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+        chunks = list(self._stream(messages, stop, run_manager, **kwargs))
+        return _restored(generate_from_stream(iter(chunks)), chunks)
 
     async def _agenerate(
         self,
@@ -215,7 +219,8 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+        chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
+        return _restored(generate_from_stream(iter(chunks)), chunks)
 
     # ---- tools and structured output -------------------------------------------
 
@@ -298,6 +303,15 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         return RunnableMap(raw=llm) | parse.with_fallbacks(
             [fallback], exception_key="parsing_error"
         )
+
+
+def _restored(result: ChatResult, chunks: list[ChatGenerationChunk]) -> ChatResult:
+    """``result`` with its invalid tool calls' plain arguments and errors restored."""
+    message = result.generations[0].message
+    if isinstance(message, AIMessage) and message.invalid_tool_calls:
+        parts = [c.message for c in chunks if isinstance(c.message, AIMessageChunk)]
+        restore_invalid_tool_calls(message, parts)
+    return result
 
 
 def _generation_chunk(chunk: Chunk) -> ChatGenerationChunk:

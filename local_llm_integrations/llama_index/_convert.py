@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms.llm import ToolSelection
 
+from local_llm_runtime.errors import InvalidToolCallError
 from local_llm_runtime.types import (
     Chunk,
     FinalChunk,
@@ -46,6 +48,12 @@ __all__ = [
     "to_runtime_messages",
     "tool_selections",
 ]
+
+TOOL_CALL_ERRORS = "tool_call_errors"
+"""``additional_kwargs`` key of an assistant message: ``{tool_call_id: error}`` for the
+calls whose arguments do not match their tool's schema (they must not be run)."""
+
+logger = logging.getLogger(__name__)
 
 _ROLES = {
     MessageRole.SYSTEM: "system",
@@ -178,6 +186,7 @@ class ChatAccumulator:
         self._text: list[str] = []
         self._thinking: list[str] = []
         self._calls: list[ToolCallBlock] = []
+        self._errors: dict[str, str] = {}
         self._raw: dict[str, Any] | None = None
 
     def message(self) -> ChatMessage:
@@ -189,7 +198,8 @@ class ChatAccumulator:
         if text or not (self._thinking or self._calls):
             blocks.append(TextBlock(text=text))
         blocks.extend(self._calls)
-        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        extra = {TOOL_CALL_ERRORS: dict(self._errors)} if self._errors else {}
+        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
     @property
     def raw(self) -> dict[str, Any] | None:
@@ -211,6 +221,8 @@ class ChatAccumulator:
                     tool_call_id=chunk.id, tool_name=chunk.name, tool_kwargs=chunk.arguments
                 )
             )
+            if chunk.error is not None:
+                self._errors[chunk.id] = chunk.error
         else:
             self._raw = _final_raw(chunk)
 
@@ -266,14 +278,30 @@ def completion_response(response: ChatResponse) -> CompletionResponse:
 
 
 def tool_selections(message: ChatMessage, *, error_on_no_tool_call: bool) -> list[ToolSelection]:
-    """The tool calls of an assistant message as LlamaIndex ``ToolSelection``s.
+    """The valid tool calls of an assistant message as LlamaIndex ``ToolSelection``s.
+
+    A call whose arguments do not match its tool's schema (listed under
+    ``additional_kwargs["tool_call_errors"]``) is never returned: with
+    ``error_on_no_tool_call`` it raises, otherwise it is left out (and logged).
 
     Raises:
-        ValueError: If there is none and ``error_on_no_tool_call`` is set.
+        InvalidToolCallError: A ``ValueError``: with ``error_on_no_tool_call``, if
+            a call's arguments do not validate (names the tool and the error).
+        ValueError: If there is no call and ``error_on_no_tool_call`` is set.
     """
+    errors: Mapping[str, str] = message.additional_kwargs.get(TOOL_CALL_ERRORS) or {}
     selections: list[ToolSelection] = []
     for block in message.blocks:
-        if isinstance(block, ToolCallBlock):
+        if isinstance(block, ToolCallBlock) and block.tool_call_id in errors:
+            error = errors[str(block.tool_call_id)]
+            if error_on_no_tool_call:
+                raise InvalidToolCallError(block.tool_name, block.tool_kwargs, error)
+            logger.warning(
+                "Skipping the call of tool %r: its arguments do not match the schema (%s).",
+                block.tool_name,
+                error,
+            )
+        elif isinstance(block, ToolCallBlock):
             kwargs: Any = block.tool_kwargs
             if isinstance(kwargs, str):
                 try:

@@ -119,7 +119,11 @@ class LocalLLM(FunctionCallingLLM):
         default=None, ge=0.0, description="Penalty for repeating recent tokens (1.1)."
     )
     seed: int | None = Field(
-        default=None, description="Random seed: the same seed and request give the same output."
+        default=None,
+        description=(
+            "Random seed: the same seed and request give the same output whatever ran before "
+            "(a seeded request skips prompt-prefix reuse, so temperature=0 is exact with it)."
+        ),
     )
     num_ctx: int | None = Field(
         default=None,

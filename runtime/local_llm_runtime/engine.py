@@ -51,6 +51,7 @@ from local_llm_runtime.streams import (
     stream_method,
 )
 from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
+from local_llm_runtime.tool_schema import normalize_tools, tool_schemas
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -364,7 +365,7 @@ class Engine:
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
-        tools = list(tools or [])
+        tools = normalize_tools(tools)  # every consumer below reads this one form
         choice = "required" if tool_choice == "any" else tool_choice
         if choice not in ("auto", "none", "required") and choice not in _tool_names(tools):
             raise InvalidOptionError(
@@ -603,7 +604,7 @@ class Engine:
         local = self.library.resolve(model)
         vocab = _prompt_vocab(self.pool.vocab(local))
         msgs = _with_default_system(local, checked)
-        prompt = vocab.protected_template.render(msgs, tools=list(tools or []))
+        prompt = vocab.protected_template.render(msgs, tools=normalize_tools(tools))
         return len(vocab.tokens(_Request(prompt=prompt)))
 
     def preload(
@@ -770,7 +771,10 @@ class Engine:
         finally:
             close_gen()
             close_sampler()
-        yield from out.finish(truncated=finish == "length")
+        # Only an output that ended by itself (end-of-generation token, stop sequence,
+        # the one allowed call complete) may have a last call completed; a cut one
+        # (token limit, cancel, timeout) is text. Errors raise before this line.
+        yield from out.finish(ended_naturally=finish == "stop")
         if out.tool_calls and finish == "stop":
             finish = "tool_calls"
         ended = time.monotonic()
@@ -815,7 +819,11 @@ class _OutputPipeline:
         self._think = ThinkSplitter(started_inside=request.starts_thinking) if use_think else None
         self._hide_reasoning = request.reasoning == "hide"
         self._tools = (
-            ToolCallParser(template.tool_format, _tool_names(request.tools))
+            ToolCallParser(
+                template.tool_format,
+                _tool_names(request.tools),
+                schemas=tool_schemas(request.tools),
+            )
             if request.tool_parser
             else None
         )
@@ -830,15 +838,15 @@ class _OutputPipeline:
     def feed(self, piece: bytes) -> Iterator[Chunk]:
         yield from self._text(self._stops.feed(self._utf8.feed(piece)))
 
-    def finish(self, *, truncated: bool = False) -> Iterator[Chunk]:
-        """Flush what is buffered; a ``truncated`` output's last tool call is not repaired."""
+    def finish(self, *, ended_naturally: bool) -> Iterator[Chunk]:
+        """Flush what is buffered (an unfinished call completed only if ``ended_naturally``)."""
         if not self._stops.stopped:
             yield from self._text(self._stops.feed(self._utf8.finish()))
         yield from self._text(self._stops.finish())
         if self._think is not None:
             yield from self._route(self._think.finish())
         if self._tools is not None:
-            yield from self._answer_items(self._tools.finish(repair=not truncated))
+            yield from self._answer_items(self._tools.finish(ended_naturally=ended_naturally))
 
     def _text(self, text: str) -> Iterator[Chunk]:
         if not text:
@@ -877,6 +885,7 @@ class _OutputPipeline:
                     id=item.id,
                     name=item.name,
                     arguments=item.arguments,
+                    error=item.error,
                 )
 
 

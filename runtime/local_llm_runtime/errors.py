@@ -19,6 +19,7 @@ __all__ = [
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
+    "InvalidToolCallError",
     "LocalLLMError",
     "ModelExistsError",
     "ModelLoadError",
@@ -182,3 +183,24 @@ class UnknownOptionError(InvalidOptionError, TypeError):
     Raised instead of ignoring it, with the closest known name suggested. It is
     also a ``TypeError``, as Python's own "unexpected keyword argument" is.
     """
+
+
+class InvalidToolCallError(LocalLLMError, ValueError):
+    """The model called a tool with arguments that do not match the tool's JSON schema.
+
+    Attributes:
+        tool_name: The tool the model called.
+        arguments: The arguments it gave (decoded JSON).
+        error: What the schema check found.
+    """
+
+    def __init__(self, tool_name: str, arguments: object, error: str) -> None:
+        self.tool_name = tool_name
+        self.arguments = arguments
+        self.error = error
+        super().__init__(
+            f"The model called tool {tool_name!r} with arguments that do not match its "
+            f"schema ({error}); the call was not run. Ask again, force the call with "
+            "tool_required=True/tool_choice (a grammar then keeps the arguments valid), "
+            "or use a larger model."
+        )

@@ -51,6 +51,8 @@ class SamplingOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    """Seed of the random draw; a seeded request also skips prompt-prefix reuse, so the same
+    request gives the same output whatever ran before (greedy ones included)."""
     num_predict: int = -1
     stop: tuple[str, ...] = ()
 

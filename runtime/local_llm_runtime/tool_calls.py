@@ -12,9 +12,11 @@ their chat template:
 
 :class:`ToolCallParser` reads the output delta by delta and returns text that is safe
 to show and completed :class:`ToolCall` objects; a block whose JSON is invalid or
-names an unknown tool comes back as the text it was. :func:`tool_call_gbnf` and
-:func:`json_schema_gbnf` build llama.cpp grammars that force a valid call or a JSON
-value matching a schema. Nothing here imports a framework or loads a model.
+names an unknown tool comes back as the text it was, and a call whose arguments do
+not match the tool's JSON schema comes back with :attr:`ToolCall.error` set.
+:func:`tool_call_gbnf` and :func:`json_schema_gbnf` build llama.cpp grammars that
+force a valid call or a JSON value matching a schema. Nothing here imports a
+framework or loads a model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.tool_schema import normalize_tools, validate_arguments
 
 __all__ = [
     "ToolCall",
@@ -79,14 +82,24 @@ class ToolCall:
     """The tool's name, one of the names offered."""
     arguments: dict[str, Any]
     """The decoded arguments."""
+    error: str | None = None
+    """Why the arguments do not validate against the tool's schema; ``None`` when they do.
+
+    A call with an error must not be run: adapters report it as an invalid call."""
 
 
 def _new_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def _to_call(obj: object, tool_names: Collection[str]) -> ToolCall | None:
-    """Turn one decoded call object into a ToolCall, or ``None`` if it is not one."""
+def _to_call(
+    obj: object, tool_names: Collection[str], schemas: Mapping[str, Mapping[str, Any]]
+) -> ToolCall | None:
+    """Turn one decoded call object into a ToolCall, or ``None`` if it is not one.
+
+    A call of an offered tool whose arguments do not match ``schemas[name]``
+    comes back with its ``error`` set.
+    """
     if not isinstance(obj, dict):
         return None
     call: dict[str, Any] = obj
@@ -101,7 +114,9 @@ def _to_call(obj: object, tool_names: Collection[str]) -> ToolCall | None:
             return None
     if not isinstance(name, str) or name not in tool_names or not isinstance(args, dict):
         return None
-    return ToolCall(_new_id(), name, args)
+    schema = schemas.get(name)
+    error = validate_arguments(schema, args) if schema is not None else None
+    return ToolCall(_new_id(), name, args, error)
 
 
 def _closers(text: str) -> str | None:
@@ -139,13 +154,17 @@ _MAX_REPAIR = 2
 
 
 def _to_calls(
-    text: str, tool_names: Collection[str], *, repair: bool = True
+    text: str,
+    tool_names: Collection[str],
+    schemas: Mapping[str, Mapping[str, Any]],
+    *,
+    repair: bool,
 ) -> list[ToolCall] | None:
-    """Decode a JSON object or list of call objects; ``None`` unless all are valid calls.
+    """Decode a JSON object or list of call objects; ``None`` unless all are calls.
 
     With ``repair``, a call that lacks only its last closing bracket(s) is
     completed; it still has to name an offered tool and carry its arguments
-    explicitly (an output cut by the token limit is never repaired).
+    explicitly. Only output that ended by itself is ever repaired.
     """
     text = text.strip()
     try:
@@ -162,7 +181,7 @@ def _to_calls(
         if not all(isinstance(i, dict) and _ARGUMENT_KEYS & set(i) for i in items):
             return None
     items = value if isinstance(value, list) else [value]
-    calls = [_to_call(item, tool_names) for item in items]
+    calls = [_to_call(item, tool_names, schemas) for item in items]
     if not calls or any(call is None for call in calls):
         return None
     return [call for call in calls if call is not None]
@@ -219,15 +238,26 @@ class ToolCallParser:
     back are only text that could begin a marker and trailing whitespace (so that
     whitespace around a call is dropped). Marker text and call JSON never come out
     as text, unless the block is invalid (bad JSON, unknown tool): then its raw text
-    comes out as text, nothing dropped.
+    comes out as text, nothing dropped. A call whose arguments break its tool's
+    schema comes out as a :class:`ToolCall` with ``error`` set.
     """
 
-    def __init__(self, fmt: ToolFormat, tool_names: Collection[str]) -> None:
+    def __init__(
+        self,
+        fmt: ToolFormat,
+        tool_names: Collection[str],
+        *,
+        schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         """Create a parser for one output.
 
         Args:
             fmt: The model's tool-call format (see :func:`detect_tool_format`).
             tool_names: Names of the tools offered; calls to other names stay text.
+            schemas: Parameter schemas by tool name (closed, see
+                :func:`local_llm_runtime.tool_schema.tool_schemas`); a call whose
+                arguments do not validate gets :attr:`ToolCall.error`. Tools without
+                an entry are not checked.
 
         Raises:
             InvalidOptionError: If ``fmt`` is not a known format.
@@ -236,6 +266,7 @@ class ToolCallParser:
             raise InvalidOptionError(f"Unknown tool-call format {fmt!r}.")
         self._fmt: ToolFormat = fmt
         self._names = frozenset(tool_names)
+        self._schemas: Mapping[str, Mapping[str, Any]] = dict(schemas or {})
         self._buf = ""
         self._mode: Literal["start", "text", "block", "plain"] = "start"
         self._scan = _JsonEnd()
@@ -260,20 +291,25 @@ class ToolCallParser:
             pass
         return self._take()
 
-    def finish(self, *, repair: bool = True) -> list[Event]:
+    def finish(self, *, ended_naturally: bool) -> list[Event]:
         """End the output: complete what can be completed, return the rest as text.
 
         Args:
-            repair: Complete a last call that lacks only closing brackets; pass
-                ``False`` when the output was cut by the token limit.
+            ended_naturally: The generation ended by itself (an end-of-generation
+                token or a stop sequence). Only then is a last call that lacks its
+                closing brackets (or ``hermes``' closing tag) completed. An output
+                cut short (token limit, cancel, timeout) may have been cut inside a
+                value (``{"amount": 100`` of ``1000``): its unfinished call comes
+                back as text, never as a call.
 
         Returns:
-            The last text pieces and calls. A ``hermes`` block without its closing
-            tag still becomes a call if its JSON is complete and valid.
+            The last text pieces and calls.
         """
-        self._repair = repair
+        self._repair = ended_naturally
         rest, self._buf = self._buf, ""
-        if self._mode == "block" and self._fmt == "hermes":
+        if self._mode == "block" and not ended_naturally:
+            self._text(self._marker + rest)  # a call cut short is not a call
+        elif self._mode == "block" and self._fmt == "hermes":
             body = rest[: len(rest) - _partial_suffix(rest, self._close)] if self._close else rest
             self._block(self._marker + rest, body)
         elif self._mode == "block" and self._fmt == "llama3":
@@ -439,7 +475,11 @@ class ToolCallParser:
 
     def _block(self, raw: str, body: str | None) -> None:
         """Emit the calls of one block, or else its raw text (with the space cut before it)."""
-        calls = _to_calls(body, self._names, repair=self._repair) if body is not None else None
+        calls = (
+            _to_calls(body, self._names, self._schemas, repair=self._repair)
+            if body is not None
+            else None
+        )
         if calls is None:
             self._text(raw)
         else:
@@ -464,20 +504,30 @@ class ToolCallParser:
 
 
 def parse_tool_calls(
-    fmt: ToolFormat, text: str, tool_names: Collection[str]
+    fmt: ToolFormat,
+    text: str,
+    tool_names: Collection[str],
+    *,
+    ended_naturally: bool,
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[str, list[ToolCall]]:
-    """Parse a complete output.
+    """Parse a whole output.
 
     Args:
         fmt: The model's tool-call format.
         text: The whole output.
         tool_names: Names of the tools offered.
+        ended_naturally: The generation ended by itself (end-of-generation token
+            or stop sequence), not by a token limit, cancel, timeout or error;
+            only then is a call short of its closing brackets completed.
+        schemas: Parameter schemas by tool name, to set :attr:`ToolCall.error`.
 
     Returns:
-        The text with the call blocks removed, and the calls in order.
+        The text with the call blocks removed, and the calls in order (invalid
+        ones included, with ``error`` set).
     """
-    parser = ToolCallParser(fmt, tool_names)
-    events = parser.feed(text) + parser.finish()
+    parser = ToolCallParser(fmt, tool_names, schemas=schemas)
+    events = parser.feed(text) + parser.finish(ended_naturally=ended_naturally)
     plain = "".join(event for event in events if isinstance(event, str))
     return plain, [event for event in events if isinstance(event, ToolCall)]
 
@@ -573,7 +623,7 @@ def tool_call_gbnf(
         InvalidOptionError: If no tool (or no tool called ``name``) is given, or a
             schema cannot be turned into a grammar.
     """
-    functions = [dict(tool.get("function", tool)) for tool in tools]
+    functions = [tool["function"] for tool in normalize_tools(tools)]
     if name is not None:
         functions = [fn for fn in functions if fn.get("name") == name]
     if not functions:
@@ -583,7 +633,7 @@ def tool_call_gbnf(
     alternatives: list[dict[str, Any]] = []
     all_defs: dict[str, Any] = {}
     for index, fn in enumerate(functions):
-        params, defs = _hoist_defs(fn.get("parameters") or {"type": "object"}, f"t{index}-")
+        params, defs = _hoist_defs(fn["parameters"], f"t{index}-")
         all_defs.update(defs)
         alternatives.append(
             {

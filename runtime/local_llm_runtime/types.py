@@ -87,13 +87,19 @@ class ReasoningDelta:
 
 @dataclass(frozen=True)
 class ToolCallDelta:
-    """One complete tool call, parsed from the model's own tool-call syntax."""
+    """One complete tool call, parsed from the model's own tool-call syntax.
+
+    A call whose arguments do not validate against the tool's JSON schema comes
+    with ``error`` set: it must not be run (adapters report it as invalid).
+    """
 
     index: int
     """Position among this response's tool calls (0, 1, ... for parallel calls)."""
     id: str
     name: str
     arguments: dict[str, Any]
+    error: str | None = None
+    """Why the arguments do not validate against the tool's schema; ``None`` when they do."""
 
     @property
     def arguments_json(self) -> str:
@@ -121,6 +127,9 @@ class ChatResult:
     text: str = ""
     reasoning: str = ""
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    """The valid tool calls, safe to run."""
+    invalid_tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    """Calls of offered tools whose arguments do not validate (``error`` says why)."""
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     timings: Timings | None = None
@@ -138,7 +147,7 @@ def aggregate(chunks: Iterable[Chunk]) -> ChatResult:
         elif isinstance(chunk, ReasoningDelta):
             reasoning.append(chunk.text)
         elif isinstance(chunk, ToolCallDelta):
-            result.tool_calls.append(chunk)
+            (result.tool_calls if chunk.error is None else result.invalid_tool_calls).append(chunk)
         else:
             result.finish_reason = chunk.finish_reason
             result.usage = chunk.usage

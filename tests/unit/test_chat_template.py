@@ -178,7 +178,7 @@ def test_chatml_fallback_with_tools_is_hermes_style() -> None:
     )
     assert "<|im_start|>tool\n<tool_response>\n22°C\n</tool_response><|im_end|>" in prompt
     assistant = prompt.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
-    plain, [call] = parse_tool_calls("hermes", assistant, {"get_weather"})
+    plain, [call] = parse_tool_calls("hermes", assistant, {"get_weather"}, ended_naturally=True)
     assert plain == ""
     assert (call.name, call.arguments) == ("get_weather", {"location": "Paris"})
     assert CHATML_TEMPLATE.count("<|im_start|>") >= 3

@@ -45,7 +45,7 @@ def test_public_api_is_pinned() -> None:
             "ContextLengthExceededError", "DownloadError", "Engine", "FileRef", "FinalChunk",
             "GenerationError",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
-            "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
+            "InvalidToolCallError", "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
             "QuantizationNotFoundError", "ReasoningDelta", "RequestTimeoutError", "RunningModel",
             "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta",

@@ -46,7 +46,7 @@ def parse_chunks(fmt: ToolFormat, chunks: list[str], names: set[str] = NAMES) ->
     events: list[str | ToolCall] = []
     for chunk in chunks:
         events += parser.feed(chunk)
-    return normalized(events + parser.finish())
+    return normalized(events + parser.finish(ended_naturally=True))
 
 
 def chunkings(text: str, seed: int = 0) -> Iterator[list[str]]:
@@ -162,7 +162,7 @@ def test_parser_same_result_for_every_chunking(
 
 @pytest.mark.parametrize(("fmt", "text", "expected"), CASES)
 def test_parse_tool_calls_convenience(fmt: ToolFormat, text: str, expected: list[Event]) -> None:
-    plain, calls = parse_tool_calls(fmt, text, NAMES)
+    plain, calls = parse_tool_calls(fmt, text, NAMES, ended_naturally=True)
     assert plain == "".join(e for e in expected if isinstance(e, str))
     assert [(c.name, c.arguments) for c in calls] == [e for e in expected if isinstance(e, tuple)]
 
@@ -178,7 +178,7 @@ def test_text_streams_with_minimal_delay_and_markers_never_leak() -> None:
     assert (call.name, call.arguments) == ("add", {})
     assert parser.feed("\n") == []  # whitespace after a call is dropped
     assert parser.feed(" bye") == ["bye"]
-    assert parser.finish() == []
+    assert parser.finish(ended_naturally=True) == []
 
 
 def test_llama3_buffers_only_at_the_start() -> None:
@@ -195,6 +195,7 @@ def test_tool_call_ids_are_fresh() -> None:
         "hermes",
         '<tool_call>{"name": "add", "arguments": {}}</tool_call>' * 2,
         NAMES,
+        ended_naturally=True,
     )
     assert len(calls) == 2
     assert all(re.fullmatch(r"call_[0-9a-f]{24}", c.id) for c in calls)
@@ -316,7 +317,7 @@ def test_forced_call_is_always_valid(
     for seed in range(4):
         text, finish = generate(llm, gbnf, seed)
         assert finish == "stop", text
-        plain, calls = parse_tool_calls(fmt, text, NAMES)
+        plain, calls = parse_tool_calls(fmt, text, NAMES, ended_naturally=True)
         assert plain == "", text
         assert len(calls) == 1, text
         assert name is None or calls[0].name == name
@@ -340,7 +341,7 @@ def test_parallel_forced_calls_are_valid(llm: llama_cpp.Llama, fmt: ToolFormat) 
         if finish != "stop":  # a random model may go on calling until max_tokens
             continue
         stopped += 1
-        plain, calls = parse_tool_calls(fmt, text, NAMES)
+        plain, calls = parse_tool_calls(fmt, text, NAMES, ended_naturally=True)
         assert plain == "", text
         assert calls, text
         for call in calls:
@@ -368,7 +369,7 @@ def test_schemas_with_defs_of_the_same_name_do_not_collide(llm: llama_cpp.Llama)
     assert compiles(llm, gbnf)
     for seed in range(6):
         text, _ = generate(llm, gbnf, seed)
-        _, [call] = parse_tool_calls("hermes", text, {"color", "count"})
+        _, [call] = parse_tool_calls("hermes", text, {"color", "count"}, ended_naturally=True)
         item = call.arguments["item"]
         if call.name == "color":
             assert item in ("red", "blue")
@@ -410,12 +411,16 @@ def test_grammar_errors_are_typed() -> None:
         json_schema_gbnf({"$ref": "https://example.com/schema.json"})  # never fetched
 
 
-def test_tool_without_parameters_takes_any_object(llm: llama_cpp.Llama) -> None:
-    gbnf = tool_call_gbnf("llama3", [{"type": "function", "function": {"name": "now"}}])
+@pytest.mark.parametrize("fmt", ["hermes", "mistral", "llama3"])
+def test_a_forced_call_of_a_tool_without_parameters_has_exactly_no_arguments(
+    llm: llama_cpp.Llama, fmt: ToolFormat
+) -> None:
+    gbnf = tool_call_gbnf(fmt, [{"type": "function", "function": {"name": "now"}}])
     assert compiles(llm, gbnf)
-    text, _ = generate(llm, gbnf, 0)
-    _, [call] = parse_tool_calls("llama3", text, {"now"})
-    assert call.name == "now"
+    for seed in range(3):
+        text, _ = generate(llm, gbnf, seed)
+        _, [call] = parse_tool_calls(fmt, text, {"now"}, ended_naturally=True)
+        assert (call.name, call.arguments) == ("now", {})
 
 
 def test_parallel_bare_calls_after_a_call_are_calls() -> None:
@@ -423,13 +428,14 @@ def test_parallel_bare_calls_after_a_call_are_calls() -> None:
     from local_llm_runtime.tool_calls import parse_tool_calls
 
     text = '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>,\n{"name": "b", "arguments": {"x": 1}}'
-    plain, calls = parse_tool_calls("hermes", text, ["a", "b"])
+    plain, calls = parse_tool_calls("hermes", text, ["a", "b"], ended_naturally=True)
     assert plain == ""
     assert [(c.name, c.arguments) for c in calls] == [("a", {}), ("b", {"x": 1})]
     plain, calls = parse_tool_calls(
         "hermes",
         '{"name": "a", "arguments": {}}\n{"name": "b", "arguments": {}}\nDone.',
         ["a", "b"],
+        ended_naturally=True,
     )
     assert (plain, [c.name for c in calls]) == ("Done.", ["a", "b"])
 
@@ -445,7 +451,7 @@ def test_parallel_bare_calls_after_a_call_are_calls() -> None:
     ],
 )
 def test_a_call_short_of_its_closing_brackets_is_completed(fmt: str, text: str) -> None:
-    plain, calls = parse_tool_calls(fmt, text, NAMES)  # type: ignore[arg-type]
+    plain, calls = parse_tool_calls(fmt, text, NAMES, ended_naturally=True)  # type: ignore[arg-type]
     assert plain == ""
     assert [(c.name, c.arguments) for c in calls] == [("add", {"a": 1, "b": 2})]
 
@@ -461,7 +467,7 @@ def test_a_call_short_of_its_closing_brackets_is_completed(fmt: str, text: str) 
     ],
 )
 def test_only_a_missing_closing_bracket_is_repaired(text: str) -> None:
-    plain, calls = parse_tool_calls("hermes", text, NAMES)
+    plain, calls = parse_tool_calls("hermes", text, NAMES, ended_naturally=True)
     assert calls == [] and plain == text
 
 
@@ -470,10 +476,10 @@ def test_no_repair_for_an_output_cut_by_the_token_limit() -> None:
 
     text = '{"name": "add", "arguments": {"a": 1, "b": 2'
     parser = ToolCallParser("hermes", NAMES)
-    events = parser.feed(text) + parser.finish(repair=False)
+    events = parser.feed(text) + parser.finish(ended_naturally=False)
     assert normalized(events) == [text]  # maybe "b": 23 was coming: not a call
 
 
 def test_a_repaired_call_must_state_its_arguments() -> None:
-    plain, calls = parse_tool_calls("hermes", '{"name": "add"', NAMES)
+    plain, calls = parse_tool_calls("hermes", '{"name": "add"', NAMES, ended_naturally=True)
     assert calls == [] and plain == '{"name": "add"'
