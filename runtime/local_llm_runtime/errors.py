@@ -27,6 +27,7 @@ __all__ = [
     "QuantizationNotFoundError",
     "StoreError",
     "TemplateError",
+    "UnsupportedSchemaError",
 ]
 
 
@@ -122,3 +123,21 @@ def _or_list(items: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class UnsupportedSchemaError(InvalidOptionError):
+    """A JSON schema holds a constraint that no grammar can enforce (checked before load).
+
+    Attributes:
+        keyword: The JSON-schema keyword at fault, e.g. ``"uniqueItems"``.
+        pointer: Where it is, as a JSON pointer into the schema, e.g.
+            ``"#/properties/tags/uniqueItems"``.
+    """
+
+    def __init__(self, keyword: str, pointer: str, reason: str) -> None:
+        self.keyword = keyword
+        self.pointer = pointer
+        super().__init__(
+            f"This JSON schema cannot be turned into a grammar: {keyword!r} at {pointer} "
+            f"{reason}. Remove or loosen that constraint (and check it after generation)."
+        )
