@@ -106,7 +106,8 @@ _PRIMITIVES: dict[str, str] = {
     "space": '" "?',
     # A JSON string character: no raw control characters, simple escapes only
     # (a \uXXXX pair would count as two characters against minLength).
-    "char": r'[^"\\\x00-\x1F\x7F] | "\\" ["\\/bfnrt]',
+    # Positive ranges: llama.cpp decodes F5-F7 leads to code points past U+10FFFF.
+    "char": r'[ !#-\[\]-~\x80-\uD7FF\uE000-\U0010FFFF] | "\\" ["\\/bfnrt]',
     "string": r'"\"" char* "\"" space',
     "integral-part": "[0] | [1-9] [0-9]{0,15}",
     "decimal-part": "[0-9]{1,16}",
@@ -266,13 +267,15 @@ def _magnitude(low: int, low_in: bool, high: int | None, high_in: bool, whole: b
             return []
         return _natural_range(low, high)
     if high is not None and high <= low:
-        return [_literal(str(low))] if high == low and low_in and high_in else []
+        if high == low and low_in and high_in:
+            return [_literal(str(low)) + ' ("." "0"{1,15})?']
+        return []
     out = [_literal(str(low)) + " " + (_ANY_FRACTION if low_in else _NONZERO_FRACTION)]
     if high is None or low + 1 <= high - 1:
         out.append(_group(_natural_range(low + 1, None if high is None else high - 1)))
         out[-1] += " " + _ANY_FRACTION
     if high is not None and high_in:
-        out.append(_literal(str(high)))
+        out.append(_literal(str(high)) + ' ("." "0"{1,15})?')
     return out
 
 
