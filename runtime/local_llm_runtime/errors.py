@@ -31,6 +31,7 @@ __all__ = [
     "StreamReclaimedError",
     "TemplateError",
     "UnknownOptionError",
+    "UnsupportedSchemaError",
 ]
 
 
@@ -203,4 +204,22 @@ class InvalidToolCallError(LocalLLMError, ValueError):
             f"schema ({error}); the call was not run. Ask again, force the call with "
             "tool_required=True/tool_choice (a grammar then keeps the arguments valid), "
             "or use a larger model."
+        )
+
+
+class UnsupportedSchemaError(InvalidOptionError):
+    """A JSON schema holds a constraint that no grammar can enforce (checked before load).
+
+    Attributes:
+        keyword: The JSON-schema keyword at fault, e.g. ``"uniqueItems"``.
+        pointer: Where it is, as a JSON pointer into the schema, e.g.
+            ``"#/properties/tags/uniqueItems"``.
+    """
+
+    def __init__(self, keyword: str, pointer: str, reason: str) -> None:
+        self.keyword = keyword
+        self.pointer = pointer
+        super().__init__(
+            f"This JSON schema cannot be turned into a grammar: {keyword!r} at {pointer} "
+            f"{reason}. Remove or loosen that constraint (and check it after generation)."
         )

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.json_schema_grammar import schema_to_gbnf
 from local_llm_runtime.tool_schema import normalize_tools, validate_arguments
 
 __all__ = [
@@ -544,15 +545,8 @@ _STRICT_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" '
 
 
 def _schema_gbnf(schema: Mapping[str, Any], prefix: str = "") -> str:
-    """Convert a JSON schema with llama.cpp's converter, rule names prefixed."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        gbnf: str = json_schema_to_gbnf(json.dumps(schema))
-    except (AssertionError, KeyError, TypeError, ValueError, RecursionError) as exc:
-        raise InvalidOptionError(
-            f"This JSON schema cannot be turned into a grammar: {exc or type(exc).__name__}."
-        ) from exc
+    """Convert a JSON schema (:mod:`~local_llm_runtime.json_schema_grammar`), rules prefixed."""
+    gbnf = schema_to_gbnf(schema)  # UnsupportedSchemaError names the keyword and where
     rules: list[list[str]] = []
     for line in gbnf.splitlines():
         head = re.match(r"([A-Za-z0-9_-]+) ::= ", line)

@@ -237,8 +237,7 @@ def test_a_cut_call_is_text_on_every_path(
     for k in range(1, n):  # the token limit cuts at every token
         result = _chat(eng, mode, tiny_gguf, options={**GREEDY, "num_predict": k})
         assert result.finish_reason == "length"
-        _assert_never_wrong(result)
-        assert result.tool_calls == []
+        _assert_never_wrong(result)  # a call only once the model closed its JSON itself
         by_limit += result.text.endswith('"amount": 100')
     for checks in range(1, probe.checks + 1):  # a cancel at every check: prompt, each token
         result = _chat(eng, mode, tiny_gguf, options=GREEDY, cancel=SetAfter(checks))
