@@ -19,6 +19,7 @@ __all__ = [
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
+    "LlamaBindingError",
     "LocalLLMError",
     "ModelExistsError",
     "ModelLoadError",
@@ -122,3 +123,7 @@ def _or_list(items: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class LlamaBindingError(ModelLoadError):
+    """The installed llama-cpp-python lacks a function (or signature) the runtime calls."""

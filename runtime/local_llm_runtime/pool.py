@@ -33,7 +33,7 @@ from typing import Any
 
 import llama_cpp
 
-from local_llm_runtime import cpu, gpu, llama_log
+from local_llm_runtime import binding, cpu, gpu, llama_log
 from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
@@ -350,6 +350,7 @@ class ModelPool:
     def _load(
         self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
     ) -> LoadedModel:
+        binding.check()  # once per process: a too-old llama-cpp-python is a typed error
         info = read_gguf_info(model.path)  # typed error for non-GGUF/truncated files
         for extra in model.paths[1:]:
             read_gguf_info(extra)

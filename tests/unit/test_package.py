@@ -44,6 +44,7 @@ def test_public_api_is_pinned() -> None:
             "AuthenticationError", "ChatResult", "ChecksumMismatchError", "Chunk",
             "ContextLengthExceededError", "DownloadError", "Engine", "FileRef", "FinalChunk",
             "GenerationError",
+            "LlamaBindingError",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
             "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
@@ -68,6 +69,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.ChecksumMismatchError, ValueError), (e.StoreError, OSError),
         (e.ModelLoadError, RuntimeError), (e.ContextLengthExceededError, ValueError),
         (e.GenerationError, RuntimeError),
+        (e.LlamaBindingError, RuntimeError),
         (e.TemplateError, ValueError),
     ]  # fmt: skip
     for error, builtin in pairs:
