@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import logging
 import sys
 import threading
@@ -202,7 +201,7 @@ def _default_loader(
             if has_pooling
             else llama_cpp.LLAMA_POOLING_TYPE_MEAN
         )
-    with contextlib.redirect_stderr(io.StringIO()):  # llama-cpp-python's own prints
+    with llama_log.quiet_prints():  # llama-cpp-python's own prints, without swapping sys.stderr
         llm = llama_cpp.Llama(**kwargs)
     llm.verbose = False
     return llm
@@ -546,7 +545,7 @@ class ModelPool:
         read_gguf_info(model.path)  # typed error for a file that is not a GGUF
         llama_log.start_capture()
         try:
-            with contextlib.redirect_stderr(io.StringIO()):
+            with llama_log.quiet_prints():
                 llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=True)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
