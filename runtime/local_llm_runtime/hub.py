@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, get_token, hf_hub_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from tqdm.auto import tqdm
 
@@ -163,6 +164,24 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
+def _login_token(path: Path | None) -> str | None:
+    """The token saved by ``hf auth login`` (never logged).
+
+    Where our settings' token file is huggingface_hub's own (the usual case),
+    ``huggingface_hub.get_token()`` reads it, refreshing an expiring OAuth token;
+    otherwise (``HF_HOME`` changed after import) the file is read directly.
+    """
+    if path is None:
+        return None
+    if Path(hf_constants.HF_TOKEN_PATH).expanduser() == path:
+        return get_token()
+    try:
+        token = path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
 class HubClient:
     """Talks to the Hub for the store: one listing per resolution, verified downloads.
 
@@ -181,9 +200,9 @@ class HubClient:
         return HfApi(endpoint=self.settings.hf_endpoint, token=self._token())
 
     def _token(self) -> str | bool:
-        # False (not None) so huggingface_hub does not fall back to a token file on disk
-        # when the environment says nothing.
-        return self.settings.token_value() or False
+        # False (not None) so huggingface_hub never picks a token by itself: the one we
+        # pass comes from our settings (HF_TOKEN), else from the `hf auth login` file.
+        return self.settings.token_value() or _login_token(self.settings.hf_token_path) or False
 
     def _check_online(self, what: str) -> None:
         if self.settings.hf_offline:
@@ -198,12 +217,12 @@ class HubClient:
         if isinstance(exc, hf_errors.GatedRepoError):
             return AuthenticationError(
                 f"hf.co/{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN "
-                "to a token of that account."
+                "(or run 'hf auth login') with a token of that account."
             )
         if isinstance(exc, hf_errors.RepositoryNotFoundError):
             return ModelNotFoundError(
                 f"Repository hf.co/{repo_id} not found on the Hub; check the spelling, "
-                "or set HF_TOKEN if it is private."
+                "or set HF_TOKEN (or run 'hf auth login') if it is private."
             )
         if isinstance(exc, hf_errors.RevisionNotFoundError):
             return ModelNotFoundError(f"The requested revision of hf.co/{repo_id} does not exist.")
@@ -217,7 +236,8 @@ class HubClient:
             status = getattr(getattr(exc, "response", None), "status_code", "?")
             if status in (401, 403):
                 return AuthenticationError(
-                    f"The Hub refused access to hf.co/{repo_id} (HTTP {status}); check HF_TOKEN."
+                    f"The Hub refused access to hf.co/{repo_id} (HTTP {status}); "
+                    "check HF_TOKEN or 'hf auth login'."
                 )
             return DownloadError(
                 f"The Hub answered HTTP {status} for hf.co/{repo_id}; try again later."
