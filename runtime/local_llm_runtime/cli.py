@@ -60,6 +60,9 @@ def _section(out: TextIO, title: str, items: list[tuple[str, Any]]) -> None:
     out.write("\n")
 
 
+_UNVERIFIED = "NO - the source sent no hash; the digest is of the bytes received"
+
+
 def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     info = lib.show(args.name)
     if args.json:
@@ -89,6 +92,7 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
             ("repository", source.get("repo_id")),
             ("revision", source.get("revision")),
             ("digest", info["digest"]),
+            ("verified", {True: "yes", False: _UNVERIFIED}.get(info["verified"], "-")),
             ("size", human_size(info["size"])),
         ]
         + [("file", f["path"]) for f in info["files"]],
@@ -104,7 +108,14 @@ def _cmd_pull(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     out.write(f"pulling {args.name}\n")
     out.flush()
     record = lib.pull(args.name, update=args.update)
-    out.write(f"verifying sha256 digest {record.digest[:12]}\nsuccess\n")
+    if record.verified:
+        out.write(f"verifying sha256 digest {record.digest[:12]}\nsuccess\n")
+        return
+    names = ", ".join(f.repo_path or "?" for f in record.files if not f.verified)
+    out.write(
+        f"WARNING: the Hub sent no hash for {names}; recorded UNVERIFIED "
+        f"(sha256 {record.digest[:12]} is of the bytes received)\nsuccess (unverified)\n"
+    )
 
 
 def _cmd_rm(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidModelNameError",
     "InvalidOptionError",
     "InvalidToolCallError",
+    "LlamaBindingError",
     "LocalLLMError",
     "ModelExistsError",
     "ModelLoadError",
@@ -223,3 +224,7 @@ class UnsupportedSchemaError(InvalidOptionError):
             f"This JSON schema cannot be turned into a grammar: {keyword!r} at {pointer} "
             f"{reason}. Remove or loosen that constraint (and check it after generation)."
         )
+
+
+class LlamaBindingError(ModelLoadError):
+    """The installed llama-cpp-python lacks a function (or signature) the runtime calls."""

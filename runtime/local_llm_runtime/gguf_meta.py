@@ -47,6 +47,10 @@ _TYPE_SIZES: dict[int, tuple[int, int]] = {
 _STRING, _ARRAY = 8, 9
 _KEEP_ARRAY = 64  # arrays longer than this are summarized by their length only
 _MAX_COUNT = 1 << 32
+_MAX_DEPTH = 4
+"""Deepest nesting of arrays accepted (llama.cpp itself reads no array of arrays)."""
+_MIN_ITEM_BYTES = {_STRING: 8, _ARRAY: 12}
+"""Smallest encoding of a string (its u64 length) and of an array (u32 type, u64 count)."""
 
 
 @dataclass(frozen=True)
@@ -100,23 +104,35 @@ class _Reader:
     def skip_string(self) -> None:
         self.take(self.u64())
 
-    def value(self, kind: int) -> Any:
+    def value(self, kind: int, depth: int = 0) -> Any:
         if kind in _SCALARS:
             return self.scalar(kind)
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
+            if depth >= _MAX_DEPTH:
+                raise self.fail(f"arrays nested more than {_MAX_DEPTH} deep")
             item_kind = self.u32()
             count = self.u64()
-            if count > _MAX_COUNT:
-                raise self.fail("array too long")
+            self.check_count(item_kind, count)
             if count <= _KEEP_ARRAY:
-                return [self.value(item_kind) for _ in range(count)]
-            self.skip_values(item_kind, count)
+                return [self.value(item_kind, depth + 1) for _ in range(count)]
+            self.skip_values(item_kind, count, depth + 1)
             return {"array_of": item_kind, "length": count}
         raise self.fail(f"unknown value type {kind}")
 
-    def skip_values(self, kind: int, count: int) -> None:
+    def check_count(self, item_kind: int, count: int) -> None:
+        """Reject an array whose items cannot fit in the rest of the file (before any loop)."""
+        if item_kind in _SCALARS:
+            item_bytes = _SCALARS[item_kind][1]
+        elif item_kind in _MIN_ITEM_BYTES:
+            item_bytes = _MIN_ITEM_BYTES[item_kind]
+        else:
+            raise self.fail(f"unknown value type {item_kind}")
+        if count > _MAX_COUNT or count * item_bytes > len(self.buf) - self.pos:
+            raise self.fail(f"array of {count} items is longer than the file")
+
+    def skip_values(self, kind: int, count: int, depth: int) -> None:
         if kind in _SCALARS:
             self.take(_SCALARS[kind][1] * count)
         elif kind == _STRING:
@@ -124,7 +140,7 @@ class _Reader:
                 self.skip_string()
         else:
             for _ in range(count):
-                self.value(kind)
+                self.value(kind, depth)
 
 
 def read_gguf_info(path: str | Path) -> GGUFInfo:

@@ -10,6 +10,13 @@ cache (resume on dropped connections, per-blob lock so concurrent processes
 download once, progress bars). It only checks sizes, so every file is hashed
 afterwards and a mismatch deletes the blob and raises
 :class:`~local_llm_runtime.errors.ChecksumMismatchError`.
+
+The expected hash comes from the listing (the LFS sha256) or, when the listing
+omits it (some mirrors and proxies do), from the file's own resolve endpoint
+(``X-Linked-Etag``/``ETag``: the LFS sha256, or the git blob sha1 of a small
+file), as ``huggingface_hub.get_hf_file_metadata`` reports it. Only when neither
+carries a hash is a file kept *unverified*: recorded as such, never called
+verified (trust on first use is never silent).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from tqdm.auto import tqdm
 
@@ -40,7 +48,14 @@ from local_llm_runtime.errors import (
 )
 from local_llm_runtime.settings import RuntimeSettings
 
-__all__ = ["HubClient", "HubFile", "HubResolution", "select_files", "sha256_file"]
+__all__ = [
+    "FetchedFile",
+    "HubClient",
+    "HubFile",
+    "HubResolution",
+    "select_files",
+    "sha256_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +65,8 @@ _QUANT_TOKEN = re.compile(
 )
 _DOWNLOAD_ATTEMPTS = 3
 _HASH_CHUNK = 8 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,29 @@ class HubFile:
     path: str
     size: int
     sha256: str | None
-    """LFS sha256 reported by the Hub (``None`` for a non-LFS file)."""
+    """sha256 the Hub reported: the listing's LFS sha256, else the resolve endpoint's ETag."""
+    git_sha1: str | None = None
+    """Git blob sha1 of the content (the ETag of a non-LFS file), when no sha256 exists."""
+
+    @property
+    def verifiable(self) -> bool:
+        """Whether the Hub sent any hash to check the bytes against."""
+        return self.sha256 is not None or self.git_sha1 is not None
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """One file of a resolution, on disk in the HF cache."""
+
+    file: HubFile
+    path: Path
+    """Its snapshot path."""
+    sha256: str
+    """sha256 of the bytes on disk."""
+    verified: bool
+    """Whether they matched a hash the Hub sent (``False``: the Hub sent none)."""
+    downloaded: bool
+    """Whether this pull put the content into the cache (``False``: it was already there)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +177,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1(path: Path) -> str:
+    r"""The git object id of a file's content (``sha1("blob <size>\0" + content)``)."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class _Progress(tqdm):  # type: ignore[type-arg]
     """Bytes, rate and ETA on stderr; on or off by our settings, not by import-time env."""
 
@@ -163,6 +211,24 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
+def _login_token(path: Path | None) -> str | None:
+    """The token saved by ``hf auth login`` (never logged).
+
+    Where our settings' token file is huggingface_hub's own (the usual case),
+    ``huggingface_hub.get_token()`` reads it, refreshing an expiring OAuth token;
+    otherwise (``HF_HOME`` changed after import) the file is read directly.
+    """
+    if path is None:
+        return None
+    if Path(hf_constants.HF_TOKEN_PATH).expanduser() == path:
+        return get_token()
+    try:
+        token = path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
 class HubClient:
     """Talks to the Hub for the store: one listing per resolution, verified downloads.
 
@@ -181,9 +247,9 @@ class HubClient:
         return HfApi(endpoint=self.settings.hf_endpoint, token=self._token())
 
     def _token(self) -> str | bool:
-        # False (not None) so huggingface_hub does not fall back to a token file on disk
-        # when the environment says nothing.
-        return self.settings.token_value() or False
+        # False (not None) so huggingface_hub never picks a token by itself: the one we
+        # pass comes from our settings (HF_TOKEN), else from the `hf auth login` file.
+        return self.settings.token_value() or _login_token(self.settings.hf_token_path) or False
 
     def _check_online(self, what: str) -> None:
         if self.settings.hf_offline:
@@ -198,12 +264,12 @@ class HubClient:
         if isinstance(exc, hf_errors.GatedRepoError):
             return AuthenticationError(
                 f"hf.co/{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN "
-                "to a token of that account."
+                "(or run 'hf auth login') with a token of that account."
             )
         if isinstance(exc, hf_errors.RepositoryNotFoundError):
             return ModelNotFoundError(
                 f"Repository hf.co/{repo_id} not found on the Hub; check the spelling, "
-                "or set HF_TOKEN if it is private."
+                "or set HF_TOKEN (or run 'hf auth login') if it is private."
             )
         if isinstance(exc, hf_errors.RevisionNotFoundError):
             return ModelNotFoundError(f"The requested revision of hf.co/{repo_id} does not exist.")
@@ -217,7 +283,8 @@ class HubClient:
             status = getattr(getattr(exc, "response", None), "status_code", "?")
             if status in (401, 403):
                 return AuthenticationError(
-                    f"The Hub refused access to hf.co/{repo_id} (HTTP {status}); check HF_TOKEN."
+                    f"The Hub refused access to hf.co/{repo_id} (HTTP {status}); "
+                    "check HF_TOKEN or 'hf auth login'."
                 )
             return DownloadError(
                 f"The Hub answered HTTP {status} for hf.co/{repo_id}; try again later."
@@ -250,22 +317,44 @@ class HubClient:
             chosen = select_files(list(siblings), quant)
         except QuantizationNotFoundError as exc:
             raise QuantizationNotFoundError(f"hf.co/{repo_id}: {exc}") from None
+        # The Hub's own spelling of the id: one cache folder whatever case the user typed.
+        canonical = info.id if info.id and info.id.lower() == repo_id.lower() else repo_id
         files = []
         for path in chosen:
             sibling = siblings[path]
-            sha = sibling.lfs.sha256 if sibling.lfs else None
+            sha = sibling.lfs.sha256.lower() if sibling.lfs and sibling.lfs.sha256 else None
             size = sibling.lfs.size if sibling.lfs else sibling.size
-            files.append(HubFile(path=path, size=int(size or 0), sha256=sha))
-        return HubResolution(repo_id=repo_id, revision=info.sha, quant=quant, files=tuple(files))
+            git_sha1 = None
+            if sha is None:  # listing without LFS info: ask the file's own endpoint
+                sha, git_sha1 = self._hash_from_headers(canonical, info.sha, path)
+            files.append(HubFile(path=path, size=int(size or 0), sha256=sha, git_sha1=git_sha1))
+        return HubResolution(repo_id=canonical, revision=info.sha, quant=quant, files=tuple(files))
 
-    def download(self, resolution: HubResolution) -> list[tuple[HubFile, Path, str]]:
+    def _hash_from_headers(self, repo_id: str, commit: str, path: str) -> tuple[str | None, ...]:
+        """(sha256, git sha1) from the resolve endpoint's ETag; ``(None, None)`` if not a hash."""
+        url = hf_hub_url(repo_id, path, revision=commit, endpoint=self.settings.hf_endpoint)
+        try:
+            meta = get_hf_file_metadata(
+                url, token=self._token(), endpoint=self.settings.hf_endpoint
+            )
+        except Exception as exc:
+            raise self._translate(exc, repo_id) from None
+        etag = (meta.etag or "").strip('"').lower()
+        if _SHA256.fullmatch(etag):
+            return etag, None
+        if _GIT_SHA1.fullmatch(etag):
+            return None, etag
+        return None, None
+
+    def download(self, resolution: HubResolution) -> list[FetchedFile]:
         """Fetch every file of a resolution into the HF cache and verify it.
 
         Args:
             resolution: What :meth:`resolve` chose.
 
         Returns:
-            For each file: its listing entry, its snapshot path and its sha256.
+            For each file: its snapshot path, sha256, whether a Hub hash verified it
+            and whether this call transferred it (vs. found it in the cache).
 
         Raises:
             ChecksumMismatchError: If a file's content does not match the Hub's sha256
@@ -275,9 +364,20 @@ class HubClient:
         self._check_online(f"hf.co/{resolution.repo_id}")
         out = []
         for file in resolution.files:
+            blobs_before = self._blob_names(resolution.repo_id)
             path = self._download_one(resolution, file)
-            out.append((file, path, self._verify(resolution, file, path)))
+            sha, verified = self._verify(resolution, file, path)
+            blob = Path(os.readlink(path)).name if path.is_symlink() else None
+            downloaded = blob is not None and blob not in blobs_before
+            out.append(FetchedFile(file, path, sha, verified, downloaded))
         return out
+
+    def _blob_names(self, repo_id: str) -> set[str]:
+        blobs = self.settings.hf_cache / ("models--" + repo_id.replace("/", "--")) / "blobs"
+        try:
+            return {entry.name for entry in blobs.iterdir()}
+        except OSError:
+            return set()
 
     def _download_one(self, resolution: HubResolution, file: HubFile) -> Path:
         tqdm_class = _Progress if self.settings.progress_bars else _QuietProgress
@@ -309,13 +409,22 @@ class HubClient:
                 raise self._translate(exc, resolution.repo_id) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _verify(self, resolution: HubResolution, file: HubFile, path: Path) -> str:
+    def _verify(self, resolution: HubResolution, file: HubFile, path: Path) -> tuple[str, bool]:
         actual = sha256_file(path)
-        expected = file.sha256
-        if expected is None:
-            # Not an LFS file: the blob is named by its git hash; keep what we read.
-            return actual
-        if actual != expected.lower():
+        if file.sha256 is not None:
+            expected, got = file.sha256.lower(), actual
+        elif file.git_sha1 is not None:
+            expected, got = file.git_sha1.lower(), git_blob_sha1(path)
+        else:
+            logger.warning(
+                "hf.co/%s sent no hash for %s: it is recorded unverified (sha256 %s... of the "
+                "bytes received).",
+                resolution.repo_id,
+                file.path,
+                actual[:12],
+            )
+            return actual, False
+        if got != expected:
             blob = path.resolve()
             for victim in (path, blob):
                 with contextlib.suppress(OSError):
@@ -324,7 +433,7 @@ class HubClient:
                 path.parent.rmdir()
             raise ChecksumMismatchError(
                 f"{file.path} from hf.co/{resolution.repo_id} is corrupt "
-                f"(sha256 {actual[:12]}..., expected {expected[:12]}...); "
+                f"(hash {got[:12]}..., expected {expected[:12]}...); "
                 "it was deleted, pull again."
             )
-        return actual
+        return actual, True

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import os
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from local_llm_runtime.errors import (
     StoreError,
 )
 from local_llm_runtime.gguf_meta import read_gguf_info, summarize
+from local_llm_runtime.hf_cache import delete_snapshot_files
 from local_llm_runtime.hub import HubClient
 from local_llm_runtime.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
 from local_llm_runtime.options import validate_options
@@ -38,12 +39,15 @@ from local_llm_runtime.store import (
     Manifest,
     ModelRecord,
     Store,
+    hub_file_key,
     import_blob,
     now,
     store_key,
 )
 
 __all__ = ["LocalModel", "ModelLibrary"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_QUANT = "Q4_K_M"
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
@@ -253,16 +257,24 @@ class ModelLibrary:
         resolution = self.hub.resolve(repo_id, quant, revision)
         fetched = self.hub.download(resolution)
         files = [
-            FileRecord(sha256=sha, size=path.stat().st_size, repo_path=file.path)
-            for file, path, sha in fetched
+            FileRecord(
+                sha256=f.sha256,
+                size=f.path.stat().st_size,
+                repo_path=f.file.path,
+                verified=f.verified,
+            )
+            for f in fetched
         ]
-        with self.store.transaction() as manifest:
+        if isinstance(ref, HubRef):  # the Hub's spelling of the id, whatever case was typed
+            name = HubRef(resolution.repo_id, quant).key
+        after_commit: list[Callable[[], None]] = []
+        with self.store.transaction(after_commit) as manifest:
             previous = manifest.models.get(store_key(name))
             record = ModelRecord(
                 name=previous.name if previous else name,
                 source="hub",
                 files=files,
-                repo_id=repo_id,
+                repo_id=resolution.repo_id,
                 revision=resolution.revision,
                 quant=quant,
                 origin=previous.origin if previous else name,
@@ -272,8 +284,13 @@ class ModelLibrary:
                 modified_at=now(),
             )
             manifest.models[store_key(name)] = record
+            owned = set(manifest.downloaded)
+            for f in fetched:
+                key = hub_file_key(resolution.repo_id, resolution.revision, f.file.path)
+                if f.downloaded and key not in owned:
+                    manifest.downloaded.append(key)
             if previous is not None:
-                self._collect_garbage(manifest, [previous])
+                after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
 
     # ---- list / show -------------------------------------------------------
@@ -293,6 +310,9 @@ class ModelLibrary:
             A JSON-ready mapping: ``name``, ``details`` (architecture, parameters,
             quantization, context and embedding length, chat template, license,
             capabilities), ``files``, ``source``, ``system`` and ``parameters``.
+            ``verified`` (also per file) says whether the digest was checked against a
+            hash the source sent; ``False`` for a Hub file that came with no hash at all
+            (its digest is only that of the bytes received); ``None`` for a plain path.
         """
         model = self.resolve(text, pull=False)
         details = summarize([read_gguf_info(path) for path in model.paths])
@@ -300,7 +320,12 @@ class ModelLibrary:
             details["capabilities"] = ["embedding"]
         record = model.record
         files = [
-            {"path": str(path), "size": path.stat().st_size, "sha256": f.sha256 if f else None}
+            {
+                "path": str(path),
+                "size": path.stat().st_size,
+                "sha256": f.sha256 if f else None,
+                "verified": f.verified if f else None,
+            }
             for path, f in zip(
                 model.paths, record.files if record else [None] * len(model.paths), strict=True
             )
@@ -318,6 +343,7 @@ class ModelLibrary:
         return {
             "name": model.name,
             "digest": model.sha256,
+            "verified": record.verified if record else None,
             "size": model.size,
             "modified_at": record.modified_at.isoformat() if record else None,
             "origin": record.origin if record else None,
@@ -343,11 +369,12 @@ class ModelLibrary:
         name = self._stored_name(ref)
         if self.store.get(name) is None:  # fail before the store is touched
             raise self._missing(name)
-        with self.store.transaction() as manifest:
+        after_commit: list[Callable[[], None]] = []
+        with self.store.transaction(after_commit) as manifest:
             record = manifest.models.pop(store_key(name), None)
             if record is None:  # removed by another process meanwhile
                 raise self._missing(name)
-            self._collect_garbage(manifest, [record])
+            after_commit.append(self._collect_garbage(manifest, [record]))
         return record
 
     def _missing(self, name: str) -> ModelNotFoundError:
@@ -433,11 +460,12 @@ class ModelLibrary:
                 "modified_at": now(),
             }
         )
-        with self.store.transaction() as manifest:
+        after_commit: list[Callable[[], None]] = []
+        with self.store.transaction(after_commit) as manifest:
             previous = manifest.models.get(store_key(target.key))
             manifest.models[store_key(target.key)] = record
             if previous is not None:
-                self._collect_garbage(manifest, [previous])
+                after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
 
     def _import(self, ref: FileRef) -> ModelRecord:
@@ -456,21 +484,51 @@ class ModelLibrary:
             embedding=isinstance(pooling, int) and pooling > 0,
         )
 
-    def _collect_garbage(self, manifest: Manifest, dropped: Iterable[ModelRecord]) -> None:
-        """Delete the files of dropped records that no remaining record uses."""
-        remaining = [p for r in manifest.models.values() for p in self.store.paths(r)]
-        keep = set(remaining)
-        keep_real = {os.path.realpath(p) for p in remaining}
+    def _collect_garbage(
+        self, manifest: Manifest, dropped: Iterable[ModelRecord]
+    ) -> Callable[[], None]:
+        """Plan the deletion of the files of dropped records that no remaining record uses.
+
+        Runs inside the transaction: it only decides (and forgets the ownership of
+        what it will delete in ``manifest``); the returned callback deletes, after the
+        manifest commit succeeded. Imported blobs are the store's own; a Hub file is
+        deleted only if this store downloaded it (``manifest.downloaded``), through
+        huggingface_hub's cache API, which keeps blobs other snapshots reference.
+        """
+        remaining = [r for r in manifest.models.values()]
+        keep_blobs = {f.sha256 for r in remaining if r.source == "file" for f in r.files}
+        keep_hub = {
+            hub_file_key(r.repo_id, r.revision, f.repo_path)
+            for r in remaining
+            if r.source == "hub" and r.repo_id and r.revision
+            for f in r.files
+            if f.repo_path
+        }
+        owned = set(manifest.downloaded)
+        imported: list[Path] = []
+        hub_files: list[tuple[str, str, str]] = []
         for record in dropped:
-            for path in self.store.paths(record):
-                if path in keep:
+            for file in record.files:
+                if record.source == "file":
+                    if file.sha256 not in keep_blobs:
+                        imported.append(self.store.blob_path(file.sha256))
                     continue
-                real = os.path.realpath(path)
+                if not (record.repo_id and record.revision and file.repo_path):
+                    continue
+                key = hub_file_key(record.repo_id, record.revision, file.repo_path)
+                if key in owned and key not in keep_hub:
+                    hub_files.append((record.repo_id, record.revision, file.repo_path))
+                    owned.discard(key)
+        manifest.downloaded = [key for key in manifest.downloaded if key in owned]
+        cache = self.settings.hf_cache
+
+        def delete() -> None:
+            for path in imported:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                if record.source == "hub":
-                    if real not in keep_real:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(real)
-                    with contextlib.suppress(OSError):
-                        path.parent.rmdir()
+            try:
+                delete_snapshot_files(cache, hub_files)
+            except OSError as exc:  # the names are gone already; files stay behind
+                logger.warning("Could not delete files from the HF cache %s: %s", cache, exc)
+
+        return delete

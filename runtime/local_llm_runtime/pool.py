@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import logging
 import sys
 import threading
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 
 import llama_cpp
 
-from local_llm_runtime import cpu, gpu, llama_log, repack
+from local_llm_runtime import binding, cpu, gpu, llama_log, repack
 from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.gguf_meta import read_gguf_info
@@ -260,7 +259,7 @@ def _default_loader(
             if has_pooling
             else llama_cpp.LLAMA_POOLING_TYPE_MEAN
         )
-    with contextlib.redirect_stderr(io.StringIO()):  # llama-cpp-python's own prints
+    with llama_log.quiet_prints():  # llama-cpp-python's own prints, without swapping sys.stderr
         llm = llama_cpp.Llama(**kwargs)
     llm.verbose = False
     return llm
@@ -433,6 +432,7 @@ class ModelPool:
     def _load(
         self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
     ) -> LoadedModel:
+        binding.check()  # once per process: a too-old llama-cpp-python is a typed error
         info = read_gguf_info(model.path)  # typed error for non-GGUF/truncated files
         for extra in model.paths[1:]:
             read_gguf_info(extra)
@@ -634,7 +634,7 @@ class ModelPool:
         read_gguf_info(model.path)  # typed error for a file that is not a GGUF
         llama_log.start_capture()
         try:
-            with contextlib.redirect_stderr(io.StringIO()):
+            with llama_log.quiet_prints():
                 llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=True)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(

@@ -164,6 +164,10 @@ class RuntimeSettings(BaseModel):
     """Seconds a stream may go unread while holding its model before a request waiting for
     that model cancels it and takes the model (``LOCAL_LLM_STREAM_IDLE_TIMEOUT``)."""
 
+    hf_token_path: Path | None = None
+    """Where ``hf auth login`` saves its token (``HF_TOKEN_PATH``, else ``$HF_HOME/token``);
+    read when ``HF_TOKEN`` is unset."""
+
     progress_bars: bool = True
     """Show download progress (off when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set)."""
 
@@ -184,17 +188,16 @@ class RuntimeSettings(BaseModel):
             if home_raw
             else Path(platformdirs.user_data_dir("local-llm", appauthor=False))
         )
-        hf_cache_raw = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-        if hf_cache_raw:
-            hf_cache = Path(hf_cache_raw).expanduser()
+        hf_home = env.get("HF_HOME")
+        if hf_home:
+            base = Path(hf_home).expanduser()
         else:
-            hf_home = env.get("HF_HOME")
-            if hf_home:
-                base = Path(hf_home).expanduser()
-            else:
-                xdg = env.get("XDG_CACHE_HOME")
-                base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
-            hf_cache = base / "hub"
+            xdg = env.get("XDG_CACHE_HOME")
+            base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
+        hf_cache_raw = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+        hf_cache = Path(hf_cache_raw).expanduser() if hf_cache_raw else base / "hub"
+        token_path_raw = env.get("HF_TOKEN_PATH")
+        hf_token_path = Path(token_path_raw).expanduser() if token_path_raw else base / "token"
         token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
         keep_alive_raw = env.get("LOCAL_LLM_KEEP_ALIVE")
         keep_alive = 300.0
@@ -226,6 +229,7 @@ class RuntimeSettings(BaseModel):
             or _is_true(env.get("TRANSFORMERS_OFFLINE")),
             hf_token=SecretStr(token) if token else None,
             hf_cache=hf_cache,
+            hf_token_path=hf_token_path,
             progress_bars=not _is_true(progress_raw),
             stream_idle_timeout=stream_idle,
         )

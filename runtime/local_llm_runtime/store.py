@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from local_llm_runtime.errors import StoreError
 from local_llm_runtime.settings import RuntimeSettings
 
-__all__ = ["FileRecord", "Manifest", "ModelRecord", "Store", "hub_snapshot_path"]
+__all__ = ["FileRecord", "Manifest", "ModelRecord", "Store", "hub_file_key", "hub_snapshot_path"]
 
 MANIFEST_VERSION = 1
 _LOCK_TIMEOUT_S = 120.0
@@ -46,6 +46,10 @@ class FileRecord(BaseModel):
     """Size in bytes."""
     repo_path: str | None = None
     """Path inside the Hub repository; ``None`` for an imported file."""
+    verified: bool = True
+    """Whether ``sha256`` was checked against a hash the source sent. ``False`` only for a
+    Hub file whose listing and download carried no hash: then ``sha256`` is merely the
+    hash of the bytes that arrived (recorded, shown as unverified, never called verified)."""
 
 
 class ModelRecord(BaseModel):
@@ -84,12 +88,26 @@ class ModelRecord(BaseModel):
         """Total size of the files in bytes."""
         return sum(f.size for f in self.files)
 
+    @property
+    def verified(self) -> bool:
+        """Whether every file was checked against a hash its source sent."""
+        return all(f.verified for f in self.files)
+
 
 class Manifest(BaseModel):
     """The whole store: a versioned mapping of lower-cased names to records."""
 
     version: int = MANIFEST_VERSION
     models: dict[str, ModelRecord] = Field(default_factory=dict)
+    downloaded: list[str] = Field(default_factory=list)
+    """Hub files this store transferred into the shared HF cache (:func:`hub_file_key`),
+    as opposed to files that were already there (another tool's, or another revision's
+    blob): only these are ever deleted from the shared cache."""
+
+
+def hub_file_key(repo_id: str, revision: str, repo_path: str) -> str:
+    """The identity of one Hub file at one commit (repo ids are case-insensitive)."""
+    return f"{repo_id.lower()}@{revision}/{repo_path}"
 
 
 def store_key(name: str) -> str:
@@ -133,10 +151,17 @@ class Store:
         return self.read().models.get(store_key(name))
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Manifest]:
+    def transaction(
+        self, after_commit: list[Callable[[], None]] | None = None
+    ) -> Iterator[Manifest]:
         """Lock the store, yield the manifest for changes, then write it atomically.
 
         If the body raises, nothing is written.
+
+        Args:
+            after_commit: Callbacks the body may append to; they run once the new
+                manifest is written, still under the lock (so no other process sees a
+                half-applied change), and never if the body or the write failed.
         """
         try:
             self.home.mkdir(parents=True, exist_ok=True)
@@ -158,6 +183,8 @@ class Store:
                     f"Cannot write {self.manifest_path}: {exc.strerror or exc}; "
                     "the previous state is kept."
                 ) from None
+            for callback in after_commit or ():
+                callback()
         finally:
             lock.release()
 

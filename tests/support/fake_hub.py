@@ -10,7 +10,9 @@ client to run unmodified against it (pointed to by ``HF_ENDPOINT``):
 
 It records every request and can misbehave on demand: drop a connection in
 the middle of a file, serve corrupt bytes, answer 404s, require a token for a
-gated repo, or serve slowly.
+gated repo, serve slowly, list files without their LFS info (as some mirrors
+do) or send an ETag that is not a hash (as some proxies do). Earlier commits of
+a repository stay reachable by their hash after ``add_repo`` replaces it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class FakeRepo:
     commit: str
     files: dict[str, FakeFile]
     gated_token: str | None = None
+    history: dict[str, dict[str, FakeFile]] = field(default_factory=dict)
+    """Earlier commits (hash -> files), still served by hash."""
 
 
 @dataclass
@@ -75,6 +79,10 @@ class Faults:
     """File paths served with a flipped byte (same length, wrong hash)."""
     bytes_per_second: float | None = None
     """Throttle for every file body."""
+    omit_lfs: set[str] = field(default_factory=set)
+    """File paths listed without LFS info (no sha256 in the repository listing)."""
+    opaque_etag: set[str] = field(default_factory=set)
+    """File paths whose resolve endpoint sends an ETag that is not a hash."""
 
 
 class FakeHub:
@@ -113,7 +121,11 @@ class FakeHub:
                 (repo_id + "".join(sorted(f.sha256 for f in fake_files.values()))).encode()
             ).hexdigest()
         )
-        self.repos[repo_id.lower()] = FakeRepo(repo_id, commit, fake_files, gated_token)
+        previous = self.repos.get(repo_id.lower())
+        history = dict(previous.history) if previous else {}
+        if previous is not None:
+            history[previous.commit] = previous.files
+        self.repos[repo_id.lower()] = FakeRepo(repo_id, commit, fake_files, gated_token, history)
         return commit
 
     # ---- lifecycle ---------------------------------------------------------
@@ -224,10 +236,17 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _revision_ok(self, repo: FakeRepo, rev: str) -> bool:
-        if unquote(rev) in ("main", repo.commit):
+        if unquote(rev) in ("main", repo.commit) or unquote(rev) in repo.history:
             return True
         self._error(404, "RevisionNotFound", "Invalid rev id")
         return False
+
+    @staticmethod
+    def _at(repo: FakeRepo, rev: str) -> tuple[str, dict[str, FakeFile]]:
+        rev = unquote(rev)
+        if rev in repo.history:
+            return rev, repo.history[rev]
+        return repo.commit, repo.files
 
     # ---- verbs -------------------------------------------------------------
 
@@ -253,6 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id)
         if repo is None or not self._revision_ok(repo, rev):
             return
+        commit, files = self._at(repo, rev)
+        omit = self.fake.faults.omit_lfs
         if kind == "tree":
             self._send_json(
                 200,
@@ -262,19 +283,23 @@ class _Handler(BaseHTTPRequestHandler):
                         "oid": f.sha256[:40],
                         "size": f.size,
                         "path": f.path,
-                        "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134},
+                        **(
+                            {}
+                            if f.path in omit
+                            else {"lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134}}
+                        ),
                     }
-                    for f in repo.files.values()
+                    for f in files.values()
                 ],
             )
             return
         self._send_json(
             200,
             {
-                "_id": repo.commit[:24],
+                "_id": commit[:24],
                 "id": repo.repo_id,
                 "modelId": repo.repo_id,
-                "sha": repo.commit,
+                "sha": commit,
                 "private": False,
                 "gated": "auto" if repo.gated_token else False,
                 "disabled": False,
@@ -287,9 +312,13 @@ class _Handler(BaseHTTPRequestHandler):
                         "rfilename": f.path,
                         "size": f.size,
                         "blobId": f.sha256[:40],
-                        "lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": 134},
+                        **(
+                            {}
+                            if f.path in omit
+                            else {"lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": 134}}
+                        ),
                     }
-                    for f in repo.files.values()
+                    for f in files.values()
                 ],
             },
         )
@@ -298,12 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id)
         if repo is None or not self._revision_ok(repo, rev):
             return
-        file = repo.files.get(file_path)
+        commit, files = self._at(repo, rev)
+        file = files.get(file_path)
         if file is None:
             self._send_json(
                 404,
                 {"error": "Entry not found"},
-                {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit},
+                {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit},
             )
             return
         start = 0
@@ -312,9 +342,13 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(m.group(1))
         status = 206 if start else 200
         self.send_response(status)
-        self.send_header("X-Repo-Commit", repo.commit)
-        self.send_header("ETag", f'"{file.sha256}"')
-        self.send_header("X-Linked-Etag", f'"{file.sha256}"')
+        self.send_header("X-Repo-Commit", commit)
+        if file.path in self.fake.faults.opaque_etag:  # a proxy's own tag, not a hash
+            etag = "px-" + hashlib.md5(file.sha256.encode(), usedforsecurity=False).hexdigest()
+            self.send_header("ETag", f'"{etag}"')
+        else:
+            self.send_header("ETag", f'"{file.sha256}"')
+            self.send_header("X-Linked-Etag", f'"{file.sha256}"')
         self.send_header("X-Linked-Size", str(file.size))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(file.size - start))

@@ -72,3 +72,46 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         read_gguf_info(tmp_path / "nope.gguf")
     with pytest.raises(InvalidModelFileError):
         read_gguf_info(tmp_path)
+
+
+def _header(*kv: bytes) -> bytes:
+    """A GGUF v3 header with no tensors and the given encoded key/value pairs."""
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv)) + b"".join(kv)
+
+
+def _key(name: str) -> bytes:
+    raw = name.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _nested_arrays(depth: int) -> bytes:
+    # value type ARRAY (9), then `depth` array headers each holding one array, innermost empty u8
+    one_level = struct.pack("<IQ", 9, 1)
+    return struct.pack("<I", 9) + one_level * (depth - 1) + struct.pack("<IQ", 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_key("deep") + _nested_arrays(10_000), "nested"),
+        (_key("deep") + _nested_arrays(1_000_000), "nested"),
+        (_key("huge") + struct.pack("<IIQ", 9, 0, 1 << 40), "longer than the file"),
+        (_key("huge") + struct.pack("<IIQ", 9, 8, (1 << 32) - 1), "longer than the file"),
+        (_key("huge") + struct.pack("<IIQ", 9, 9, 1 << 31) + b"\0" * 64, "longer than the file"),
+        (_key("odd") + struct.pack("<IIQ", 9, 77, 3), "unknown value type 77"),
+    ],
+    ids=["nest-10k", "nest-1m", "u8-2^40", "str-2^32", "array-2^31", "unknown-item"],
+)
+def test_hostile_arrays_are_invalid_files_not_crashes(
+    tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(_header(payload))
+    with pytest.raises(InvalidModelFileError, match=reason):
+        read_gguf_info(path)
+
+
+def test_shallow_nested_arrays_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "nested.gguf"
+    path.write_bytes(_header(_key("pair") + _nested_arrays(3)))
+    assert read_gguf_info(path).metadata["pair"] == [[[]]]

@@ -255,3 +255,33 @@ def test_progress_bar_shows_bytes_unless_disabled(
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     ModelLibrary().pull("qwen2.5-coder:0.5b-instruct-q8_0")
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("via", ["huggingface_hub.get_token", "token file of HF_HOME"])
+def test_token_from_hf_auth_login_is_used_and_never_shown(
+    via: str,
+    fake_hub: FakeHub,
+    tiny_gguf: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    isolated_env: dict[str, Path],
+) -> None:
+    from huggingface_hub import constants
+
+    secret = "hf_LoggedInTokenValue456"
+    fake_hub.add_repo("org/Gated-GGUF", {"gated-Q4_K_M.gguf": tiny_gguf}, gated_token=secret)
+    with pytest.raises(AuthenticationError, match="hf auth login"):
+        ModelLibrary().pull("hf.co/org/Gated-GGUF")
+    token_file = isolated_env["hf_home"] / "token"  # what `hf auth login` writes
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(secret + "\n")
+    if via == "huggingface_hub.get_token":  # HF_HOME was set before huggingface_hub's import
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    assert "HF_TOKEN" not in os.environ
+    caplog.set_level(logging.DEBUG)
+    assert main(["pull", "hf.co/org/Gated-GGUF"]) == 0
+    assert main(["show", "hf.co/org/Gated-GGUF", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert secret not in out + err + caplog.text
+    assert f"Bearer {secret}" in [r.headers.get("authorization") for r in fake_hub.requests]
