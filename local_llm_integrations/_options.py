@@ -13,6 +13,7 @@ from local_llm_runtime.validation import check_arguments
 
 __all__ = [
     "CALL_OPTIONS",
+    "OPTION_FIELDS",
     "LocalModelOptions",
     "ReasoningSetting",
     "check_constructor_arguments",
@@ -20,11 +21,14 @@ __all__ = [
     "reasoning_mode",
 ]
 
+#: The Ollama-named option fields of :class:`LocalModelOptions`, in the engine's names.
+OPTION_FIELDS = (
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "seed",
+    "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
+)  # fmt: skip
+
 #: Option names a caller may override per call (``max_tokens`` is ``num_predict``).
-CALL_OPTIONS = frozenset({
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "num_ctx",
-    "num_predict", "max_tokens", "stop", "num_gpu", "num_thread",
-})  # fmt: skip
+CALL_OPTIONS = frozenset({*OPTION_FIELDS, "max_tokens"})
 
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 
@@ -97,6 +101,9 @@ class LocalModelOptions(BaseModel):
     repeat_penalty: float | None = None
     """Penalty for repeating recent tokens (1.1)."""
 
+    repeat_last_n: int | None = None
+    """How far back ``repeat_penalty`` looks, in tokens (64; 0 off, -1 the whole context)."""
+
     seed: int | None = None
     """Random seed; the same seed and request give the same output whatever ran before.
 
@@ -159,10 +166,7 @@ class LocalModelOptions(BaseModel):
     def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Ollama-named options that are set, with per-call overrides applied."""
         options: dict[str, Any] = {}
-        for name in (
-            "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
-            "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
-        ):  # fmt: skip
+        for name in OPTION_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 options[name] = value

@@ -118,6 +118,11 @@ class LocalLLM(FunctionCallingLLM):
     repeat_penalty: float | None = Field(
         default=None, ge=0.0, description="Penalty for repeating recent tokens (1.1)."
     )
+    repeat_last_n: int | None = Field(
+        default=None,
+        ge=-1,
+        description="How far back repeat_penalty looks, in tokens (64; 0 off, -1 the context).",
+    )
     seed: int | None = Field(
         default=None,
         description=(

@@ -96,6 +96,11 @@ _CONTAINERS = frozenset({"$defs", "definitions"})
 FORMAT_ANNOTATIONS = frozenset({"password", "binary"})
 """``format`` values that constrain nothing pydantic checks (``SecretStr``, ``bytes``)."""
 
+_MAX_REPETITIONS = 2000
+"""The most repetitions llama.cpp's grammar parser expands (``MAX_REPETITION_THRESHOLD``
+in ``llama-grammar.cpp``): more is refused, and a larger upper bound is silently
+dropped there, so counts above it are refused here, naming the keyword."""
+
 _MAX_DIGITS = 16
 """Digits of an unbounded integer part (as llama.cpp's converter: 1-16)."""
 
@@ -272,8 +277,9 @@ def _magnitude(low: int, low_in: bool, high: int | None, high_in: bool, whole: b
         return []
     out = [_literal(str(low)) + " " + (_ANY_FRACTION if low_in else _NONZERO_FRACTION)]
     if high is None or low + 1 <= high - 1:
-        out.append(_group(_natural_range(low + 1, None if high is None else high - 1)))
-        out[-1] += " " + _ANY_FRACTION
+        between = _natural_range(low + 1, None if high is None else high - 1)
+        if between:  # empty past the largest number the grammar writes
+            out.append(_group(between) + " " + _ANY_FRACTION)
     if high is not None and high_in:
         out.append(_literal(str(high)) + ' ("." "0"{1,15})?')
     return out
@@ -565,6 +571,8 @@ class _Regex:
             high = low if m.group(2) is None else (int(m.group(3)) if m.group(3) else None)
             if high is not None and high < low:
                 raise self.fail("a quantifier whose minimum exceeds its maximum")
+            if max(low, high or 0) > _MAX_REPETITIONS:
+                raise self.fail(f"a repetition count over {_MAX_REPETITIONS}")
             self.pos += len(m.group()) - 1
         else:
             return atom
@@ -888,7 +896,20 @@ class _Converter:
             return self.array(schema, path, hint)
         return self.primitive(kind)
 
+    def counts(self, schema: Mapping[str, Any], path: str, *keys: str) -> None:
+        """Refuse counts the grammar engine cannot repeat (see :data:`_MAX_REPETITIONS`)."""
+        for key in keys:
+            value = schema.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_REPETITIONS:
+                raise self.error(
+                    key,
+                    path,
+                    f"is {value}: llama.cpp's grammar engine repeats at most "
+                    f"{_MAX_REPETITIONS} times",
+                )
+
     def string(self, schema: Mapping[str, Any], path: str, hint: str) -> str:
+        self.counts(schema, path, "minLength", "maxLength")
         low, high = schema.get("minLength", 0), schema.get("maxLength")
         for key, value in (("minLength", low), ("maxLength", high)):
             if value is not None and (not isinstance(value, int) or value < 0):
@@ -975,9 +996,25 @@ class _Converter:
                     high_in = True
             else:
                 raise self.error(key, path, f"is {value!r}: only whole-number bounds are enforced")
+        largest = 10**_MAX_DIGITS - 1  # numbers the grammar writes have at most this many digits
+        if bounds[0] is not None and bounds[0] < -largest:
+            bounds[0] = None  # looser than the grammar's own range
+        if bounds[1] is not None and bounds[1] > largest:
+            bounds[1] = None
+        for key, bound, beyond in ((low_key, bounds[0], largest), (high_key, bounds[1], -largest)):
+            if bound is not None and (bound > beyond if key == low_key else bound < beyond):
+                raise self.error(
+                    key,
+                    path,
+                    f"is {schema[key]!r}: numbers of more than {_MAX_DIGITS} digits cannot be "
+                    "enforced by a grammar",
+                )
+        if bounds[0] is None and bounds[1] is None:
+            return self.primitive(kind)
         alternatives = _number_range(bounds[0], low_in, bounds[1], high_in, whole)
         if not alternatives:
-            raise self.error("maximum", path, "is below the minimum: no number fits")
+            culprit = high_key if high is not None else low_key
+            raise self.error(culprit, path, "leaves no number between the bounds")
         return self.add(f"{hint}-{kind}", f"{_group(alternatives)} {self.primitive('space')}")
 
     def object(self, schema: Mapping[str, Any], path: str, hint: str) -> str:
@@ -1000,6 +1037,7 @@ class _Converter:
             kvs[name] = self.add(
                 f"{hint}-{name}-kv", f'{_json_literal(name)} space ":" space {value}'
             )
+        self.counts(schema, path, "maxProperties")
         low, high = schema.get("minProperties", 0), schema.get("maxProperties")
         add: str | None = None
         if "properties" not in schema and extra is not False:
@@ -1044,6 +1082,7 @@ class _Converter:
     def array(self, schema: Mapping[str, Any], path: str, hint: str) -> str:
         if schema.get("uniqueItems") is True and schema.get("maxItems", 2) > 1:
             raise self.error("uniqueItems", path, "cannot be enforced by a grammar (use a list)")
+        self.counts(schema, path, "minItems", "maxItems")
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         if high is not None and high < low:
             raise self.error("maxItems", path, "is below minItems: no array fits")

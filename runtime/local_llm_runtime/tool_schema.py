@@ -96,12 +96,17 @@ def _parameters(name: str, params: Any) -> dict[str, Any]:
     return schema
 
 
+_PARAMETER_KEYS = ("parameters", "input_schema", "inputSchema")
+"""Where a tool's argument schema is: OpenAI/Ollama, Anthropic, MCP."""
+
+
 def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """Bring client tool definitions into one OpenAI form.
 
     Args:
         tools: ``{"type": "function", "function": {...}}`` dicts or bare function
-            dicts ``{"name", "description", "parameters"}``; ``parameters`` may be
+            dicts ``{"name", "description", "parameters"}``; the schema may also be
+            under ``input_schema`` (Anthropic) or ``inputSchema`` (MCP); it may be
             missing or ``None`` (no parameters) and may hold ``"required": null``.
 
     Returns:
@@ -112,8 +117,8 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
         mappings dropped at every level.
 
     Raises:
-        InvalidOptionError: If a tool has no name or its ``parameters`` is not an
-            object schema.
+        InvalidOptionError: If a tool has no name, gives its schema under two keys,
+            or its schema is not an object schema.
     """
     out: list[dict[str, Any]] = []
     for tool in tools or ():
@@ -123,8 +128,14 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
                 f"A tool needs a name: expected {{'type': 'function', 'function': "
                 f"{{'name': ..., 'parameters': ...}}}}, got {dict(tool)!r:.200}."
             )
-        fn = {k: v for k, v in function.items() if k != "parameters" and v is not None}
-        fn["parameters"] = _parameters(fn["name"], function.get("parameters"))
+        given = [key for key in _PARAMETER_KEYS if function.get(key) is not None]
+        if len(given) > 1:
+            raise InvalidOptionError(
+                f"Tool {function['name']!r} gives its parameters twice ({', '.join(given)}); "
+                "keep one."
+            )
+        fn = {k: v for k, v in function.items() if k not in _PARAMETER_KEYS and v is not None}
+        fn["parameters"] = _parameters(fn["name"], function.get(given[0]) if given else None)
         out.append({"type": "function", "function": fn})
     return out
 

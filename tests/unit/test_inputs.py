@@ -424,3 +424,37 @@ def test_llama_index_per_call_arguments_are_checked(tiny_gguf: Path) -> None:
     )
     assert response.message.role == "assistant"
     assert llm.complete("hi", formatted=True).text is not None
+
+
+# Every Ollama-named option of the README reaches the engine from every LLM adapter,
+# at construction and per call (one list: ``OPTION_FIELDS``; adding an option there is
+# what makes the adapters accept it).
+ADAPTER_OPTIONS = {
+    "temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "repeat_penalty": 1.2,
+    "repeat_last_n": 16, "seed": 3, "num_ctx": 256, "num_predict": 2, "stop": ["zz"],
+    "num_thread": 1,
+}  # fmt: skip
+
+
+def test_the_option_list_covers_the_readme_options() -> None:
+    from local_llm_integrations._options import OPTION_FIELDS
+
+    assert set(ADAPTER_OPTIONS) | {"num_gpu"} == set(OPTION_FIELDS)
+    assert set(OPTION_FIELDS) <= set(OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTER_OPTIONS))
+def test_every_option_reaches_the_engine_from_every_adapter(tiny_gguf: Path, name: str) -> None:
+    from local_llm_integrations import ChatLocal
+    from local_llm_integrations.langchain import LocalLLM as LangChainLLM
+    from local_llm_integrations.llama_index import LocalLLM as IndexLLM
+
+    value = ADAPTER_OPTIONS[name]
+    base = {"model": str(tiny_gguf), "num_predict": 2, "num_thread": 1}
+    for cls in (ChatLocal, LangChainLLM):
+        assert cls(**{**base, name: value}).engine_options()[name] == value
+    chat = ChatLocal(**base)
+    assert chat.invoke("hi", **{name: value}).response_metadata["finish_reason"]
+    index = IndexLLM(**{**base, name: value})
+    assert getattr(index, name) == value
+    assert index.complete("hi").text is not None

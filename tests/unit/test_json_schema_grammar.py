@@ -309,6 +309,16 @@ def test_unsupported_keywords_are_named_with_their_place(
         ({"type": "number", "exclusiveMinimum": 0}, [0.001, 3, 7.25], [0, "0.0", -1]),
         ({"type": "number", "minimum": -40, "exclusiveMaximum": 60}, [-40, -3.5, 59.99], [60, -41]),
         ({"type": "integer", "minimum": 0.5, "maximum": 3.7}, [1, 3], [0, 4]),
+        # bounds past the 16 digits the grammar writes: looser ones change nothing...
+        ({"type": "number", "minimum": -1e20}, [0, -5, 12.5], ["-", "."]),
+        ({"type": "integer", "minimum": -(2**70), "maximum": 10**30}, [0, -99, 7], ["-"]),
+        ({"type": "number", "maximum": 1e300}, [1, -3.25], ["1e"]),
+        # ...and the largest enforceable bound still leaves a valid number
+        (
+            {"type": "number", "minimum": 1e15},
+            ["1000000000000000", "1000000000000001.5"],
+            ["5", "", "999999999999999"],
+        ),
     ],
 )
 def test_numeric_bounds_are_exact(
@@ -331,3 +341,57 @@ def _feed_raw(vocab: Any, gbnf: str, text: str) -> bool:
         return _feed(vocab, sampler, text)
     finally:
         llama_cpp.llama_sampler_free(sampler)
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"),
+    [
+        ({"type": "number", "minimum": 1e16}, "minimum"),
+        ({"type": "number", "minimum": 1e300}, "minimum"),
+        ({"type": "integer", "minimum": 10**18}, "minimum"),
+        ({"type": "integer", "exclusiveMinimum": 2**70}, "exclusiveMinimum"),
+        ({"type": "number", "maximum": -1e20}, "maximum"),
+        ({"type": "integer", "exclusiveMaximum": -(2**63)}, "exclusiveMaximum"),
+        ({"type": "integer", "minimum": 5, "maximum": 3}, "maximum"),
+        ({"type": "number", "exclusiveMinimum": 2, "exclusiveMaximum": 2}, "exclusiveMaximum"),
+    ],
+)
+def test_bounds_no_grammar_can_meet_name_their_own_keyword(
+    schema: dict[str, Any], keyword: str
+) -> None:
+    """Never an empty alternative (``{"x": }`` once passed as valid), never a wrong keyword."""
+    wrapped = {"type": "object", "properties": {"x": schema}, "required": ["x"]}
+    with pytest.raises(UnsupportedSchemaError) as caught:
+        schema_to_gbnf(wrapped)
+    assert caught.value.keyword == keyword
+    assert caught.value.pointer == f"#/properties/x/{keyword}"
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"),
+    [
+        ({"type": "string", "maxLength": 5000}, "maxLength"),
+        ({"type": "string", "minLength": 2001}, "minLength"),
+        ({"type": "array", "items": {"type": "integer"}, "maxItems": 10_000}, "maxItems"),
+        (
+            {"type": "object", "additionalProperties": {"type": "integer"}, "maxProperties": 3000},
+            "maxProperties",
+        ),
+        ({"type": "string", "pattern": "^[a-c]{10000}$"}, "pattern"),
+        ({"type": "string", "pattern": "^x{1,2001}$"}, "pattern"),
+    ],
+)
+def test_counts_past_the_grammar_engine_are_named_not_dropped(
+    schema: dict[str, Any], keyword: str
+) -> None:
+    """llama.cpp drops an upper bound over 2000 repetitions silently: refuse it by name."""
+    with pytest.raises(UnsupportedSchemaError) as caught:
+        schema_to_gbnf({"type": "object", "properties": {"x": schema}, "required": ["x"]})
+    assert caught.value.keyword == keyword
+
+
+def test_counts_at_the_limit_still_convert(vocab: Any) -> None:
+    gbnf = schema_to_gbnf({"type": "string", "maxLength": 2000})
+    assert compiles(vocab, gbnf)
+    assert _feed_raw(vocab, gbnf, json.dumps("a" * 2000))
+    assert not _feed_raw(vocab, gbnf, json.dumps("a" * 2001))

@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from local_llm_runtime import InvalidToolCallError, RuntimeSettings
+from local_llm_runtime import InvalidOptionError, InvalidToolCallError, RuntimeSettings
 from local_llm_runtime.engine import Engine
 from local_llm_runtime.tool_calls import parse_tool_calls
 from local_llm_runtime.tool_schema import (
@@ -138,6 +138,9 @@ SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"type": "object", "properties": {"o": {"type": "object", "properties": {}}}},
     ),
     "with properties": ({"name": "t", "parameters": OBJ}, OBJ),
+    "anthropic input_schema": ({"name": "t", "input_schema": OBJ}, OBJ),
+    "mcp inputSchema": ({"name": "t", "inputSchema": OBJ}, OBJ),
+    "mcp inputSchema None": ({"name": "t", "inputSchema": None}, EMPTY),
     "no type": ({"name": "t", "parameters": {"properties": OBJ["properties"]}}, {
         "properties": OBJ["properties"], "type": "object"}),
 }  # fmt: skip
@@ -150,6 +153,29 @@ def test_tool_dicts_are_normalised(shape: str, wrapped: bool) -> None:
     tool = {"type": "function", "function": function} if wrapped else function
     [out] = normalize_tools([tool])
     assert out == {"type": "function", "function": {"name": "t", "parameters": parameters}}
+
+
+def test_a_schema_given_twice_is_refused() -> None:
+    with pytest.raises(InvalidOptionError, match="twice"):
+        normalize_tools([{"name": "t", "parameters": OBJ, "input_schema": EMPTY}])
+
+
+def test_an_anthropic_tool_forced_call_validates_its_required_field(
+    engine: Engine, tiny_gguf: Path
+) -> None:
+    """Its schema is not dropped: the grammar and the check both see ``amount``."""
+    tool = {"name": "pay", "input_schema": PAY["function"]["parameters"]}
+    result = engine.chat(
+        str(tiny_gguf),
+        MESSAGES,
+        tools=[tool],
+        tool_choice="pay",
+        options={**GREEDY, "num_predict": 400},
+    )
+    assert result.tool_calls, result
+    for call in result.tool_calls:
+        assert call.name == "pay" and isinstance(call.arguments.get("amount"), int)
+    assert all(c.error for c in result.invalid_tool_calls)
 
 
 # ---- the argument check ---------------------------------------------------------------
