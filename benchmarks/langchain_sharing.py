@@ -274,4 +274,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from local_llm_runtime import repack
+
+    with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
+        main()

@@ -25,7 +25,7 @@ from typing import Any
 import llama_cpp
 import llama_cpp.llama_cpp as _binding
 
-__all__ = ["amx_available", "model_params", "use_extra_buffers"]
+__all__ = ["amx_available", "like_the_runtime", "model_params", "use_extra_buffers"]
 
 _USE_EXTRA_BUFTS: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
     "local_llm_use_extra_bufts", default=None
@@ -77,3 +77,17 @@ def model_params(*, use_extra_bufts: bool) -> Iterator[None]:
         yield
     finally:
         _USE_EXTRA_BUFTS.reset(token)
+
+
+@contextmanager
+def like_the_runtime() -> Iterator[None]:
+    """Load models in this block (this thread) with the runtime's choice.
+
+    For code that builds ``llama_cpp.Llama`` itself next to the runtime -- the
+    benchmarks' raw baselines and their LangChain/LlamaIndex peers, tests -- so
+    they load the same way (and do not crash where AMX buffers do).
+    """
+    from local_llm_runtime.settings import RuntimeSettings
+
+    with model_params(use_extra_bufts=use_extra_buffers(RuntimeSettings.from_env().repack)):
+        yield

@@ -134,9 +134,18 @@ def test_tool_results_are_fed_back(engine: Engine, model: str) -> None:
             "content": "Sunny, 23 degrees Celsius.",
         },
     ]
-    final = engine.chat(model, messages, tools=[WEATHER], options={"temperature": 0})
-    # The 0.5B model tends to repeat the call before answering; what matters here is
-    # that the tool result reached it through the template and shows up in the answer.
+    # The 0.5B model repeats the call when it may call again (with or without AMX/repacked
+    # kernels the greedy choice flips): ask it to answer, tools off, from the history alone.
+    messages.append(
+        {
+            "role": "user",
+            "content": "Using the tool result, what is the weather in Oslo? Answer in one sentence.",
+        }
+    )
+    final = engine.chat(
+        model, messages, tools=[WEATHER], tool_choice="none", options={"temperature": 0}
+    )
+    # What matters: the call and its result reached it through the template.
     assert "23" in final.text or "sunny" in final.text.lower()
 
 
