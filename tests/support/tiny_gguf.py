@@ -128,12 +128,18 @@ def write_tiny_gguf(
     control_tokens: tuple[str, ...] = (),
     bos_text: str = "<s>",
     eos_text: str = "</s>",
+    f16: bool = False,
+    extra_words: int = 0,
 ) -> Path:
     """Write the model to ``path`` and return it.
 
     ``control_tokens`` are added to the vocabulary as CONTROL tokens (GGUF token
     type 3), like ``<|im_start|>``/``<|im_end|>`` always are; ``bos_text`` and
     ``eos_text`` name the BOS/EOS tokens (see :data:`TEMPLATE_FAMILIES`).
+
+    ``f16`` stores the matrices as float16 (file type 1) and ``extra_words``
+    adds that many word tokens: with both and larger dimensions the file is a
+    realistically shaped model for speed checks (``benchmarks/gpu_check.py``).
 
     With ``split_max_tensors`` the model is written as split shards
     (``{stem}-00001-of-0000N.gguf``) and the first shard's path is returned.
@@ -154,6 +160,7 @@ def write_tiny_gguf(
         "<|im_end|>",
     ]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁"]
+    letters += [f"▁w{i}" for i in range(extra_words)]
     extra = [t for t in control_tokens if t not in words]
     tokens = [
         "<unk>",
@@ -182,7 +189,7 @@ def write_tiny_gguf(
     writer.add_head_count_kv(n_head)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_file_type(0)
+    writer.add_file_type(1 if f16 else 0)
     writer.add_license("apache-2.0")
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
@@ -196,6 +203,8 @@ def write_tiny_gguf(
         writer.add_chat_template(chat_template)
 
     def weight(*shape: int) -> np.ndarray:
+        if f16:  # float32 draws: a big model's weights in seconds
+            return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
