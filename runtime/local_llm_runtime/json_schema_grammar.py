@@ -22,7 +22,7 @@ by the last path segment; so this module converts schemas itself, pure Python:
 
 Every output the grammar allows validates against the schema (the grammar may
 allow fewer outputs than the schema, never more: e.g. no optional whitespace
-beyond one space, no extra properties, no ``\uXXXX`` escapes). A keyword that
+beyond one space, no extra properties, no ``\u`` + four-hex-digit escapes). A keyword that
 cannot be enforced raises :class:`~local_llm_runtime.errors.UnsupportedSchemaError`
 naming the keyword and its JSON pointer, before any model is loaded. Purely
 annotational keywords (``title``, ``description``, ``default``, ``examples``, ...)
@@ -110,7 +110,7 @@ _HEX = "[0-9a-fA-F]"
 _PRIMITIVES: dict[str, str] = {
     "space": '" "?',
     # A JSON string character: no raw control characters, simple escapes only
-    # (a \uXXXX pair would count as two characters against minLength).
+    # (a \u escape pair would count as two characters against minLength).
     # Positive ranges: llama.cpp decodes F5-F7 leads to code points past U+10FFFF.
     "char": r'[ !#-\[\]-~\x80-\uD7FF\uE000-\U0010FFFF] | "\\" ["\\/bfnrt]',
     "string": r'"\"" char* "\"" space',
