@@ -47,7 +47,7 @@ def raw(model, n_gpu, threads=None):
 
 
 def ours(model, opts):
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
     eng = Engine()
     msgs = [{"role": "user", "content": PROMPT}]
@@ -77,7 +77,7 @@ def step(name, model):
         )
     elif name == "ours_parallel":
         os.environ["LOCAL_LLM_NUM_PARALLEL"] = "4"
-        from local_llm_runtime.engine import Engine
+        from local_llm_runtime.llama.engine import Engine
 
         eng = Engine()
         eng.chat(str(model), [{"role": "user", "content": "hi"}], options={"num_predict": 4})

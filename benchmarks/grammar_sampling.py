@@ -1,7 +1,7 @@
 """Structured output speed: our grammar fast path vs llama-cpp-python's grammar sampling.
 
 llama-cpp-python applies a grammar to the whole vocabulary before sampling each
-token; ``local_llm_runtime.sampling.Sampler`` samples first and checks only the
+token; ``local_llm_runtime.llama.sampling.Sampler`` samples first and checks only the
 chosen token (as llama.cpp's common sampler and Ollama do). Contenders, on one
 ``Llama`` instance, the same prompt tokens, greedy, the same JSON schema:
 
@@ -34,8 +34,8 @@ from _common import median, model_path, spread
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime import Engine
-from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
-from local_llm_runtime.tool_calls import json_schema_gbnf
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
     "type": "object",
@@ -198,7 +198,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

@@ -86,7 +86,7 @@ def instrument_llama() -> None:
     _internals.LlamaSampler.sample = wrap(_internals.LlamaSampler.sample)  # type: ignore[method-assign]
     # The runtime samples with its own Sampler (grammar fast path): the same work as
     # llama-cpp-python's sampler call, so it counts as sampling too, not as host time.
-    from local_llm_runtime.sampling import Sampler
+    from local_llm_runtime.llama.sampling import Sampler
 
     Sampler.sample = wrap(Sampler.sample)  # type: ignore[method-assign]
 
@@ -432,7 +432,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

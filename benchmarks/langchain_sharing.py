@@ -39,7 +39,7 @@ def part_chatlocal(path: str) -> dict[str, Any]:
     rss_start = rss_mib()
     import local_llm_runtime
     from local_llm_integrations.langchain import ChatLocal, LocalLLM
-    from local_llm_runtime.engine import default_engine
+    from local_llm_runtime.llama.engine import default_engine
 
     rss_imports = rss_mib()
     pool = default_engine().pool
@@ -274,7 +274,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

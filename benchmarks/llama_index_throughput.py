@@ -37,9 +37,9 @@ from llama_index.llms.llama_cpp import LlamaCPP
 
 from local_llm_integrations.llama_index import LocalEmbedding, LocalLLM
 from local_llm_runtime import ModelLibrary
-from local_llm_runtime.chat_template import ChatTemplate
-from local_llm_runtime.cpu import default_threads
-from local_llm_runtime.gguf_meta import read_gguf_info
+from local_llm_runtime.llama.cpu import default_threads
+from local_llm_runtime.prompt.chat_template import ChatTemplate
+from local_llm_runtime.store.gguf_meta import read_gguf_info
 
 PROMPT = (
     "Write a Python module that implements a binary search tree with insert, delete, "
@@ -237,7 +237,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

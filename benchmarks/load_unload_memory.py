@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from demo_model import ensure_demo_model
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 
 
 def rss_mib() -> float:
@@ -61,7 +61,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

@@ -32,7 +32,7 @@ from _common import median, model_path
 
 from local_llm_integrations.langchain import ChatLocal
 from local_llm_runtime import RuntimeSettings
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.types import FinalChunk, TextDelta
 
 TOPICS = [
@@ -166,7 +166,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from local_llm_runtime import repack
+    from local_llm_runtime.llama import repack
 
     with repack.like_the_runtime():  # raw baselines and peers load as the runtime does
         main()

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.llama.engine import Engine, default_engine
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.validation import check_arguments
 

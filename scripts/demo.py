@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_model import DEMO_NAME, SHA256, ensure_demo_model
 from local_llm_runtime import ModelLibrary
-from local_llm_runtime.cli import main as cli
+from local_llm_runtime.cli.main import main as cli
 
 
 def register_demo_model() -> str:

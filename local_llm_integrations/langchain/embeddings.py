@@ -8,7 +8,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from local_llm_integrations._options import check_constructor_arguments
-from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
+from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
 from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbeddings"]

@@ -11,10 +11,10 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_llm_runtime.chat_template import CHATML_TEMPLATE
 from local_llm_runtime.errors import LocalLLMError
-from local_llm_runtime.gguf_meta import read_gguf_info
-from local_llm_runtime.library import ModelLibrary
+from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE
+from local_llm_runtime.store.gguf_meta import read_gguf_info
+from local_llm_runtime.store.library import ModelLibrary
 
 __all__ = ["ModelInfo", "model_info"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from local_llm_integrations._options import CALL_OPTIONS, ReasoningSetting, reasoning_mode
-from local_llm_runtime.reasoning import ReasoningMode
+from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.validation import check_arguments
 
 __all__ = [

@@ -14,7 +14,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 
 from local_llm_integrations._options import check_constructor_arguments
-from local_llm_runtime.engine import EmbeddingTask, Engine, default_engine
+from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
 from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbedding"]

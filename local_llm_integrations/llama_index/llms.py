@@ -58,7 +58,7 @@ from local_llm_integrations.llama_index._structured import (
     parse_stream,
     schema_of,
 )
-from local_llm_runtime.engine import Engine, default_engine
+from local_llm_runtime.llama.engine import Engine, default_engine
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.types import Chunk
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from local_llm_runtime.engine import Engine, default_engine
-    from local_llm_runtime.pool import RunningModel
+    from local_llm_runtime.llama.engine import Engine, default_engine
+    from local_llm_runtime.llama.pool import RunningModel
 
 from local_llm_runtime.errors import (
     AuthenticationError,
@@ -35,10 +35,10 @@ from local_llm_runtime.errors import (
     TemplateError,
     UnknownOptionError,
 )
-from local_llm_runtime.library import LocalModel, ModelLibrary
-from local_llm_runtime.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
 from local_llm_runtime.settings import RuntimeSettings
-from local_llm_runtime.store import ModelRecord
+from local_llm_runtime.store.library import LocalModel, ModelLibrary
+from local_llm_runtime.store.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
+from local_llm_runtime.store.records import ModelRecord
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -109,9 +109,9 @@ __all__ = [
 _LAZY = {
     # The engine imports llama_cpp (native library): load it on first use only,
     # so store/CLI commands that never generate stay fast.
-    "Engine": "local_llm_runtime.engine",
-    "default_engine": "local_llm_runtime.engine",
-    "RunningModel": "local_llm_runtime.pool",
+    "Engine": "local_llm_runtime.llama.engine",
+    "default_engine": "local_llm_runtime.llama.engine",
+    "RunningModel": "local_llm_runtime.llama.pool",
 }
 
 
@@ -174,13 +174,13 @@ def ps() -> list[RunningModel]:
     Each entry has the name, file, size, context, GPU layers (and why) and
     when it expires.
     """
-    from local_llm_runtime.engine import default_engine
+    from local_llm_runtime.llama.engine import default_engine
 
     return default_engine().ps()
 
 
 def unload(model: str | None = None) -> int:
     """Unload a model (or all) from memory now; returns how many instances."""
-    from local_llm_runtime.engine import default_engine
+    from local_llm_runtime.llama.engine import default_engine
 
     return default_engine().unload(model)

@@ -2,6 +2,6 @@
 
 import sys
 
-from local_llm_runtime.cli import main
+from local_llm_runtime.cli.main import main
 
 sys.exit(main())

@@ -146,7 +146,7 @@ class RuntimeSettings(BaseModel):
     repack: bool | None = None
     """Keep llama.cpp's extra CPU buffer types (weight repacking, AMX) (``LOCAL_LLM_REPACK``);
     unset: on, except on CPUs with AMX, whose buffer type crashes llama.cpp
-    (see :mod:`local_llm_runtime.repack`)."""
+    (see :mod:`local_llm_runtime.llama.repack`)."""
 
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     """Base URL of the Hugging Face Hub (``HF_ENDPOINT``)."""

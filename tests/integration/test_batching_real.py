@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from local_llm_runtime import RuntimeSettings
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 
 QUESTIONS = {
     "France": "Paris",

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.types import FinalChunk, TextDelta
 
 WEATHER = {

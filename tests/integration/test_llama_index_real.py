@@ -29,7 +29,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
 from local_llm_integrations.llama_index import LocalEmbedding, LocalLLM
-from local_llm_runtime.engine import default_engine
+from local_llm_runtime.llama.engine import default_engine
 
 
 class Song(BaseModel):

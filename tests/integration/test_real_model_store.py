@@ -12,8 +12,9 @@ import llama_cpp
 import pytest
 
 from demo_model import DEMO_NAME, SHA256, SIZE
-from local_llm_runtime import ModelLibrary, repack
-from local_llm_runtime.cli import main
+from local_llm_runtime import ModelLibrary
+from local_llm_runtime.cli.main import main
+from local_llm_runtime.llama import repack
 from tests.support.fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]

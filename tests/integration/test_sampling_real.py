@@ -11,9 +11,9 @@ import llama_cpp
 import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from local_llm_runtime import repack
-from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
-from local_llm_runtime.tool_calls import json_schema_gbnf
+from local_llm_runtime.llama import repack
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
     "type": "object",

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from tests.support.schema_table import CASES, SchemaCase
 
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER

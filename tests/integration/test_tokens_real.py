@@ -8,7 +8,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 
 from local_llm_integrations import ChatLocal
-from local_llm_runtime.engine import default_engine
+from local_llm_runtime.llama.engine import default_engine
 
 
 @tool

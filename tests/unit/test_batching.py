@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from local_llm_runtime import RuntimeSettings
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.types import FinalChunk
 from tests.support.events import SetAfter
 
@@ -173,7 +173,7 @@ def test_cancel_aborts_a_prompt_step_mid_way(engine: Engine, tiny_gguf: Path) ->
 def test_a_failing_step_reaches_the_consumer_and_the_thread_survives(
     engine: Engine, tiny_gguf: Path
 ) -> None:
-    from local_llm_runtime.sampling import Sampler, SamplingOptions
+    from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 
     engine.chat(str(tiny_gguf), [{"role": "user", "content": "x"}], options=GREEDY)
     (entry,) = engine.pool._entries.values()

@@ -10,7 +10,8 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from local_llm_runtime import LlamaBindingError, ModelLoadError, binding
+from local_llm_runtime import LlamaBindingError, ModelLoadError
+from local_llm_runtime.llama import binding
 
 ROOT = Path(__file__).resolve().parents[2]
 

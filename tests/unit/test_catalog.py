@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from local_llm_runtime import QuantizationNotFoundError, parse_ref
-from local_llm_runtime.catalog import families, lookup
-from local_llm_runtime.hub import available_quants, select_files
-from local_llm_runtime.names import OllamaName
+from local_llm_runtime.store.catalog import families, lookup
+from local_llm_runtime.store.hub import available_quants, select_files
+from local_llm_runtime.store.names import OllamaName
 
 REQUIRED = [
     "qwen2.5", "qwen2.5-coder", "llama3.2", "llama3.1", "deepseek-r1", "deepseek-coder",

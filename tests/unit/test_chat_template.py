@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from local_llm_runtime import chat_template as chat_template_module
-from local_llm_runtime.chat_template import CHATML_TEMPLATE, ChatTemplate
 from local_llm_runtime.errors import LocalLLMError, TemplateError
-from local_llm_runtime.tool_calls import ToolCall, parse_tool_calls
+from local_llm_runtime.prompt import chat_template as chat_template_module
+from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE, ChatTemplate
+from local_llm_runtime.prompt.tool_calls import ToolCall, parse_tool_calls
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 QWEN = (DATA / "qwen2.5_chat_template.jinja").read_text()
@@ -303,8 +303,8 @@ def test_modules_import_no_framework_and_no_engine() -> None:
         "import sys\n"
         "import local_llm_runtime\n"
         "before = set(sys.modules)\n"
-        "import local_llm_runtime.chat_template, local_llm_runtime.tool_calls, "
-        "local_llm_runtime.reasoning\n"
+        "import local_llm_runtime.prompt.chat_template, local_llm_runtime.prompt.tool_calls, "
+        "local_llm_runtime.prompt.reasoning\n"
         "new = [m.split('.')[0] for m in set(sys.modules) - before]\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('langchain_core', 'langchain', 'llama_index')]\n"
@@ -317,7 +317,7 @@ def test_modules_import_no_framework_and_no_engine() -> None:
 def test_mistral_template_gets_nine_character_call_ids() -> None:
     from pathlib import Path
 
-    from local_llm_runtime.chat_template import ChatTemplate
+    from local_llm_runtime.prompt.chat_template import ChatTemplate
 
     source = (
         Path(__file__).resolve().parents[1] / "data" / "mistral_v3_chat_template.jinja"

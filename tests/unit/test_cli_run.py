@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_llm_runtime.cli import main
+from local_llm_runtime.cli.main import main
 
 
 @pytest.fixture

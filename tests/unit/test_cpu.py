@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_llm_runtime.cpu import _linux_physical_cores, default_threads
+from local_llm_runtime.llama.cpu import _linux_physical_cores, default_threads
 
 
 def _cpuinfo(*cpus: tuple[int, int, int]) -> str:
@@ -38,7 +38,7 @@ def test_default_threads_is_positive() -> None:
 
 
 def test_a_loaded_model_generates_on_the_physical_cores(tiny_gguf: object) -> None:
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
     engine = Engine()
     try:

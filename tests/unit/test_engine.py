@@ -19,8 +19,8 @@ from local_llm_runtime import (
     ModelLoadError,
     RuntimeSettings,
 )
-from local_llm_runtime.engine import Engine, split_options
-from local_llm_runtime.pool import FairLock, ModelPool
+from local_llm_runtime.llama.engine import Engine, split_options
+from local_llm_runtime.llama.pool import FairLock, ModelPool
 from local_llm_runtime.types import FinalChunk, TextDelta
 from tests.support.events import SetAfter
 
@@ -342,7 +342,7 @@ def test_broken_files_fail_typed_and_the_process_survives(
     path.write_bytes(data or b"")
     code = (
         "import sys\n"
-        "from local_llm_runtime.engine import Engine\n"
+        "from local_llm_runtime.llama.engine import Engine\n"
         "from local_llm_runtime import LocalLLMError\n"
         f"try:\n    Engine().chat({str(path)!r}, [{{'role': 'user', 'content': 'x'}}])\n"
         "except LocalLLMError as e:\n    print(type(e).__name__); sys.exit(3)\n"
@@ -388,7 +388,7 @@ def test_pool_is_injectable(tiny_gguf: Path) -> None:
 def test_embedding_task_prefixes_follow_the_architecture(
     engine: Engine, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from local_llm_runtime import engine as engine_module
+    from local_llm_runtime.llama import engine as engine_module
 
     model = str(tiny_gguf)
     plain = engine.embed(model, ["where is it?"])

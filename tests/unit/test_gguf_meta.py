@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from local_llm_runtime import InvalidModelFileError
-from local_llm_runtime.gguf_meta import read_gguf_info, summarize
+from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 
 
 def test_reads_tiny_model(tiny_gguf: Path) -> None:

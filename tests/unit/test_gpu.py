@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from local_llm_runtime.gguf_meta import read_gguf_info
-from local_llm_runtime.gpu import (
+from local_llm_runtime.llama.gpu import (
     DEFAULT_HEADROOM_BYTES,
     DeviceMemory,
     ModelShape,
@@ -22,6 +21,7 @@ from local_llm_runtime.gpu import (
     human_bytes,
     probe_device_memory,
 )
+from local_llm_runtime.store.gguf_meta import read_gguf_info
 
 MiB = 1 << 20
 GiB = 1 << 30

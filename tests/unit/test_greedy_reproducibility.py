@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 
 SYSTEM = {"role": "system", "content": "the world is a hello " * 30}
 A = [SYSTEM, {"role": "user", "content": "hello the world"}]

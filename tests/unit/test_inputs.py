@@ -21,8 +21,8 @@ from local_llm_runtime import (
     InvalidOptionError,
     UnknownOptionError,
 )
-from local_llm_runtime.embedding import embedding_tokens
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.embedding import embedding_tokens
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.options import OPTIONS, validate_options
 
 GREEDY = {"temperature": 0.0, "num_predict": 3}

@@ -20,10 +20,10 @@ import jsonschema
 import llama_cpp
 import pytest
 
-from local_llm_runtime.engine import Engine
 from local_llm_runtime.errors import InvalidOptionError, UnsupportedSchemaError
-from local_llm_runtime.json_schema_grammar import pattern_gbnf, schema_to_gbnf
-from local_llm_runtime.tool_calls import json_schema_gbnf, tool_call_gbnf
+from local_llm_runtime.llama.engine import Engine
+from local_llm_runtime.prompt.json_schema_grammar import pattern_gbnf, schema_to_gbnf
+from local_llm_runtime.prompt.tool_calls import json_schema_gbnf, tool_call_gbnf
 from tests.support.schema_table import CASES, SchemaCase
 
 SEEDS = range(4)
@@ -166,7 +166,7 @@ def grammar_for(pattern: str) -> str:
 
 def accepts(vocab: Any, gbnf: str, text: str) -> bool:
     """Whether the grammar accepts ``text`` (the JSON encoding of a string), via llama.cpp."""
-    from local_llm_runtime.json_schema_grammar import _Converter  # noqa: F401  (import check)
+    from local_llm_runtime.prompt.json_schema_grammar import _Converter  # noqa: F401  (import check)
 
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
     assert sampler

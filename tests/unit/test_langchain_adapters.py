@@ -234,7 +234,7 @@ def test_parallel_tool_calls_false_allows_one_call(tiny_gguf: Path) -> None:
 
 
 def test_embedding_prefixes(tiny_gguf: Path) -> None:
-    from local_llm_runtime.engine import default_engine
+    from local_llm_runtime.llama.engine import default_engine
 
     emb = LocalEmbeddings(model=str(tiny_gguf), query_prefix="q: ", document_prefix="doc: ")
     engine = default_engine()

@@ -12,7 +12,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 import local_llm_integrations.llama_index.embeddings as embeddings_module
 from local_llm_integrations.llama_index import LocalEmbedding
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 
 
 class SpyEngine(Engine):

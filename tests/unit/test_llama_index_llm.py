@@ -27,7 +27,7 @@ from pydantic import BaseModel
 import local_llm_integrations.llama_index.llms as llms_module
 from local_llm_integrations.llama_index import LocalLLM
 from local_llm_runtime import ModelLibrary
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.types import (
     Chunk,
     FinalChunk,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from local_llm_runtime import ModelLibrary, ModelLoadError
-from local_llm_runtime.pool import LoadOptions, ModelPool
+from local_llm_runtime.llama.pool import LoadOptions, ModelPool
 
 
 class _Recorder(io.StringIO):

@@ -15,8 +15,8 @@ from local_llm_runtime import (
     OllamaName,
     parse_ref,
 )
-from local_llm_runtime.cli import main
-from local_llm_runtime.names import parse_name
+from local_llm_runtime.cli.main import main
+from local_llm_runtime.store.names import parse_name
 
 VALID = [
     ("qwen2.5", OllamaName("qwen2.5", "latest")),

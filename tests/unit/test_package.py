@@ -17,7 +17,7 @@ def _fresh(code: str) -> str:
 
 def test_runtime_imports_no_framework() -> None:
     out = _fresh(
-        "import sys, local_llm_runtime, local_llm_runtime.cli, local_llm_runtime.library;"
+        "import sys, local_llm_runtime, local_llm_runtime.cli.main, local_llm_runtime.store.library;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('langchain_core', 'langchain', 'llama_index', 'local_llm_integrations')))"
     )

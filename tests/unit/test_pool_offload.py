@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from local_llm_runtime import ModelLibrary, ModelLoadError
-from local_llm_runtime.gpu import DeviceMemory
-from local_llm_runtime.pool import LoadOptions, ModelPool, _default_loader
+from local_llm_runtime.llama.gpu import DeviceMemory
+from local_llm_runtime.llama.pool import LoadOptions, ModelPool, _default_loader
 
 GiB = 1024**3
 
@@ -113,7 +113,7 @@ def test_kv_cache_type_and_flash_attention_reach_llama_cpp(
     import llama_cpp
 
     from local_llm_runtime import RuntimeSettings
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
     tiny_gguf = tiny_gguf_factory(n_embd=128)  # 4 heads of 32: quantizable KV blocks
     engine = Engine(RuntimeSettings.from_env(env))
@@ -157,7 +157,7 @@ def test_unquantizable_head_size_falls_back_to_f16(
     import llama_cpp
 
     from local_llm_runtime import RuntimeSettings
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
     engine = Engine(RuntimeSettings.from_env({"LOCAL_LLM_KV_CACHE_TYPE": "q8_0"}))
     try:  # the default tiny model has heads of 16: llama.cpp would refuse a q8_0 cache

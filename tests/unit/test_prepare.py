@@ -20,7 +20,7 @@ from local_llm_runtime import (
     RuntimeSettings,
     TemplateError,
 )
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 from tests.support.tiny_gguf import CHATML_TEMPLATE
 
 REFUSING_TEMPLATE = (

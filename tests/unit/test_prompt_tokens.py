@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from local_llm_runtime.engine import Engine, _prompt_vocab, _PromptVocab, _Request
-from local_llm_runtime.pool import LoadOptions
-from local_llm_runtime.prompt_tokens import PromptTokenizer, SpecialToken
+from local_llm_runtime.llama.engine import Engine, _prompt_vocab, _PromptVocab, _Request
+from local_llm_runtime.llama.pool import LoadOptions
+from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
 from tests.support.tiny_gguf import TEMPLATE_FAMILIES, write_tiny_gguf
 
 INJECTIONS = [
@@ -286,7 +286,7 @@ def test_the_prompt_vocab_cache_does_not_keep_closed_vocabularies(tiny_gguf: Pat
     import gc
     import weakref
 
-    from local_llm_runtime import engine as engine_module
+    from local_llm_runtime.llama import engine as engine_module
 
     eng = Engine()
     eng.count_chat_tokens(str(tiny_gguf), [{"role": "user", "content": "hi"}])

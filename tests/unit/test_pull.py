@@ -22,7 +22,7 @@ from local_llm_runtime import (
     OfflineError,
     QuantizationNotFoundError,
 )
-from local_llm_runtime.cli import main
+from local_llm_runtime.cli.main import main
 from tests.support.fake_hub import FakeHub
 
 REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"

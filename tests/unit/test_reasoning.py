@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from local_llm_runtime.reasoning import Piece, ThinkSplitter
+from local_llm_runtime.prompt.reasoning import Piece, ThinkSplitter
 
 
 def merged(pieces: list[Piece]) -> list[Piece]:

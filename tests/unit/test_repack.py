@@ -8,8 +8,8 @@ from pathlib import Path
 import llama_cpp.llama_cpp as binding
 import pytest
 
-from local_llm_runtime import repack
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama import repack
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.settings import RuntimeSettings
 
 

@@ -17,9 +17,9 @@ import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime import InvalidOptionError
-from local_llm_runtime.engine import Engine
-from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
-from local_llm_runtime.tool_calls import json_schema_gbnf
+from local_llm_runtime.llama.engine import Engine
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
     "type": "object",

@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from local_llm_runtime import ChecksumMismatchError, ModelLibrary, StoreError
-from local_llm_runtime.cli import main
+from local_llm_runtime.cli.main import main
 from tests.support.fake_hub import FakeHub
 
 REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"

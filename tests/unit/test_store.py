@@ -20,8 +20,8 @@ from local_llm_runtime import (
     ModelNotFoundError,
     StoreError,
 )
-from local_llm_runtime.cli import main
-from local_llm_runtime.store import Store
+from local_llm_runtime.cli.main import main
+from local_llm_runtime.store.records import Store
 from tests.support.fake_hub import FakeHub
 
 REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"

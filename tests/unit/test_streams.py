@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from local_llm_runtime import RuntimeSettings
-from local_llm_runtime.engine import Engine, default_engine
 from local_llm_runtime.errors import LocalLLMError, RequestTimeoutError, StreamReclaimedError
-from local_llm_runtime.pool import FairLock
+from local_llm_runtime.llama.engine import Engine, default_engine
+from local_llm_runtime.llama.pool import FairLock
 from local_llm_runtime.streams import MAX_WORKERS, ChunkStream, QueueLeftError, RequestSignal
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta, ToolCallDelta
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from local_llm_runtime.chat_template import CHATML_TEMPLATE, ChatTemplate
 from local_llm_runtime.errors import TemplateError
+from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE, ChatTemplate
 from tests.support.tiny_gguf import CHATML_TEMPLATE as TINY_CHATML
 from tests.support.tiny_gguf import TEMPLATE_FAMILIES
 

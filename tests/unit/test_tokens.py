@@ -13,7 +13,7 @@ from local_llm_integrations import ChatLocal
 from local_llm_integrations.langchain import LocalLLM as LangChainLLM
 from local_llm_integrations.llama_index import LocalLLM as LlamaIndexLLM
 from local_llm_runtime import InvalidModelFileError
-from local_llm_runtime.engine import Engine
+from local_llm_runtime.llama.engine import Engine
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 
 from local_llm_runtime import InvalidOptionError, InvalidToolCallError, RuntimeSettings
-from local_llm_runtime.engine import Engine
-from local_llm_runtime.tool_calls import parse_tool_calls
-from local_llm_runtime.tool_schema import (
+from local_llm_runtime.llama.engine import Engine
+from local_llm_runtime.prompt.tool_calls import parse_tool_calls
+from local_llm_runtime.prompt.tool_schema import (
     closed_schema,
     normalize_tools,
     tool_schemas,

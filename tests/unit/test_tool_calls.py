@@ -13,7 +13,7 @@ import llama_cpp
 import pytest
 
 from local_llm_runtime.errors import InvalidOptionError, LocalLLMError
-from local_llm_runtime.tool_calls import (
+from local_llm_runtime.prompt.tool_calls import (
     ToolCall,
     ToolCallParser,
     ToolFormat,
@@ -425,7 +425,7 @@ def test_a_forced_call_of_a_tool_without_parameters_has_exactly_no_arguments(
 
 def test_parallel_bare_calls_after_a_call_are_calls() -> None:
     """Qwen2.5-Coder-0.5B writes parallel calls as JSON objects after the first one."""
-    from local_llm_runtime.tool_calls import parse_tool_calls
+    from local_llm_runtime.prompt.tool_calls import parse_tool_calls
 
     text = '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>,\n{"name": "b", "arguments": {"x": 1}}'
     plain, calls = parse_tool_calls("hermes", text, ["a", "b"], ended_naturally=True)
@@ -472,7 +472,7 @@ def test_only_a_missing_closing_bracket_is_repaired(text: str) -> None:
 
 
 def test_no_repair_for_an_output_cut_by_the_token_limit() -> None:
-    from local_llm_runtime.tool_calls import ToolCallParser
+    from local_llm_runtime.prompt.tool_calls import ToolCallParser
 
     text = '{"name": "add", "arguments": {"a": 1, "b": 2'
     parser = ToolCallParser("hermes", NAMES)

@@ -5,7 +5,7 @@ a llama.cpp context with that many sequences ("slots", ``num_ctx`` positions
 each) and one decoding thread. Every step the thread builds one batch holding
 the next token of every generating slot plus a chunk of any prompt still being
 read, calls ``llama_decode`` once, and samples each slot's token from its own
-row of logits with that request's own :class:`~local_llm_runtime.sampling.Sampler`.
+row of logits with that request's own :class:`~local_llm_runtime.llama.sampling.Sampler`.
 On a CPU, where decoding one token is bound by memory bandwidth, four
 sequences cost little more than one; on a GPU the gain is larger still.
 
@@ -35,7 +35,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import GenerationError
-from local_llm_runtime.sampling import Sampler, common_prefix
+from local_llm_runtime.llama.sampling import Sampler, common_prefix
 
 __all__ = ["BatchDecoder", "SlotRun"]
 

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
-from local_llm_runtime._format import human_age, human_size
+from local_llm_runtime.cli._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError
-from local_llm_runtime.library import ModelLibrary
 from local_llm_runtime.options import parse_params
+from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
 __all__ = ["main"]
 
@@ -195,7 +195,7 @@ def _answer(
 
 
 def _cmd_run(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
-    from local_llm_runtime.engine import Engine
+    from local_llm_runtime.llama.engine import Engine
 
     options = parse_params(args.param or [])
     engine = Engine(lib.settings, library=lib)

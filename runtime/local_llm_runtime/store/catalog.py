@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 
 from local_llm_runtime.errors import ModelNotFoundError
-from local_llm_runtime.names import DEFAULT_TAG, OllamaName
+from local_llm_runtime.store.names import DEFAULT_TAG, OllamaName
 
 __all__ = ["CatalogEntry", "Family", "catalog_names", "families", "lookup", "suggest"]
 
@@ -53,7 +53,7 @@ class CatalogEntry:
 def families() -> dict[str, Family]:
     """Return the catalog's families, read once from the package data."""
     raw = json.loads(
-        resources.files("local_llm_runtime").joinpath("catalog.json").read_text("utf-8")
+        resources.files("local_llm_runtime.store").joinpath("catalog.json").read_text("utf-8")
     )
     out: dict[str, Family] = {}
     for name, spec in raw["families"].items():

@@ -38,7 +38,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.visitor import NodeTransformer
 
 from local_llm_runtime.errors import TemplateError
-from local_llm_runtime.tool_calls import ToolCall, ToolFormat, detect_tool_format
+from local_llm_runtime.prompt.tool_calls import ToolCall, ToolFormat, detect_tool_format
 
 __all__ = ["CHATML_TEMPLATE", "ChatTemplate"]
 
@@ -461,7 +461,7 @@ class ChatTemplate:
 
         ``protect`` gets each message (after content and tool-call arguments are
         normalised) and each tool, and returns them with their text made safe
-        (see :meth:`local_llm_runtime.prompt_tokens.PromptTokenizer.protect_value`).
+        (see :meth:`local_llm_runtime.prompt.prompt_tokens.PromptTokenizer.protect_value`).
         The template's own markup, ``bos_token`` and ``eos_token`` are untouched.
         """
         view = copy.copy(self)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from local_llm_runtime.errors import InvalidOptionError
-from local_llm_runtime.json_schema_grammar import schema_to_gbnf
-from local_llm_runtime.tool_schema import normalize_tools, validate_arguments
+from local_llm_runtime.prompt.json_schema_grammar import schema_to_gbnf
+from local_llm_runtime.prompt.tool_schema import normalize_tools, validate_arguments
 
 __all__ = [
     "ToolCall",
@@ -256,7 +256,7 @@ class ToolCallParser:
             fmt: The model's tool-call format (see :func:`detect_tool_format`).
             tool_names: Names of the tools offered; calls to other names stay text.
             schemas: Parameter schemas by tool name (closed, see
-                :func:`local_llm_runtime.tool_schema.tool_schemas`); a call whose
+                :func:`local_llm_runtime.prompt.tool_schema.tool_schemas`); a call whose
                 arguments do not validate gets :attr:`ToolCall.error`. Tools without
                 an entry are not checked.
 
@@ -545,7 +545,7 @@ _STRICT_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" '
 
 
 def _schema_gbnf(schema: Mapping[str, Any], prefix: str = "") -> str:
-    """Convert a JSON schema (:mod:`~local_llm_runtime.json_schema_grammar`), rules prefixed."""
+    """Convert a JSON schema (:mod:`.json_schema_grammar`), rules prefixed."""
     gbnf = schema_to_gbnf(schema)  # UnsupportedSchemaError names the keyword and where
     rules: list[list[str]] = []
     for line in gbnf.splitlines():

@@ -27,31 +27,36 @@ from typing import Any, Literal, TypeVar
 
 import llama_cpp
 
-from local_llm_runtime.chat_template import ChatTemplate
-from local_llm_runtime.embedding import embed_texts
 from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
-from local_llm_runtime.library import LocalModel, ModelLibrary
-from local_llm_runtime.options import validate_options
-from local_llm_runtime.pool import (
+from local_llm_runtime.llama.embedding import embed_texts
+from local_llm_runtime.llama.pool import (
     LoadedModel,
     LoadOptions,
     ModelPool,
     RunningModel,
     planned_num_ctx,
 )
-from local_llm_runtime.prompt_tokens import PromptTokenizer, SpecialToken
-from local_llm_runtime.reasoning import ReasoningMode, ThinkSplitter
-from local_llm_runtime.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.options import validate_options
+from local_llm_runtime.prompt.chat_template import ChatTemplate
+from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
+from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
+from local_llm_runtime.prompt.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.prompt.tool_calls import (
+    ToolCall,
+    ToolCallParser,
+    json_schema_gbnf,
+    tool_call_gbnf,
+)
+from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas
 from local_llm_runtime.settings import RuntimeSettings
-from local_llm_runtime.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.store.library import LocalModel, ModelLibrary
 from local_llm_runtime.streams import (
     AsyncChunkStream,
     RequestSignal,
     run_blocking,
     stream_method,
 )
-from local_llm_runtime.tool_calls import ToolCall, ToolCallParser, json_schema_gbnf, tool_call_gbnf
-from local_llm_runtime.tool_schema import normalize_tools, tool_schemas
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -523,7 +528,7 @@ class Engine:
         Runs on a separate pool entry (``embedding=True``, the model's pooling
         or mean pooling for generative models), batched by llama.cpp.
 
-        Every text gets a vector (see :mod:`local_llm_runtime.embedding`): an
+        Every text gets a vector (see :mod:`local_llm_runtime.llama.embedding`): an
         empty text is embedded as the model's BOS token (EOS without one), the
         same vector alone or in any batch; a text longer than ``num_ctx`` tokens
         is truncated to its first ``num_ctx`` tokens.

@@ -11,7 +11,7 @@ Like Ollama, only a block that opens the output counts (whitespace before it is
 dropped); once the answer has started, tags are ordinary text. Whitespace right
 after ``<think>`` and right after ``</think>`` is dropped. When the chat template
 already opened the block in the prompt (DeepSeek-R1 style, see
-:attr:`local_llm_runtime.chat_template.ChatTemplate.opens_thinking`), pass
+:attr:`local_llm_runtime.prompt.chat_template.ChatTemplate.opens_thinking`), pass
 ``started_inside=True``: the output begins inside the reasoning.
 """
 

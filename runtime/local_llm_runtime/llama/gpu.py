@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local_llm_runtime.gguf_meta import GGUFInfo, read_gguf_info
+from local_llm_runtime.store.gguf_meta import GGUFInfo, read_gguf_info
 
 __all__ = [
     "DEFAULT_HEADROOM_BYTES",

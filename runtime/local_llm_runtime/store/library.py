@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_llm_runtime import catalog
 from local_llm_runtime.errors import (
     InvalidModelFileError,
     InvalidModelNameError,
@@ -28,13 +27,14 @@ from local_llm_runtime.errors import (
     ModelNotFoundError,
     StoreError,
 )
-from local_llm_runtime.gguf_meta import read_gguf_info, summarize
-from local_llm_runtime.hf_cache import delete_snapshot_files
-from local_llm_runtime.hub import HubClient
-from local_llm_runtime.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.settings import RuntimeSettings
-from local_llm_runtime.store import (
+from local_llm_runtime.store import catalog
+from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
+from local_llm_runtime.store.hf_cache import delete_snapshot_files
+from local_llm_runtime.store.hub import HubClient
+from local_llm_runtime.store.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
+from local_llm_runtime.store.records import (
     FileRecord,
     Manifest,
     ModelRecord,
@@ -164,7 +164,7 @@ class ModelLibrary:
         """Turn any reference into files on disk, pulling them if needed.
 
         Args:
-            text: A model reference (see :mod:`local_llm_runtime.names`).
+            text: A model reference (see :mod:`local_llm_runtime.store.names`).
             pull: Download a catalog or Hub model that is not in the store yet
                 (like ``ollama run``). With ``False`` such a model raises.
 

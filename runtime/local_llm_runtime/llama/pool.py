@@ -10,7 +10,7 @@ Each entry serializes its requests through a FIFO lock: ``Llama`` is not
 thread-safe and a streaming generator holds engine state between tokens, so a
 request owns the model from its first token to its last. With
 ``num_parallel > 1`` the lock becomes a FIFO semaphore with that many permits
-and the entry gets a :class:`~local_llm_runtime.batching.BatchDecoder`: each
+and the entry gets a :class:`~local_llm_runtime.llama.batching.BatchDecoder`: each
 permit is a slot of one batched llama.cpp context. Callers only see
 :meth:`ModelPool.lease`.
 """
@@ -32,12 +32,12 @@ from typing import Any, Protocol
 
 import llama_cpp
 
-from local_llm_runtime import binding, cpu, gpu, llama_log, repack
-from local_llm_runtime.batching import BatchDecoder
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
-from local_llm_runtime.gguf_meta import read_gguf_info
-from local_llm_runtime.library import LocalModel
+from local_llm_runtime.llama import binding, cpu, gpu, llama_log, repack
+from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.settings import RuntimeSettings
+from local_llm_runtime.store.gguf_meta import read_gguf_info
+from local_llm_runtime.store.library import LocalModel
 from local_llm_runtime.streams import QueueLeftError, current_request
 
 __all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel", "planned_num_ctx"]
