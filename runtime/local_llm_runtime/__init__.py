@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from local_llm_runtime.llama.engine import Engine, default_engine
-    from local_llm_runtime.llama.pool import RunningModel
+    from local_llm_runtime.llama.engine import Engine, LlamaEngine, default_engine
 
 from local_llm_runtime.errors import (
     AuthenticationError,
@@ -35,6 +34,7 @@ from local_llm_runtime.errors import (
     TemplateError,
     UnknownOptionError,
 )
+from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.library import LocalModel, ModelLibrary
 from local_llm_runtime.store.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
@@ -43,7 +43,9 @@ from local_llm_runtime.types import (
     ChatResult,
     Chunk,
     FinalChunk,
+    ModelInfo,
     ReasoningDelta,
+    RunningModel,
     TextDelta,
     Timings,
     ToolCallDelta,
@@ -60,6 +62,7 @@ __all__ = [
     "ContextLengthExceededError",
     "DownloadError",
     "Engine",
+    "EngineProtocol",
     "FinalChunk",
     "GenerationError",
     "FileRef",
@@ -70,9 +73,11 @@ __all__ = [
     "InvalidToolCallError",
     "LlamaBindingError",
     "LocalLLMError",
+    "LlamaEngine",
     "LocalModel",
     "ModelExistsError",
     "ModelLibrary",
+    "ModelInfo",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelRecord",
@@ -110,8 +115,8 @@ _LAZY = {
     # The engine imports llama_cpp (native library): load it on first use only,
     # so store/CLI commands that never generate stay fast.
     "Engine": "local_llm_runtime.llama.engine",
+    "LlamaEngine": "local_llm_runtime.llama.engine",
     "default_engine": "local_llm_runtime.llama.engine",
-    "RunningModel": "local_llm_runtime.llama.pool",
 }
 
 

@@ -11,22 +11,103 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
     "ChatResult",
     "Chunk",
     "FinalChunk",
+    "EmbeddingTask",
     "FinishReason",
+    "ModelInfo",
     "ReasoningDelta",
+    "RunningModel",
     "TextDelta",
     "Timings",
     "ToolCallDelta",
+    "ToolChoice",
     "Usage",
     "aggregate",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+ToolChoice = Literal["auto", "required", "any", "none"] | str
+"""``auto``, ``none``, ``required``/``any`` (some tool) or a tool name (OpenAI's choices)."""
+
+EmbeddingTask = Literal["query", "document"]
+"""What a text is embedded as, for models trained with task prefixes."""
+
+Capability = Literal["completion", "tools", "thinking", "embedding", "insert", "vision"]
+"""A model capability, as Ollama's ``/api/show`` ``capabilities`` list names them."""
+
+DEFAULT_NUM_CTX = 4096
+"""The context window a request gets when ``num_ctx`` is not set (capped by the model's)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a backend knows about a model without loading it (``show``, LlamaIndex metadata).
+
+    Fields follow Ollama's ``/api/show`` ``details``/``model_info`` where they exist.
+    """
+
+    name: str
+    """The reference the caller gave (``qwen2.5:7b``, ``hf.co/...``, a path)."""
+    kind: Literal["chat", "embedding"]
+    """``embedding`` for a model whose GGUF declares pooling (an embedding model)."""
+    capabilities: tuple[str, ...]
+    """Ollama's capability names: ``completion``, ``tools``, ``thinking``, ``embedding``."""
+    context_length: int | None = None
+    """``{arch}.context_length``: the context the model was trained with (tokens)."""
+    embedding_length: int | None = None
+    """Width of the hidden state (and of an embedding vector), ``{arch}.embedding_length``."""
+    architecture: str | None = None
+    """``general.architecture`` (``qwen2``, ``llama``, ``nomic-bert``, ...)."""
+    parameter_size: str | None = None
+    """Human parameter count (``494.0M``, ``7.6B``), as Ollama's ``details.parameter_size``."""
+    quantization_level: str | None = None
+    """``Q4_K_M``, ``F16``...: as Ollama's ``details.quantization_level``."""
+    default_num_ctx: int = DEFAULT_NUM_CTX
+    """The context a request gets when ``num_ctx`` is not set (before the cap)."""
+
+    def context_window(self, num_ctx: int | None = None) -> int:
+        """The context a request gets (tokens), as the in-process engine loads it.
+
+        ``num_ctx`` when set, else :attr:`default_num_ctx` capped by :attr:`context_length`.
+        """
+        if num_ctx:
+            return num_ctx
+        trained = self.context_length
+        return min(self.default_num_ctx, trained) if trained else self.default_num_ctx
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the model's chat template renders tools."""
+        return "tools" in self.capabilities
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """One entry of ``ps()``: a loaded model, like ``ollama ps`` / ``GET /api/ps``."""
+
+    name: str
+    path: Path
+    size: int
+    """Bytes of the model file(s)."""
+    num_ctx: int
+    gpu_layers: int
+    """Layers offloaded to the GPU (0: CPU only)."""
+    offload: str
+    """Why that many layers (the offload decision, in words)."""
+    embedding: bool
+    expires_at: datetime | None
+    """When it will be unloaded if idle (``None``: never / while in use)."""
+    active_requests: int
+    parallel: int = 1
+    """Requests decoded together (``LOCAL_LLM_NUM_PARALLEL``; 1: one at a time)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import llama_cpp
@@ -33,7 +34,6 @@ from local_llm_runtime.llama.pool import (
     LoadedModel,
     LoadOptions,
     ModelPool,
-    RunningModel,
     planned_num_ctx,
 )
 from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
@@ -50,6 +50,7 @@ from local_llm_runtime.prompt.tool_calls import (
 )
 from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas
 from local_llm_runtime.settings import RuntimeSettings
+from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 from local_llm_runtime.store.library import LocalModel, ModelLibrary
 from local_llm_runtime.streams import (
     AsyncChunkStream,
@@ -60,12 +61,16 @@ from local_llm_runtime.streams import (
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
+    EmbeddingTask,
     FinalChunk,
     FinishReason,
+    ModelInfo,
     ReasoningDelta,
+    RunningModel,
     TextDelta,
     Timings,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     aggregate,
 )
@@ -75,14 +80,13 @@ __all__ = [
     "EMBEDDING_PREFIXES",
     "EmbeddingTask",
     "Engine",
+    "LlamaEngine",
     "SamplingOptions",
     "ToolChoice",
     "default_engine",
     "split_options",
 ]
 
-ToolChoice = Literal["auto", "required", "any", "none"] | str
-EmbeddingTask = Literal["query", "document"]
 
 EMBEDDING_PREFIXES: dict[str, dict[str, str]] = {
     "nomic-bert": {"query": "search_query: ", "document": "search_document: "},
@@ -277,8 +281,11 @@ def _add_bos(llm: llama_cpp.Llama, prompt: str, bos_text: str) -> bool:
     return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
 
 
-class Engine:
-    """Framework-neutral generation over a shared :class:`ModelPool`.
+class LlamaEngine:
+    """The in-process backend: llama.cpp generation over a shared :class:`ModelPool`.
+
+    Implements :class:`~local_llm_runtime.interface.EngineProtocol`. Also exported
+    as ``local_llm_runtime.Engine`` (its name before there were other backends).
 
     Args:
         settings: Runtime settings (environment when omitted).
@@ -622,6 +629,29 @@ class Engine:
         with self.pool.lease(local, load, keep_alive=self._keep_alive(None, keep)) as (entry, *_):
             return entry.running()
 
+    def model_info(self, model: str) -> ModelInfo:
+        """Facts from the model's GGUF header(s): no load, no download.
+
+        Raises:
+            ModelNotFoundError: The model is not on disk yet (pull it first).
+            InvalidModelFileError: Its file is not a readable GGUF.
+        """
+        local = self.library.resolve(model, pull=False)
+        details = _header_summary(tuple(local.paths))
+        capabilities = tuple(details["capabilities"])
+        if local.embedding and "embedding" not in capabilities:
+            capabilities = ("embedding",)
+        return ModelInfo(
+            name=model,
+            kind="embedding" if "embedding" in capabilities else "chat",
+            capabilities=capabilities,
+            context_length=_positive_int(details["context_length"]),
+            embedding_length=_positive_int(details["embedding_length"]),
+            architecture=details["architecture"],
+            parameter_size=details["parameters_human"],
+            quantization_level=details["quantization"],
+        )
+
     def ps(self) -> list[RunningModel]:
         """The models loaded in this process now."""
         return self.pool.ps()
@@ -929,14 +959,33 @@ def _l2_normalize(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else vector
 
 
-_default: Engine | None = None
+_default: LlamaEngine | None = None
 _default_lock = threading.Lock()
 
 
-def default_engine() -> Engine:
+def _header_summary(paths: tuple[Path, ...]) -> dict[str, Any]:
+    """:func:`summarize` of the files' headers, read once per file version."""
+    stamps = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    return _cached_summary(stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_summary(stamps: tuple[tuple[str, int, int], ...]) -> dict[str, Any]:
+    return summarize([read_gguf_info(Path(path)) for path, _mtime, _size in stamps])
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+Engine = LlamaEngine
+"""The in-process engine under its 0.1 name (:class:`LlamaEngine`)."""
+
+
+def default_engine() -> LlamaEngine:
     """The process-wide engine every adapter shares (one pool, one load per model)."""
     global _default  # noqa: PLW0603
     with _default_lock:
         if _default is None:
-            _default = Engine()
+            _default = LlamaEngine()
         return _default

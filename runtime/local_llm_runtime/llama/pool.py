@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 import llama_cpp
@@ -39,12 +38,11 @@ from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info
 from local_llm_runtime.store.library import LocalModel
 from local_llm_runtime.streams import QueueLeftError, current_request
+from local_llm_runtime.types import DEFAULT_NUM_CTX, RunningModel
 
 __all__ = ["FairLock", "LoadOptions", "LoadedModel", "ModelPool", "RunningModel", "planned_num_ctx"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_NUM_CTX = 4096
 
 
 class Reclaimable(Protocol):
@@ -163,27 +161,6 @@ class LoadOptions:
     """Flash attention (``None``: the settings decide; see :class:`RuntimeSettings`)."""
     kv_cache_type: str | None = None
     """KV cache element type, ``f16``/``q8_0``/``q4_0`` (``None``: the settings decide)."""
-
-
-@dataclass(frozen=True)
-class RunningModel:
-    """One entry of :func:`ps`: a model loaded in this process."""
-
-    name: str
-    path: Path
-    size: int
-    """Bytes of the model file(s)."""
-    num_ctx: int
-    gpu_layers: int
-    """Layers offloaded to the GPU (0: CPU only)."""
-    offload: str
-    """Why that many layers (the offload decision, in words)."""
-    embedding: bool
-    expires_at: datetime | None
-    """When it will be unloaded if idle (``None``: never / while in use)."""
-    active_requests: int
-    parallel: int = 1
-    """Requests decoded together (``LOCAL_LLM_NUM_PARALLEL``; 1: one at a time)."""
 
 
 @dataclass(eq=False)
