@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from local_llm_runtime.llama.engine import Engine, LlamaEngine, default_engine
+    from local_llm_runtime.llama.engine import Engine, LlamaEngine
 
+from local_llm_runtime.backends import default_engine
 from local_llm_runtime.errors import (
     AuthenticationError,
     ChecksumMismatchError,
@@ -112,11 +113,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    # The engine imports llama_cpp (native library): load it on first use only,
-    # so store/CLI commands that never generate stay fast.
+    # The in-process engine imports llama_cpp (native library): load it on first
+    # use only, so store/CLI commands that never generate stay fast. Not a static
+    # import: the facade reaches backends only through local_llm_runtime.backends.
     "Engine": "local_llm_runtime.llama.engine",
     "LlamaEngine": "local_llm_runtime.llama.engine",
-    "default_engine": "local_llm_runtime.llama.engine",
 }
 
 
@@ -179,13 +180,9 @@ def ps() -> list[RunningModel]:
     Each entry has the name, file, size, context, GPU layers (and why) and
     when it expires.
     """
-    from local_llm_runtime.llama.engine import default_engine
-
     return default_engine().ps()
 
 
 def unload(model: str | None = None) -> int:
     """Unload a model (or all) from memory now; returns how many instances."""
-    from local_llm_runtime.llama.engine import default_engine
-
     return default_engine().unload(model)

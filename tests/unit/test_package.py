@@ -42,9 +42,9 @@ def test_public_api_is_pinned() -> None:
     assert sorted(local_llm_runtime.__all__) == sorted(
         [
             "AuthenticationError", "ChatResult", "ChecksumMismatchError", "Chunk",
-            "ContextLengthExceededError", "DownloadError", "Engine", "FileRef", "FinalChunk",
+            "ContextLengthExceededError", "DownloadError", "Engine", "EngineProtocol", "FileRef", "FinalChunk",
             "GenerationError",
-            "LlamaBindingError",
+            "LlamaBindingError", "LlamaEngine", "ModelInfo",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
             "InvalidToolCallError", "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
             "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",

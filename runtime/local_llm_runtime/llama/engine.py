@@ -959,10 +959,6 @@ def _l2_normalize(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else vector
 
 
-_default: LlamaEngine | None = None
-_default_lock = threading.Lock()
-
-
 def _header_summary(paths: tuple[Path, ...]) -> dict[str, Any]:
     """:func:`summarize` of the files' headers, read once per file version."""
     stamps = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
@@ -983,9 +979,14 @@ Engine = LlamaEngine
 
 
 def default_engine() -> LlamaEngine:
-    """The process-wide engine every adapter shares (one pool, one load per model)."""
-    global _default  # noqa: PLW0603
-    with _default_lock:
-        if _default is None:
-            _default = LlamaEngine()
-        return _default
+    """The process-wide in-process engine (:func:`local_llm_runtime.default_engine`).
+
+    Raises:
+        TypeError: When the process-wide engine is another backend.
+    """
+    from local_llm_runtime.backends import default_engine as shared
+
+    engine = shared()
+    if not isinstance(engine, LlamaEngine):
+        raise TypeError(f"The process-wide engine is {type(engine).__name__}, not LlamaEngine.")
+    return engine
