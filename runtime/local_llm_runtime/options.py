@@ -43,6 +43,7 @@ __all__ = [
     "ModelOptions",
     "OptionSpec",
     "field_destination",
+    "option_field",
     "option_table",
     "parse_params",
     "split_by_destination",
@@ -63,7 +64,7 @@ budget) or ``request`` (read by the engine itself: ``keep_alive``)."""
 DESTINATIONS: tuple[Destination, ...] = ("load", "sampling", "request")
 
 
-def _option(
+def option_field(
     destination: Destination,
     title: str,
     description: str,
@@ -72,7 +73,10 @@ def _option(
     le: float | None = None,
     duration: bool = False,
 ) -> Any:
-    """A :class:`ModelOptions` field: unset (``None``) by default, bounded, documented.
+    """Declare a :class:`ModelOptions` field: unset (``None``) by default, bounded, documented.
+
+    Use it for every option (``min_p: FiniteFloat | None = option_field("sampling", ...)``);
+    the destination, title and bounds are what the rest of the code derives from.
 
     Args:
         destination: Where the option acts (see :data:`Destination`).
@@ -107,14 +111,14 @@ class ModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: FiniteFloat | None = _option(
+    temperature: FiniteFloat | None = option_field(
         "sampling",
         "sampling temperature",
         "Sampling temperature: higher is more creative, 0 is greedy (always the most "
         "likely token). Ollama's default: 0.8.",
         ge=0.0,
     )
-    top_k: int | None = _option(
+    top_k: int | None = option_field(
         "sampling",
         "sample among the k most likely tokens (0 or > vocabulary: all)",
         "Sample among the k most likely tokens; 0 (or more than the vocabulary) keeps "
@@ -122,7 +126,7 @@ class ModelOptions(BaseModel):
         ge=0,
         le=INT32_MAX,
     )
-    top_p: FiniteFloat | None = _option(
+    top_p: FiniteFloat | None = option_field(
         "sampling",
         "nucleus sampling mass",
         "Nucleus sampling: keep the smallest set of tokens whose probabilities add up to "
@@ -130,14 +134,14 @@ class ModelOptions(BaseModel):
         ge=0.0,
         le=1.0,
     )
-    min_p: FiniteFloat | None = _option(
+    min_p: FiniteFloat | None = option_field(
         "sampling",
         "minimum probability relative to the best token",
         "Drop tokens less likely than min_p times the most likely one. Ollama's default: 0.0.",
         ge=0.0,
         le=1.0,
     )
-    typical_p: FiniteFloat | None = _option(
+    typical_p: FiniteFloat | None = option_field(
         "sampling",
         "locally typical sampling",
         "Locally typical sampling: keep the tokens whose surprise is closest to the "
@@ -145,14 +149,14 @@ class ModelOptions(BaseModel):
         ge=0.0,
         le=1.0,
     )
-    repeat_penalty: FiniteFloat | None = _option(
+    repeat_penalty: FiniteFloat | None = option_field(
         "sampling",
         "penalty for repeated tokens",
         "Penalty for tokens seen in the last repeat_last_n tokens: above 1 repeats less, "
         "1.0 is off. Ollama's default: 1.1.",
         ge=0.0,
     )
-    repeat_last_n: int | None = _option(
+    repeat_last_n: int | None = option_field(
         "sampling",
         "window for repeat_penalty (-1: the context, 0: off)",
         "How far back repeat_penalty, presence_penalty and frequency_penalty look, in "
@@ -160,19 +164,19 @@ class ModelOptions(BaseModel):
         ge=-1,
         le=INT32_MAX,
     )
-    presence_penalty: FiniteFloat | None = _option(
+    presence_penalty: FiniteFloat | None = option_field(
         "sampling",
         "penalty for tokens already present",
         "Subtracted from the logit of every token already present in the window "
         "(OpenAI's presence penalty). Ollama's default: 0.0 (off).",
     )
-    frequency_penalty: FiniteFloat | None = _option(
+    frequency_penalty: FiniteFloat | None = option_field(
         "sampling",
         "penalty by token frequency",
         "Subtracted from a token's logit once per occurrence in the window (OpenAI's "
         "frequency penalty). Ollama's default: 0.0 (off).",
     )
-    seed: int | None = _option(
+    seed: int | None = option_field(
         "sampling",
         "random seed (-1: a random one)",
         "Random seed; -1 (Ollama's default) a random one. The same seed and request "
@@ -181,7 +185,7 @@ class ModelOptions(BaseModel):
         ge=-1,
         le=SEED_MAX,
     )
-    num_predict: int | None = _option(
+    num_predict: int | None = option_field(
         "sampling",
         "most tokens to generate (-1, -2 or 0: until the context is full)",
         "Most tokens to generate; -1 (Ollama's default), -2 or 0: until the context is "
@@ -189,13 +193,13 @@ class ModelOptions(BaseModel):
         ge=-2,
         le=INT32_MAX,
     )
-    stop: list[str] | None = _option(
+    stop: list[str] | None = option_field(
         "sampling",
         "stop sequence (repeatable)",
         "Stop sequences: generation ends before the first one (streaming included); "
         "none by default beyond the model's end-of-turn tokens.",
     )
-    num_ctx: int | None = _option(
+    num_ctx: int | None = option_field(
         "load",
         "context window in tokens",
         "Context window in tokens, prompt and answer together. Default: 4096, or the "
@@ -203,14 +207,14 @@ class ModelOptions(BaseModel):
         ge=1,
         le=INT32_MAX,
     )
-    num_batch: int | None = _option(
+    num_batch: int | None = option_field(
         "load",
         "prompt batch size",
         "Prompt tokens evaluated per llama.cpp batch (at most num_ctx). Ollama's default: 512.",
         ge=1,
         le=INT32_MAX,
     )
-    num_gpu: int | None = _option(
+    num_gpu: int | None = option_field(
         "load",
         "layers offloaded to the GPU (-1: auto)",
         "Layers offloaded to the GPU; -1 (default) decides from free device memory, 0 "
@@ -218,7 +222,7 @@ class ModelOptions(BaseModel):
         ge=-1,
         le=INT32_MAX,
     )
-    num_thread: int | None = _option(
+    num_thread: int | None = option_field(
         "load",
         "CPU threads",
         "CPU threads for generation. Default: the physical cores (as llama.cpp and "
@@ -226,7 +230,7 @@ class ModelOptions(BaseModel):
         ge=1,
         le=MAX_THREADS,
     )
-    keep_alive: FiniteFloat | str | None = _option(
+    keep_alive: FiniteFloat | str | None = option_field(
         "request",
         "how long the model stays loaded (e.g. 5m, -1)",
         'How long the model stays loaded after a request: a duration ("5m", "1h30m"), '
@@ -289,7 +293,6 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     return low, high
 
 
-@functools.cache
 def option_table(model: type[ModelOptions] = ModelOptions) -> dict[str, OptionSpec]:
     """The option table of ``model``: every field as an :class:`OptionSpec`.
 
@@ -297,13 +300,19 @@ def option_table(model: type[ModelOptions] = ModelOptions) -> dict[str, OptionSp
         model: :class:`ModelOptions` or a subclass adding options.
 
     Returns:
-        Option names to their kind, bounds, short help, destination and description.
+        Option names to their kind, bounds, short help, destination and description
+        (one table per model, built once).
     """
+    return _option_table(model)
+
+
+@functools.cache
+def _option_table(model: type[ModelOptions]) -> dict[str, OptionSpec]:
     table: dict[str, OptionSpec] = {}
     for name, info in model.model_fields.items():
         destination = field_destination(info)
         if destination is None:
-            raise TypeError(f"{model.__name__}.{name} has no destination (use the _option helper).")
+            raise TypeError(f"{model.__name__}.{name} has no destination (use option_field).")
         kind, repeated = _kind(info.annotation)
         low, high = _bounds(info)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
