@@ -179,9 +179,9 @@ class ModelOptions(BaseModel):
     seed: int | None = option_field(
         "sampling",
         "random seed (-1: a random one)",
-        "Random seed; -1 (Ollama's default) a random one. The same seed and request "
-        "give the same output whatever ran before: a seeded request evaluates its whole "
-        "prompt (no cached-prefix reuse), so it is exact also at temperature 0.",
+        "Random seed. Default: a random one (also -1, as in Ollama). The same seed and "
+        "request give the same output whatever ran before: a seeded request evaluates its "
+        "whole prompt (no cached-prefix reuse), so it is exact also at temperature 0.",
         ge=-1,
         le=SEED_MAX,
     )
@@ -203,7 +203,7 @@ class ModelOptions(BaseModel):
         "load",
         "context window in tokens",
         "Context window in tokens, prompt and answer together. Default: 4096, or the "
-        "model's trained context if smaller (Ollama's is 4096 too).",
+        "model's trained context if smaller.",
         ge=1,
         le=INT32_MAX,
     )
@@ -225,8 +225,8 @@ class ModelOptions(BaseModel):
     num_thread: int | None = option_field(
         "load",
         "CPU threads",
-        "CPU threads for generation. Default: the physical cores (as llama.cpp and "
-        "Ollama); prompts use every CPU.",
+        "CPU threads. Default: the physical cores for generation (as llama.cpp and "
+        "Ollama) and every CPU for prompts; a value sets both.",
         ge=1,
         le=MAX_THREADS,
     )
