@@ -1,34 +1,184 @@
-"""Option fields shared by every adapter: Ollama's names, typed, documented once."""
+"""Option fields shared by every adapter: Ollama's names, typed, documented once.
+
+The fields are derived from the runtime's one options model,
+:class:`~local_llm_runtime.options.ModelOptions`: :func:`option_fields_mixin` turns
+its fields into a pydantic mixin with the same names, types, bounds and
+descriptions (default ``None``: the model's parameter or the runtime default).
+The LangChain and LlamaIndex adapters inherit the mixins below, so an option
+added to ``ModelOptions`` appears, validated and documented, in both frameworks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
+from pydantic.fields import FieldInfo
 
 from local_llm_runtime.llama.engine import Engine, default_engine
-from local_llm_runtime.options import validate_options
+from local_llm_runtime.options import (
+    DESTINATIONS,
+    Destination,
+    ModelOptions,
+    field_destination,
+    validate_options,
+)
 from local_llm_runtime.validation import check_arguments
 
 __all__ = [
     "CALL_OPTIONS",
+    "ENGINE_DESTINATIONS",
     "OPTION_FIELDS",
+    "EmbeddingOptionFields",
+    "LangChainOptionFields",
+    "LlamaIndexOptionFields",
     "LocalModelOptions",
+    "OptionFields",
     "ReasoningSetting",
+    "adapter_option_fields",
     "check_constructor_arguments",
     "known_arguments",
+    "option_fields_mixin",
     "reasoning_mode",
 ]
 
-#: The Ollama-named option fields of :class:`LocalModelOptions`, in the engine's names.
-OPTION_FIELDS = (
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "seed",
-    "num_ctx", "num_predict", "stop", "num_gpu", "num_thread",
-)  # fmt: skip
+ENGINE_DESTINATIONS: tuple[Destination, ...] = ("load", "sampling")
+"""Options the adapters pass in the engine's ``options`` (``keep_alive`` goes apart)."""
+EMBEDDING_DESTINATIONS: tuple[Destination, ...] = ("load", "request")
+"""Options an embedding adapter has: no sampling."""
+
+#: The Ollama-named option fields passed as engine ``options``, in the engine's names.
+OPTION_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name, info in ModelOptions.model_fields.items()
+    if field_destination(info) in ENGINE_DESTINATIONS
+)
 
 #: Option names a caller may override per call (``max_tokens`` is ``num_predict``).
 CALL_OPTIONS = frozenset({*OPTION_FIELDS, "max_tokens"})
+
+
+def adapter_option_fields(
+    model: type[ModelOptions] = ModelOptions,
+    *,
+    destinations: Collection[Destination] = DESTINATIONS,
+    aliases: Mapping[str, str] | None = None,
+) -> dict[str, tuple[Any, FieldInfo]]:
+    """The adapters' pydantic fields for the options of ``model``.
+
+    Each field keeps the option's name, type, bounds (``ge``/``le``, finite floats),
+    title, description and ``destination`` metadata; its default is ``None`` (the
+    model's own parameter, or the runtime default the description names).
+
+    Args:
+        model: :class:`ModelOptions` or a subclass adding options.
+        destinations: Which options to include (an embedding adapter has no sampling).
+        aliases: Extra accepted keyword per option name (``{"num_predict": "max_tokens"}``).
+
+    Returns:
+        ``{name: (annotation, FieldInfo)}``, as :func:`pydantic.create_model` takes it.
+    """
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for name, info in model.model_fields.items():
+        if field_destination(info) not in destinations:
+            continue
+        extra = info.json_schema_extra
+        field = cast(  # Field(default=None) is typed as its default; it is a FieldInfo
+            FieldInfo,
+            Field(
+                default=None,
+                alias=(aliases or {}).get(name),
+                title=info.title,
+                description=info.description,
+                json_schema_extra=dict(extra) if isinstance(extra, dict) else None,
+            ),
+        )
+        field.metadata = list(info.metadata)  # the bounds: Ge, Le, ...
+        fields[name] = (info.annotation, field)
+    return fields
+
+
+class OptionFields(BaseModel):
+    """Base of the generated option mixins: reads their values and checks them."""
+
+    options_model: ClassVar[type[ModelOptions]] = ModelOptions
+    """The options model the fields were derived from."""
+
+    @classmethod
+    def option_names(cls, destinations: Collection[str] = ENGINE_DESTINATIONS) -> list[str]:
+        """The option fields of this class acting at ``destinations``."""
+        return [
+            name
+            for name, info in cls.model_fields.items()
+            if field_destination(info) in destinations
+        ]
+
+    def option_values(self, destinations: Collection[str] = ENGINE_DESTINATIONS) -> dict[str, Any]:
+        """The options that are set (not ``None``), by Ollama name."""
+        values = {name: getattr(self, name) for name in self.option_names(destinations)}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def check_option_values(self) -> None:
+        """Check every set option as the runtime will (ranges, NaN, empty stop, durations).
+
+        Raises:
+            InvalidOptionError: Naming the option and its accepted range.
+        """
+        validate_options(self.option_values(DESTINATIONS), model=type(self).options_model)
+
+
+def option_fields_mixin(
+    model: type[ModelOptions] = ModelOptions,
+    *,
+    destinations: Collection[Destination] = DESTINATIONS,
+    aliases: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> type[OptionFields]:
+    """A pydantic mixin with :func:`adapter_option_fields` as its fields.
+
+    An adapter inherits it first (``class ChatLocal(Mixin, BaseChatModel)``).
+
+    Args:
+        model: :class:`ModelOptions` or a subclass adding options.
+        destinations: Which options to include.
+        aliases: Extra accepted keyword per option name.
+        name: The class name (default: derived from ``model``).
+
+    Returns:
+        The mixin class; its ``options_model`` is ``model``.
+    """
+    fields = adapter_option_fields(model, destinations=destinations, aliases=aliases)
+    mixin = create_model(  # type: ignore[call-overload]
+        name or f"{model.__name__}Fields",
+        __base__=OptionFields,
+        __module__=__name__,
+        **fields,
+    )
+    mixin.options_model = model
+    return mixin  # type: ignore[no-any-return]
+
+
+if TYPE_CHECKING:  # the type checker sees ModelOptions' attributes, the same fields
+
+    class LangChainOptionFields(OptionFields, ModelOptions):
+        """Every option; ``max_tokens`` is accepted for ``num_predict``."""
+
+    class LlamaIndexOptionFields(OptionFields, ModelOptions):
+        """Every option (LlamaIndex's aliases are mapped by the adapter)."""
+
+    class EmbeddingOptionFields(OptionFields):
+        """Load options and ``keep_alive``."""
+
+else:
+    LangChainOptionFields = option_fields_mixin(
+        aliases={"num_predict": "max_tokens"}, name="LangChainOptionFields"
+    )
+    LlamaIndexOptionFields = option_fields_mixin(name="LlamaIndexOptionFields")
+    EmbeddingOptionFields = option_fields_mixin(
+        destinations=EMBEDDING_DESTINATIONS, name="EmbeddingOptionFields"
+    )
+
 
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 
@@ -77,57 +227,18 @@ def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "in
     )
 
 
-class LocalModelOptions(BaseModel):
-    """The options every adapter accepts (see Ollama's Modelfile parameters)."""
+class LocalModelOptions(LangChainOptionFields):
+    """The options every LangChain adapter accepts (see Ollama's Modelfile parameters).
+
+    The Ollama-named option fields (``temperature`` ... ``keep_alive``) come from
+    :class:`~local_llm_runtime.options.ModelOptions`; ``max_tokens`` is ``num_predict``.
+    """
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
     model: str
     """Model reference: ``qwen2.5:7b``, ``hf.co/org/repo-GGUF:Q4_K_M``, a ``.gguf`` path,
     or a name made with ``local-llm create``. Pulled on first use if missing."""
-
-    temperature: float | None = None
-    """Sampling temperature (default 0.8); 0 is greedy."""
-
-    top_p: float | None = None
-    """Nucleus sampling: keep the smallest token set with this much probability (0.9)."""
-
-    top_k: int | None = None
-    """Sample among the k most likely tokens (40)."""
-
-    min_p: float | None = None
-    """Drop tokens less likely than min_p times the best token (0.0)."""
-
-    repeat_penalty: float | None = None
-    """Penalty for repeating recent tokens (1.1)."""
-
-    repeat_last_n: int | None = None
-    """How far back ``repeat_penalty`` looks, in tokens (64; 0 off, -1 the whole context)."""
-
-    seed: int | None = None
-    """Random seed; the same seed and request give the same output whatever ran before.
-
-    A seeded request evaluates its whole prompt (no cached-prefix reuse), so it is exact
-    also at ``temperature=0``; unseeded greedy requests reuse the prefix and can differ
-    from a fresh run where two tokens nearly tie (see the README, "Concurrency")."""
-
-    num_ctx: int | None = None
-    """Context window in tokens (default: 4096, or the model's trained maximum if smaller)."""
-
-    num_predict: int | None = Field(default=None, alias="max_tokens")
-    """Maximum tokens to generate (alias ``max_tokens``; default: until the context is full)."""
-
-    stop: list[str] | None = None
-    """Stop sequences: generation ends before the first one, streaming included."""
-
-    num_gpu: int | None = None
-    """Layers offloaded to the GPU (default: automatic from free device memory)."""
-
-    num_thread: int | None = None
-    """CPU threads (default: the physical cores)."""
-
-    keep_alive: float | str | None = None
-    """How long the model stays loaded after a request (``"5m"``, seconds, ``0``, ``-1``)."""
 
     reasoning: ReasoningSetting = None
     """Reasoning models' ``<think>`` text: ``True``/``None`` keeps it separate from the
@@ -144,13 +255,13 @@ class LocalModelOptions(BaseModel):
         Raises:
             UnknownOptionError: For a keyword the class does not know (with the
                 closest known name), instead of ignoring it.
-            InvalidOptionError: For an option value out of range (NaN, ...).
+            ValidationError: For an option value out of its field's bounds (NaN, ...).
+            InvalidOptionError: For a value the runtime refuses (an empty stop
+                sequence, a malformed ``keep_alive``).
         """
         check_constructor_arguments(type(self), data)
         super().__init__(**data)
-        validate_options(self.engine_options())
-        if self.keep_alive is not None:
-            validate_options({"keep_alive": self.keep_alive})
+        self.check_option_values()
 
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalModelOptions:
@@ -165,11 +276,7 @@ class LocalModelOptions(BaseModel):
 
     def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Ollama-named options that are set, with per-call overrides applied."""
-        options: dict[str, Any] = {}
-        for name in OPTION_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                options[name] = value
+        options = self.option_values()
         for key, value in (overrides or {}).items():
             if value is not None:
                 options["num_predict" if key == "max_tokens" else key] = value

@@ -5,20 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from local_llm_integrations._options import check_constructor_arguments
+from local_llm_integrations._options import EmbeddingOptionFields, check_constructor_arguments
 from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
-from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbeddings"]
 
 
-class LocalEmbeddings(BaseModel, Embeddings):
+class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
     """Embed text with a local GGUF model (an embedding model, or a chat model with mean pooling).
 
     Runs on its own pool entry (llama.cpp embedding mode), batched, one vector
-    per input, L2-normalized by default. No I/O at construction.
+    per input, L2-normalized by default. No I/O at construction. The load options
+    (``num_ctx``, ``num_batch``, ``num_gpu``, ``num_thread``) and ``keep_alive`` are
+    fields from :class:`~local_llm_runtime.options.ModelOptions`.
 
     Example:
         .. code-block:: python
@@ -48,18 +49,6 @@ class LocalEmbeddings(BaseModel, Embeddings):
     batch_size: int = Field(default=64, ge=1)
     """Texts per engine call; other requests on the model can run between batches."""
 
-    num_ctx: int | None = None
-    """Longest input in tokens (longer texts are truncated); default min(4096, trained)."""
-
-    num_gpu: int | None = None
-    """Layers offloaded to the GPU (default: automatic)."""
-
-    num_thread: int | None = None
-    """CPU threads (default: the physical cores)."""
-
-    keep_alive: float | str | None = None
-    """How long the model stays loaded after a request."""
-
     preload: bool = False
     """Load the model when the object is created (otherwise on first use)."""
 
@@ -71,13 +60,12 @@ class LocalEmbeddings(BaseModel, Embeddings):
         Raises:
             UnknownOptionError: For a keyword the class does not know (e.g.
                 ``dimensions``: the model decides the size), instead of ignoring it.
-            InvalidOptionError: For an option value out of range.
+            ValidationError: For an option value out of its field's bounds.
+            InvalidOptionError: For a value the runtime refuses (a malformed ``keep_alive``).
         """
         check_constructor_arguments(type(self), data)
         super().__init__(**data)
-        validate_options(self._options())
-        if self.keep_alive is not None:
-            validate_options({"keep_alive": self.keep_alive})
+        self.check_option_values()
 
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalEmbeddings:
@@ -91,15 +79,7 @@ class LocalEmbeddings(BaseModel, Embeddings):
         return self._engine if self._engine is not None else default_engine()
 
     def _options(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in {
-                "num_ctx": self.num_ctx,
-                "num_gpu": self.num_gpu,
-                "num_thread": self.num_thread,
-            }.items()
-            if v is not None
-        }
+        return self.option_values(("load",))
 
     def _kwargs(self, task: EmbeddingTask) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -108,8 +88,7 @@ class LocalEmbeddings(BaseModel, Embeddings):
             "task": task,
             "prefix": self.query_prefix if task == "query" else self.document_prefix,
         }
-        if self.keep_alive is not None:
-            kwargs["keep_alive"] = self.keep_alive
+        kwargs.update(self.option_values(("request",)))  # keep_alive
         return kwargs
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

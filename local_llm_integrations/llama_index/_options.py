@@ -9,7 +9,7 @@ the request-level settings (tools, tool choice, format, reasoning, keep-alive).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +32,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OPTION_NAMES: tuple[str, ...] = tuple(sorted(CALL_OPTIONS - {"max_tokens"}))
-"""Ollama-named sampling/load options accepted as fields and as per-call kwargs."""
+"""Ollama-named sampling/load options accepted as fields and as per-call kwargs
+(derived from :class:`~local_llm_runtime.options.ModelOptions`)."""
 
 _ALIASES = {"max_tokens": "num_predict", "allow_parallel_tool_calls": "parallel_tool_calls"}
 _REASONING_KEYS = ("reasoning", "thinking", "think")
@@ -135,7 +136,12 @@ class Request:
         }
 
 
-def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Request:
+def build_request(
+    defaults: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    *,
+    option_names: Collection[str] = OPTION_NAMES,
+) -> Request:
     """Merge an instance's fields with per-call keyword arguments.
 
     Args:
@@ -149,6 +155,8 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
             bookkeeping arguments LlamaIndex passes along (``formatted``,
             ``verbose``, ``error_on_no_tool_call``, ``error_on_tool_error``) are
             accepted and have no effect.
+        option_names: The engine options among ``defaults`` and ``kwargs`` (the
+            adapter's option fields; default :data:`OPTION_NAMES`).
 
     Returns:
         The request.
@@ -157,7 +165,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
         UnknownOptionError: For any other argument (a typo such as
             ``temprature`` would otherwise be ignored), naming the closest known one.
     """
-    options = {name: defaults[name] for name in OPTION_NAMES if defaults.get(name) is not None}
+    options = {name: defaults[name] for name in option_names if defaults.get(name) is not None}
     reasoning: ReasoningSetting = defaults.get("reasoning")
     fmt = defaults.get("format")
     keep_alive = defaults.get("keep_alive")
@@ -169,7 +177,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
     unknown: list[str] = []
     for key, value in kwargs.items():
         name = _ALIASES.get(key, key)
-        if name in OPTION_NAMES:
+        if name in option_names:
             if value is not None:
                 options[name] = value
         elif name in _REASONING_KEYS:
@@ -190,7 +198,7 @@ def build_request(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Req
             parallel = bool(value)
         elif name not in _BOOKKEEPING:
             unknown.append(key)
-    check_arguments("LocalLLM call", unknown, CALL_ARGUMENTS)
+    check_arguments("LocalLLM call", unknown, CALL_ARGUMENTS | set(option_names))
     return Request(
         model=model,
         options=options,

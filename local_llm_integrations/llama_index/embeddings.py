@@ -13,17 +13,17 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 
-from local_llm_integrations._options import check_constructor_arguments
+from local_llm_integrations._options import EmbeddingOptionFields, check_constructor_arguments
 from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
-from local_llm_runtime.options import validate_options
 
 __all__ = ["LocalEmbedding"]
 
-_LOAD_OPTIONS = ("num_ctx", "num_gpu", "num_thread")
 
-
-class LocalEmbedding(BaseEmbedding):
+class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
     """Text and query embeddings from a local GGUF model (embedding or generative).
+
+    The load options (``num_ctx``, ``num_batch``, ``num_gpu``, ``num_thread``) and
+    ``keep_alive`` are fields from :class:`~local_llm_runtime.options.ModelOptions`.
 
     Example:
         .. code-block:: python
@@ -62,21 +62,6 @@ class LocalEmbedding(BaseEmbedding):
             "(nomic-embed-text: 'search_document: '), '' none."
         ),
     )
-    num_ctx: int | None = Field(
-        default=None,
-        gt=0,
-        description="Context window (longest text, in tokens; longer texts are truncated).",
-    )
-    num_gpu: int | None = Field(
-        default=None, ge=-1, description="Layers offloaded to the GPU (default: automatic)."
-    )
-    num_thread: int | None = Field(
-        default=None, gt=0, description="CPU threads (default: the physical cores)."
-    )
-    keep_alive: float | str | None = Field(
-        default=None,
-        description="How long the model stays loaded after a request (`5m`, seconds, 0, -1).",
-    )
     preload: bool = Field(
         default=False,
         description="Load the model when the object is created (otherwise on the first call).",
@@ -90,13 +75,12 @@ class LocalEmbedding(BaseEmbedding):
         Raises:
             UnknownOptionError: For a keyword the class does not know (with the
                 closest known name), instead of ignoring it.
-            InvalidOptionError: For an option value out of range.
+            ValidationError: For an option value out of its field's bounds.
+            InvalidOptionError: For a value the runtime refuses (a malformed ``keep_alive``).
         """
         check_constructor_arguments(type(self), data, ["class_name"])  # from to_dict()
         super().__init__(**data)
-        validate_options(self._options())
-        if self.keep_alive is not None:
-            validate_options({"keep_alive": self.keep_alive})
+        self.check_option_values()
 
     @model_validator(mode="before")
     @classmethod
@@ -126,7 +110,7 @@ class LocalEmbedding(BaseEmbedding):
         return self._engine if self._engine is not None else default_engine()
 
     def _options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _LOAD_OPTIONS if getattr(self, k) is not None}
+        return self.option_values(("load",))
 
     def _call_kwargs(self, task: EmbeddingTask) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -135,8 +119,7 @@ class LocalEmbedding(BaseEmbedding):
             "task": task,
             "prefix": self.query_instruction if task == "query" else self.text_instruction,
         }
-        if self.keep_alive is not None:
-            kwargs["keep_alive"] = self.keep_alive
+        kwargs.update(self.option_values(("request",)))  # keep_alive
         return kwargs
 
     # ---- BaseEmbedding -------------------------------------------------------

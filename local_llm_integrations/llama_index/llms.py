@@ -36,7 +36,7 @@ from llama_index.core.prompts.base import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import Model, PydanticProgramMode
 from llama_index_instrumentation import get_dispatcher
 
-from local_llm_integrations._options import check_constructor_arguments
+from local_llm_integrations._options import LlamaIndexOptionFields, check_constructor_arguments
 from local_llm_integrations.llama_index._convert import (
     ChatAccumulator,
     completion_response,
@@ -46,7 +46,6 @@ from local_llm_integrations.llama_index._convert import (
 )
 from local_llm_integrations.llama_index._model_info import ModelInfo, model_info
 from local_llm_integrations.llama_index._options import (
-    OPTION_NAMES,
     ReasoningSetting,
     Request,
     build_request,
@@ -59,7 +58,6 @@ from local_llm_integrations.llama_index._structured import (
     schema_of,
 )
 from local_llm_runtime.llama.engine import Engine, default_engine
-from local_llm_runtime.options import validate_options
 from local_llm_runtime.types import Chunk
 
 if TYPE_CHECKING:
@@ -70,18 +68,20 @@ __all__ = ["LocalLLM"]
 
 dispatcher = get_dispatcher(__name__)
 
-_LOAD_OPTIONS = ("num_ctx", "num_gpu", "num_thread")
 _FIELD_ALIASES = {"max_tokens": "num_predict", "thinking": "reasoning", "context_window": "num_ctx"}
 
 
-class LocalLLM(FunctionCallingLLM):
+class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
     """A local GGUF model for LlamaIndex, in-process, with Ollama's names and options.
 
     Every instance naming the same model (and every LangChain adapter in the
     process) shares one loaded llama.cpp instance; construction does no I/O
     (``preload=True`` opts in). Prompts are rendered with the model's own chat
     template; tool calls, JSON-schema output and ``<think>`` reasoning are
-    handled by the runtime.
+    handled by the runtime. The Ollama-named option fields (``temperature`` ...
+    ``keep_alive``) come from :class:`~local_llm_runtime.options.ModelOptions`;
+    aliases: ``max_tokens`` (``num_predict``), ``context_window`` (``num_ctx``),
+    ``thinking`` (``reasoning``).
 
     Example:
         .. code-block:: python
@@ -99,65 +99,6 @@ class LocalLLM(FunctionCallingLLM):
             "Model reference: an Ollama-style name (`qwen2.5:7b`), `hf.co/org/repo:QUANT`, "
             "a path to a `.gguf` file, or a name made with `local-llm create`."
         )
-    )
-    temperature: float | None = Field(
-        default=None, ge=0.0, description="Sampling temperature (runtime default 0.8); 0 is greedy."
-    )
-    top_p: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Nucleus sampling probability mass (0.9)."
-    )
-    top_k: int | None = Field(
-        default=None, ge=0, description="Sample among the k most likely tokens (40)."
-    )
-    min_p: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Drop tokens less likely than min_p times the best token (0.0).",
-    )
-    repeat_penalty: float | None = Field(
-        default=None, ge=0.0, description="Penalty for repeating recent tokens (1.1)."
-    )
-    repeat_last_n: int | None = Field(
-        default=None,
-        ge=-1,
-        description="How far back repeat_penalty looks, in tokens (64; 0 off, -1 the context).",
-    )
-    seed: int | None = Field(
-        default=None,
-        description=(
-            "Random seed: the same seed and request give the same output whatever ran before "
-            "(a seeded request skips prompt-prefix reuse, so temperature=0 is exact with it)."
-        ),
-    )
-    num_ctx: int | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Context window in tokens (default: 4096, or the model's trained context if "
-            "smaller). Alias: `context_window`."
-        ),
-    )
-    num_predict: int | None = Field(
-        default=None,
-        ge=-2,
-        description="Maximum tokens to generate (default: until the context is full). "
-        "Alias: `max_tokens`.",
-    )
-    stop: list[str] | None = Field(
-        default=None, description="Stop sequences: generation ends before the first one."
-    )
-    num_gpu: int | None = Field(
-        default=None,
-        ge=-1,
-        description="Layers offloaded to the GPU (default: automatic from free device memory).",
-    )
-    num_thread: int | None = Field(
-        default=None, gt=0, description="CPU threads (default: the physical cores)."
-    )
-    keep_alive: float | str | None = Field(
-        default=None,
-        description="How long the model stays loaded after a request (`5m`, seconds, 0, -1).",
     )
     reasoning: ReasoningSetting = Field(
         default=None,
@@ -203,13 +144,13 @@ class LocalLLM(FunctionCallingLLM):
         Raises:
             UnknownOptionError: For a keyword the class does not know (with the
                 closest known name), instead of ignoring it.
-            InvalidOptionError: For an option value out of range (NaN, ...).
+            ValidationError: For an option value out of its field's bounds (NaN, ...).
+            InvalidOptionError: For a value the runtime refuses (an empty stop
+                sequence, a malformed ``keep_alive``).
         """
         check_constructor_arguments(type(self), data, [*_FIELD_ALIASES, "class_name"])
         super().__init__(**data)
-        validate_options({k: v for k in OPTION_NAMES if (v := getattr(self, k)) is not None})
-        if self.keep_alive is not None:
-            validate_options({"keep_alive": self.keep_alive})
+        self.check_option_values()
 
     @model_validator(mode="before")
     @classmethod
@@ -225,8 +166,7 @@ class LocalLLM(FunctionCallingLLM):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalLLM:
         if self.preload:
-            options = {k: getattr(self, k) for k in _LOAD_OPTIONS if getattr(self, k) is not None}
-            self.engine.preload(self.model, options=options)
+            self.engine.preload(self.model, options=self.option_values(("load",)))
         return self
 
     @classmethod
@@ -283,14 +223,14 @@ class LocalLLM(FunctionCallingLLM):
     # ---- request building ----------------------------------------------------
 
     def _request(self, kwargs: dict[str, Any]) -> Request:
-        defaults = {name: getattr(self, name) for name in OPTION_NAMES}
+        defaults: dict[str, Any] = self.option_values()
         defaults.update(
             model=self.model,
             reasoning=self.reasoning,
             format=self.format,
             keep_alive=self.keep_alive,
         )
-        return build_request(defaults, kwargs)
+        return build_request(defaults, kwargs, option_names=self.option_names())
 
     def _chat_chunks(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]

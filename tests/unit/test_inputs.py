@@ -426,13 +426,14 @@ def test_llama_index_per_call_arguments_are_checked(tiny_gguf: Path) -> None:
     assert llm.complete("hi", formatted=True).text is not None
 
 
-# Every Ollama-named option of the README reaches the engine from every LLM adapter,
-# at construction and per call (one list: ``OPTION_FIELDS``; adding an option there is
-# what makes the adapters accept it).
+# Every Ollama-named option reaches the engine from every LLM adapter, at construction
+# and per call (one model: ``ModelOptions``; the adapters' fields and ``OPTION_FIELDS``
+# are derived from it, so adding an option there is what makes the adapters accept it).
 ADAPTER_OPTIONS = {
-    "temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "repeat_penalty": 1.2,
-    "repeat_last_n": 16, "seed": 3, "num_ctx": 256, "num_predict": 2, "stop": ["zz"],
-    "num_thread": 1,
+    "temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "typical_p": 0.95,
+    "repeat_penalty": 1.2, "repeat_last_n": 16, "presence_penalty": 0.5,
+    "frequency_penalty": 0.5, "seed": 3, "num_ctx": 256, "num_predict": 2, "stop": ["zz"],
+    "num_thread": 1, "num_batch": 64,
 }  # fmt: skip
 
 

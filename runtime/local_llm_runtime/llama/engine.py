@@ -37,7 +37,7 @@ from local_llm_runtime.llama.pool import (
     planned_num_ctx,
 )
 from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
-from local_llm_runtime.options import validate_options
+from local_llm_runtime.options import split_by_destination, validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
 from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
 from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
@@ -102,7 +102,9 @@ def split_options(
 ) -> tuple[LoadOptions, SamplingOptions, float | None]:
     """Validate Ollama-named options and split them by what they affect.
 
-    Later mappings override earlier ones (model defaults, then the request).
+    Later mappings override earlier ones (model defaults, then the request). Where
+    each option goes is the ``destination`` of its
+    :class:`~local_llm_runtime.options.ModelOptions` field.
 
     Returns:
         Load options (the pool key), sampling options and ``keep_alive``.
@@ -111,18 +113,17 @@ def split_options(
     for layer in layers:
         if layer:
             merged.update(validate_options({k: v for k, v in layer.items() if v is not None}))
-    keep_alive = merged.pop("keep_alive", None)
-    load = LoadOptions(
-        num_ctx=merged.pop("num_ctx", None),
-        num_gpu=merged.pop("num_gpu", None),
-        num_thread=merged.pop("num_thread", None),
-        num_batch=merged.pop("num_batch", 512),
+    parts = split_by_destination(merged)
+    sampling = parts["sampling"]
+    if "stop" in sampling:
+        sampling["stop"] = tuple(sampling["stop"])
+    if sampling.get("seed") == -1:  # Ollama's (and llama.cpp's) "a random seed"
+        del sampling["seed"]
+    return (
+        LoadOptions(**parts["load"]),
+        SamplingOptions(**sampling),
+        parts["request"].get("keep_alive"),
     )
-    if "stop" in merged:
-        merged["stop"] = tuple(merged["stop"])
-    if merged.get("seed") == -1:  # Ollama's (and llama.cpp's) "a random seed"
-        del merged["seed"]
-    return load, SamplingOptions(**merged), keep_alive
 
 
 @dataclass
