@@ -11,11 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+from llama_index.core.bridge.pydantic import Field, model_validator
 
-from local_llm_integrations._options import check_constructor_arguments
-from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
+from local_llm_integrations._options import (
+    ENGINE_FIELD_DOC,
+    check_constructor_arguments,
+    engine_or_default,
+)
+from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.options import validate_options
+from local_llm_runtime.types import EmbeddingTask
 
 __all__ = ["LocalEmbedding"]
 
@@ -82,7 +87,9 @@ class LocalEmbedding(BaseEmbedding):
         description="Load the model when the object is created (otherwise on the first call).",
     )
 
-    _engine: Engine | None = PrivateAttr(default=None)
+    engine: EngineProtocol | None = Field(
+        default=None, exclude=True, repr=False, description=ENGINE_FIELD_DOC
+    )
 
     def __init__(self, **data: Any) -> None:
         """Create the embedding model; unknown or misspelt keywords and bad values raise.
@@ -112,7 +119,7 @@ class LocalEmbedding(BaseEmbedding):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalEmbedding:
         if self.preload:
-            self.engine.preload(self.model, options=self._options(), embedding=True)
+            self._serving_engine().preload(self.model, options=self._options(), embedding=True)
         return self
 
     @classmethod
@@ -120,10 +127,8 @@ class LocalEmbedding(BaseEmbedding):
         """Name used when serializing."""
         return "LocalEmbedding"
 
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
+    def _serving_engine(self) -> EngineProtocol:
+        return engine_or_default(self.engine)
 
     def _options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _LOAD_OPTIONS if getattr(self, k) is not None}
@@ -142,10 +147,12 @@ class LocalEmbedding(BaseEmbedding):
     # ---- BaseEmbedding -------------------------------------------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self.engine.embed(self.model, [query], **self._call_kwargs("query"))[0]
+        return self._serving_engine().embed(self.model, [query], **self._call_kwargs("query"))[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        vectors = await self.engine.aembed(self.model, [query], **self._call_kwargs("query"))
+        vectors = await self._serving_engine().aembed(
+            self.model, [query], **self._call_kwargs("query")
+        )
         return vectors[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
@@ -155,7 +162,9 @@ class LocalEmbedding(BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self.engine.embed(self.model, texts, **self._call_kwargs("document"))
+        return self._serving_engine().embed(self.model, texts, **self._call_kwargs("document"))
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await self.engine.aembed(self.model, texts, **self._call_kwargs("document"))
+        return await self._serving_engine().aembed(
+            self.model, texts, **self._call_kwargs("document")
+        )

@@ -90,7 +90,7 @@ import random
 import re
 import threading
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,8 @@ class _Plan:
     usage: Usage | None
     timings: Timings | None
     error: BaseException | None = None
+    delay: float = 0.0
+    track: Callable[[int], None] | None = None
 
 
 class FakeEngine:
@@ -266,6 +268,8 @@ class FakeEngine:
         dimension: Width of the embedding vectors.
         models: The models that exist (``ModelInfo`` by name); ``None``: every
             name is a chat model with tools and a 4096-token context.
+        chunk_delay: Seconds between chunks (a slow model, to test timeouts and
+            cancellation; cancelling interrupts the wait).
     """
 
     def __init__(
@@ -275,10 +279,14 @@ class FakeEngine:
         cycle: bool = False,
         dimension: int = 32,
         models: Mapping[str, ModelInfo] | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         if dimension < 1:
             raise ValueError(f"dimension must be at least 1, got {dimension}.")
+        if not chunk_delay >= 0:
+            raise ValueError(f"chunk_delay must be >= 0 seconds, got {chunk_delay!r}.")
         self.cycle = cycle
+        self.chunk_delay = chunk_delay
         self.dimension = dimension
         self.models = dict(models) if models is not None else None
         self.requests: list[FakeRequest] = []
@@ -287,6 +295,7 @@ class FakeEngine:
         self._next = 0
         self._calls = 0
         self._loaded: dict[tuple[str, bool], RunningModel] = {}
+        self._open_streams = 0
         self._lock = threading.Lock()
         self.add_responses(*responses)
 
@@ -320,6 +329,16 @@ class FakeEngine:
         """Responses not used yet (without cycling)."""
         with self._lock:
             return len(self._responses) - self._next
+
+    @property
+    def open_streams(self) -> int:
+        """Streams started and neither finished nor closed (0 once a chain cleaned up)."""
+        with self._lock:
+            return self._open_streams
+
+    def _stream_opened(self, delta: int) -> None:
+        with self._lock:
+            self._open_streams += delta
 
     @property
     def last_request(self) -> FakeRequest:
@@ -687,7 +706,10 @@ class FakeEngine:
             finish = cut
         elif finish is None:
             finish = "tool_calls" if any(isinstance(c, ToolCallDelta) for c in body) else "stop"
-        return _Plan(model, body, prompt_tokens, finish, usage, timings)
+        return _Plan(
+            model, body, prompt_tokens, finish, usage, timings,
+            delay=self.chunk_delay, track=self._stream_opened,
+        )  # fmt: skip
 
     def _call_delta(self, index: int, call: FakeToolCall) -> ToolCallDelta:
         with self._lock:
@@ -857,9 +879,21 @@ def _stream(plan: _Plan, signal: RequestSignal) -> Iterator[Chunk]:
     signal.model = plan.model
     if plan.error is not None:
         raise plan.error
+    if plan.track is not None:
+        plan.track(1)
+    try:
+        yield from _chunks(plan, signal)
+    finally:
+        if plan.track is not None:
+            plan.track(-1)
+
+
+def _chunks(plan: _Plan, signal: RequestSignal) -> Iterator[Chunk]:
     completion = 0
     finish: FinishReason | None = plan.finish
-    for chunk in plan.body:
+    for i, chunk in enumerate(plan.body):
+        if i and plan.delay:
+            signal.wait(plan.delay)
         if signal.is_set():
             finish = "cancelled"
             break
