@@ -575,7 +575,11 @@ class FakeEngine:
             expires_at=None,
             active_requests=0,
         )
-        ttl = validate_options({"keep_alive": keep_alive})["keep_alive"] if keep_alive else None
+        ttl = (
+            validate_options({"keep_alive": keep_alive})["keep_alive"]
+            if keep_alive is not None
+            else None
+        )
         with self._lock:
             if ttl == 0:
                 self._loaded.pop((model, embedding), None)
