@@ -93,10 +93,10 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local_llm_runtime.errors import ModelNotFoundError
-from local_llm_runtime.interface import JsonFormat
+from local_llm_runtime.interface import EngineProtocol, JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas, validate_arguments
@@ -947,3 +947,7 @@ def _bag_of_words(text: str, dimension: int) -> list[float]:
 def _l2_normalize(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm > 0 else vector
+
+
+if TYPE_CHECKING:  # mypy checks FakeEngine against the interface on every run
+    _conforms: EngineProtocol = FakeEngine()
