@@ -134,8 +134,11 @@ def test_interactive_slash_commands_like_ollama(tiny_name: str) -> None:
 def test_run_talks_to_the_engine_interface(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import local_llm_runtime.cli.main as cli_main
+    import importlib
+
     from local_llm_runtime.testing import FakeEngine
+
+    cli_main = importlib.import_module("local_llm_runtime.cli.main")  # the package re-exports main
 
     engine = FakeEngine(["Hi from the fake."])
     monkeypatch.setattr(cli_main, "make_engine", lambda lib: engine)
