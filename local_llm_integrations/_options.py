@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from local_llm_runtime.llama.engine import Engine, default_engine
+from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.options import (
     DESTINATIONS,
     Destination,
@@ -36,8 +36,10 @@ __all__ = [
     "LocalModelOptions",
     "OptionFields",
     "ReasoningSetting",
+    "ENGINE_FIELD_DOC",
     "adapter_option_fields",
     "check_constructor_arguments",
+    "engine_or_default",
     "known_arguments",
     "option_fields_mixin",
     "reasoning_mode",
@@ -182,6 +184,25 @@ else:
 
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 
+ENGINE_FIELD_DOC = (
+    "The engine that serves this model (any EngineProtocol implementation): None (default) is "
+    "the process-wide in-process llama.cpp engine, local_llm_runtime.default_engine(), looked "
+    "up at call time; pass local_llm_runtime.testing.FakeEngine in tests, or another backend. "
+    "Not serialized."
+)
+
+
+def engine_or_default(engine: EngineProtocol | None) -> EngineProtocol:
+    """``engine``, or the process-wide in-process engine when it is ``None``.
+
+    Looked up at call time: constructing an adapter imports no llama_cpp.
+    """
+    if engine is not None:
+        return engine
+    import local_llm_runtime
+
+    return local_llm_runtime.default_engine()
+
 
 def known_arguments(cls: type[BaseModel], extra: Iterable[str] = ()) -> frozenset[str]:
     """Every keyword a pydantic adapter class accepts: its fields, their aliases, ``extra``."""
@@ -234,7 +255,9 @@ class LocalModelOptions(LangChainOptionFields):
     :class:`~local_llm_runtime.options.ModelOptions`; ``max_tokens`` is ``num_predict``.
     """
 
-    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(
+        populate_by_name=True, protected_namespaces=(), arbitrary_types_allowed=True
+    )
 
     model: str
     """Model reference: ``qwen2.5:7b``, ``hf.co/org/repo-GGUF:Q4_K_M``, a ``.gguf`` path,
@@ -247,7 +270,11 @@ class LocalModelOptions(LangChainOptionFields):
     preload: bool = False
     """Load the model when the object is created (otherwise on the first call)."""
 
-    _engine: Engine | None = PrivateAttr(default=None)
+    engine: EngineProtocol | None = Field(default=None, exclude=True, repr=False)
+    """The engine that serves this model: ``None`` (default) is the process-wide
+    in-process engine (:func:`local_llm_runtime.default_engine`, looked up at call time);
+    pass :class:`local_llm_runtime.testing.FakeEngine` in tests, or another backend.
+    Excluded from serialization."""
 
     def __init__(self, **data: Any) -> None:
         """Create the adapter; unknown or misspelt keywords and bad option values raise.
@@ -266,13 +293,8 @@ class LocalModelOptions(LangChainOptionFields):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalModelOptions:
         if self.preload:
-            self.engine.preload(self.model, options=self.engine_options())
+            engine_or_default(self.engine).preload(self.model, options=self.engine_options())
         return self
-
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
 
     def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Ollama-named options that are set, with per-call overrides applied."""

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from local_llm_integrations._options import EmbeddingOptionFields, check_constructor_arguments
-from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
+from local_llm_integrations._options import (
+    EmbeddingOptionFields,
+    check_constructor_arguments,
+    engine_or_default,
+)
+from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.types import EmbeddingTask
 
 __all__ = ["LocalEmbeddings"]
 
@@ -30,7 +35,7 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
             vectors = embeddings.embed_documents(["hello", "world"])
     """
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
 
     model: str
     """Model reference (``nomic-embed-text``, ``hf.co/...``, a ``.gguf`` path, ...)."""
@@ -52,7 +57,11 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
     preload: bool = False
     """Load the model when the object is created (otherwise on first use)."""
 
-    _engine: Engine | None = PrivateAttr(default=None)
+    engine: EngineProtocol | None = Field(default=None, exclude=True, repr=False)
+    """The engine that serves this model: ``None`` (default) is the process-wide
+    in-process engine (:func:`local_llm_runtime.default_engine`, looked up at call time);
+    pass :class:`local_llm_runtime.testing.FakeEngine` in tests, or another backend.
+    Excluded from serialization."""
 
     def __init__(self, **data: Any) -> None:
         """Create the embeddings; unknown or misspelt keywords and bad option values raise.
@@ -70,13 +79,11 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalEmbeddings:
         if self.preload:
-            self.engine.preload(self.model, options=self._options(), embedding=True)
+            self._serving_engine().preload(self.model, options=self._options(), embedding=True)
         return self
 
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
+    def _serving_engine(self) -> EngineProtocol:
+        return engine_or_default(self.engine)
 
     def _options(self) -> dict[str, Any]:
         return self.option_values(("load",))
@@ -96,7 +103,7 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             out.extend(
-                self.engine.embed(
+                self._serving_engine().embed(
                     self.model, texts[start : start + self.batch_size], **self._kwargs("document")
                 )
             )
@@ -104,16 +111,18 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""
-        return self.engine.embed(self.model, [text], **self._kwargs("query"))[0]
+        return self._serving_engine().embed(self.model, [text], **self._kwargs("query"))[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents` (the engine runs in a worker thread)."""
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            out.extend(await self.engine.aembed(self.model, batch, **self._kwargs("document")))
+            out.extend(
+                await self._serving_engine().aembed(self.model, batch, **self._kwargs("document"))
+            )
         return out
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`."""
-        return (await self.engine.aembed(self.model, [text], **self._kwargs("query")))[0]
+        return (await self._serving_engine().aembed(self.model, [text], **self._kwargs("query")))[0]

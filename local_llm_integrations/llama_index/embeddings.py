@@ -11,10 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+from llama_index.core.bridge.pydantic import Field, model_validator
 
-from local_llm_integrations._options import EmbeddingOptionFields, check_constructor_arguments
-from local_llm_runtime.llama.engine import EmbeddingTask, Engine, default_engine
+from local_llm_integrations._options import (
+    ENGINE_FIELD_DOC,
+    EmbeddingOptionFields,
+    check_constructor_arguments,
+    engine_or_default,
+)
+from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.types import EmbeddingTask
 
 __all__ = ["LocalEmbedding"]
 
@@ -67,7 +73,9 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
         description="Load the model when the object is created (otherwise on the first call).",
     )
 
-    _engine: Engine | None = PrivateAttr(default=None)
+    engine: EngineProtocol | None = Field(
+        default=None, exclude=True, repr=False, description=ENGINE_FIELD_DOC
+    )
 
     def __init__(self, **data: Any) -> None:
         """Create the embedding model; unknown or misspelt keywords and bad values raise.
@@ -96,7 +104,7 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalEmbedding:
         if self.preload:
-            self.engine.preload(self.model, options=self._options(), embedding=True)
+            self._serving_engine().preload(self.model, options=self._options(), embedding=True)
         return self
 
     @classmethod
@@ -104,10 +112,8 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
         """Name used when serializing."""
         return "LocalEmbedding"
 
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
+    def _serving_engine(self) -> EngineProtocol:
+        return engine_or_default(self.engine)
 
     def _options(self) -> dict[str, Any]:
         return self.option_values(("load",))
@@ -125,10 +131,12 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
     # ---- BaseEmbedding -------------------------------------------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self.engine.embed(self.model, [query], **self._call_kwargs("query"))[0]
+        return self._serving_engine().embed(self.model, [query], **self._call_kwargs("query"))[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        vectors = await self.engine.aembed(self.model, [query], **self._call_kwargs("query"))
+        vectors = await self._serving_engine().aembed(
+            self.model, [query], **self._call_kwargs("query")
+        )
         return vectors[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
@@ -138,7 +146,9 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self.engine.embed(self.model, texts, **self._call_kwargs("document"))
+        return self._serving_engine().embed(self.model, texts, **self._call_kwargs("document"))
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await self.engine.aembed(self.model, texts, **self._call_kwargs("document"))
+        return await self._serving_engine().aembed(
+            self.model, texts, **self._call_kwargs("document")
+        )

@@ -36,7 +36,12 @@ from llama_index.core.prompts.base import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import Model, PydanticProgramMode
 from llama_index_instrumentation import get_dispatcher
 
-from local_llm_integrations._options import LlamaIndexOptionFields, check_constructor_arguments
+from local_llm_integrations._options import (
+    ENGINE_FIELD_DOC,
+    LlamaIndexOptionFields,
+    check_constructor_arguments,
+    engine_or_default,
+)
 from local_llm_integrations.llama_index._convert import (
     ChatAccumulator,
     completion_response,
@@ -44,7 +49,6 @@ from local_llm_integrations.llama_index._convert import (
     to_runtime_messages,
     tool_selections,
 )
-from local_llm_integrations.llama_index._model_info import ModelInfo, model_info
 from local_llm_integrations.llama_index._options import (
     ReasoningSetting,
     Request,
@@ -57,8 +61,9 @@ from local_llm_integrations.llama_index._structured import (
     parse_stream,
     schema_of,
 )
-from local_llm_runtime.llama.engine import Engine, default_engine
-from local_llm_runtime.types import Chunk
+from local_llm_runtime.errors import ModelNotFoundError
+from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.types import Chunk, ModelInfo
 
 if TYPE_CHECKING:
     from llama_index.core.program.utils import FlexibleModel
@@ -135,8 +140,11 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         ),
     )
 
-    _engine: Engine | None = PrivateAttr(default=None)
-    _info: tuple[str, ModelInfo | None] | None = PrivateAttr(default=None)
+    engine: EngineProtocol | None = Field(
+        default=None, exclude=True, repr=False, description=ENGINE_FIELD_DOC
+    )
+
+    _info: tuple[str, EngineProtocol, ModelInfo] | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         """Create the LLM; unknown or misspelt keywords and bad option values raise.
@@ -166,7 +174,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalLLM:
         if self.preload:
-            self.engine.preload(self.model, options=self.option_values(("load",)))
+            self._serving_engine().preload(self.model, options=self.option_values(("load",)))
         return self
 
     @classmethod
@@ -174,18 +182,18 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         """Name used when serializing."""
         return "LocalLLM"
 
-    @property
-    def engine(self) -> Engine:
-        """The engine serving this model (the process-wide one by default)."""
-        return self._engine if self._engine is not None else default_engine()
+    def _serving_engine(self) -> EngineProtocol:
+        return engine_or_default(self.engine)
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Context window, output budget and capabilities, from the GGUF header.
+        """Context window, output budget and capabilities, from ``engine.model_info``.
 
-        Read lazily on first access (the header only, never the weights); a
-        model that is not on disk yet reports the configured ``num_ctx`` (or
-        4096) and function calling.
+        Asked lazily on first access (the in-process engine reads the GGUF
+        header only, never the weights). The context window is ``num_ctx`` (or
+        the engine's default) capped by the model's trained context. A model
+        the engine does not have yet (``ModelNotFoundError``: not pulled) reports
+        the configured ``num_ctx`` (or 4096) and function calling, without a download.
         """
         info = self._model_info()
         if info is None:
@@ -193,6 +201,8 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
             tools = True
         else:
             context_window = info.context_window(self.num_ctx)
+            if info.context_length:
+                context_window = min(context_window, info.context_length)
             tools = info.supports_tools
         if self.is_function_calling_model is not None:
             tools = self.is_function_calling_model
@@ -211,14 +221,20 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         LlamaIndex counts tokens with tiktoken unless told otherwise; for
         budgets that match this model use ``Settings.tokenizer = llm.tokenize``.
         """
-        return self.engine.tokenize(self.model, text)
+        return self._serving_engine().tokenize(self.model, text)
 
     def _model_info(self) -> ModelInfo | None:
+        """The engine's facts about the model (cached once found), ``None`` if it has none."""
+        engine = self._serving_engine()
         cached = self._info
-        if cached is None or cached[0] != self.model:
-            cached = (self.model, model_info(self.model, self.engine.library))
-            self._info = cached
-        return cached[1]
+        if cached is not None and cached[0] == self.model and cached[1] is engine:
+            return cached[2]
+        try:
+            info = engine.model_info(self.model)
+        except ModelNotFoundError:
+            return None  # not pulled yet: asked again next time, never downloaded here
+        self._info = (self.model, engine, info)
+        return info
 
     # ---- request building ----------------------------------------------------
 
@@ -236,7 +252,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> Iterator[Chunk]:
         request = self._request(kwargs)
-        return self.engine.chat_stream(
+        return self._serving_engine().chat_stream(
             request.model,
             to_runtime_messages(messages),
             timeout=self.request_timeout,
@@ -247,7 +263,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> AsyncIterator[Chunk]:
         request = self._request(kwargs)
-        return self.engine.achat_stream(
+        return self._serving_engine().achat_stream(
             request.model,
             to_runtime_messages(messages),
             timeout=self.request_timeout,
@@ -266,7 +282,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         if not formatted:
             return self._chat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)  # already formatted: continue the text as is
-        return self.engine.generate_stream(
+        return self._serving_engine().generate_stream(
             request.model, prompt, timeout=self.request_timeout, **request.generate_kwargs()
         )
 
@@ -276,7 +292,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         if not formatted:
             return self._achat_chunks(self._completion_messages(prompt), kwargs)
         request = self._request(kwargs)
-        return self.engine.agenerate_stream(
+        return self._serving_engine().agenerate_stream(
             request.model, prompt, timeout=self.request_timeout, **request.generate_kwargs()
         )
 

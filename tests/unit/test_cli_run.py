@@ -129,3 +129,22 @@ def test_interactive_slash_commands_like_ollama(tiny_name: str) -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(fd)
+
+
+def test_run_talks_to_the_engine_interface(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    from local_llm_runtime.testing import FakeEngine
+
+    cli_main = importlib.import_module("local_llm_runtime.cli.main")  # the package re-exports main
+
+    engine = FakeEngine(["Hi from the fake."])
+    monkeypatch.setattr(cli_main, "make_engine", lambda lib: engine)
+    assert main(["run", "any-model", "hello", "--system", "Be brief."]) == 0
+    assert capsys.readouterr().out.strip() == "Hi from the fake."
+    assert engine.last_request.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hello"},
+    ]

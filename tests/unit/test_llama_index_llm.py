@@ -1,9 +1,11 @@
-"""LocalLLM (LlamaIndex) plumbing: a stub engine for exact arguments, the tiny model for real runs."""
+"""LocalLLM (LlamaIndex) plumbing: FakeEngine for exact arguments, the tiny model for real runs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,10 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
-import local_llm_integrations.llama_index.llms as llms_module
 from local_llm_integrations.llama_index import LocalLLM
-from local_llm_runtime import ModelLibrary
+from local_llm_runtime import ModelInfo
 from local_llm_runtime.llama.engine import Engine
+from local_llm_runtime.testing import FakeEngine, FakeRequest
 from local_llm_runtime.types import (
     Chunk,
     FinalChunk,
@@ -42,44 +44,15 @@ FINAL = FinalChunk("stop", Usage(4, 2), Timings(0.0, 0.0, 0.01, 0.01, 4, 2), "st
 USER = [ChatMessage(role="user", content="Hi")]
 
 
-class StubEngine:
-    """Records each call; replies with a fixed list of chunks."""
-
-    def __init__(self, chunks: Sequence[Chunk] = (TextDelta("Hello"), FINAL)) -> None:
-        self.chunks = list(chunks)
-        self.calls: list[tuple[str, str, Any, dict[str, Any]]] = []
-        self.library = ModelLibrary()
-
-    def chat_stream(self, model: str, messages: Any, **kwargs: Any) -> Iterator[Chunk]:
-        self.calls.append(("chat_stream", model, messages, kwargs))
-        return iter(list(self.chunks))
-
-    def generate_stream(self, model: str, prompt: str, **kwargs: Any) -> Iterator[Chunk]:
-        self.calls.append(("generate_stream", model, prompt, kwargs))
-        return iter(list(self.chunks))
-
-    def achat_stream(self, model: str, messages: Any, **kwargs: Any) -> AsyncIterator[Chunk]:
-        self.calls.append(("achat_stream", model, messages, kwargs))
-        return self._agen()
-
-    def agenerate_stream(self, model: str, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk]:
-        self.calls.append(("agenerate_stream", model, prompt, kwargs))
-        return self._agen()
-
-    async def _agen(self) -> AsyncIterator[Chunk]:
-        for chunk in list(self.chunks):
-            await asyncio.sleep(0)
-            yield chunk
-
-
 def stubbed(chunks: Sequence[Chunk] = (TextDelta("Hello"), FINAL), **fields: Any) -> LocalLLM:
-    llm = LocalLLM(model=fields.pop("model", "stub-model"), **fields)
-    llm._engine = StubEngine(chunks)  # type: ignore[assignment]
-    return llm
+    """A LocalLLM on a FakeEngine that answers every request with ``chunks``."""
+    engine = FakeEngine([list(chunks)], cycle=True)
+    return LocalLLM(model=fields.pop("model", "stub-model"), engine=engine, **fields)
 
 
-def calls(llm: LocalLLM) -> list[tuple[str, str, Any, dict[str, Any]]]:
-    return llm._engine.calls  # type: ignore[union-attr]
+def calls(llm: LocalLLM) -> list[FakeRequest]:
+    assert isinstance(llm.engine, FakeEngine)
+    return llm.engine.requests
 
 
 def add(a: int, b: int) -> int:
@@ -114,13 +87,16 @@ def test_is_a_function_calling_llm() -> None:
     assert issubclass(LocalLLM, FunctionCallingLLM)
 
 
-def test_construction_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom() -> Engine:
-        raise AssertionError("the engine was touched at construction")
-
-    monkeypatch.setattr(llms_module, "default_engine", boom)
-    llm = LocalLLM(model="qwen2.5:72b", temperature=0.2)
-    assert llm.model == "qwen2.5:72b"
+def test_construction_does_no_io_and_loads_no_backend() -> None:
+    code = (
+        "import sys\n"
+        "from local_llm_integrations.llama_index import LocalLLM\n"
+        "llm = LocalLLM(model='qwen2.5:72b', temperature=0.2)\n"
+        "assert llm.engine is None and llm.model == 'qwen2.5:72b'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('llama_cpp', 'local_llm_runtime.llama'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_aliases() -> None:
@@ -129,13 +105,12 @@ def test_aliases() -> None:
     assert LocalLLM(model="m", num_predict=3, max_tokens=9).num_predict == 3
 
 
-def test_preload_loads_once(tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preload_loads_once(tiny_gguf: Path) -> None:
     engine = Engine()
-    monkeypatch.setattr(llms_module, "default_engine", lambda: engine)
     try:
-        LocalLLM(model=str(tiny_gguf), preload=True)
+        LocalLLM(model=str(tiny_gguf), preload=True, engine=engine)
         assert [p.embedding for p in engine.ps()] == [False]
-        LocalLLM(model=str(tiny_gguf), preload=True, temperature=0.1)  # same instance
+        LocalLLM(model=str(tiny_gguf), preload=True, temperature=0.1, engine=engine)  # same
         assert len(engine.ps()) == 1
     finally:
         engine.pool.close()
@@ -165,20 +140,36 @@ def test_metadata_of_a_model_not_pulled_yet(fake_hub: object) -> None:
     assert fake_hub.count() == 0  # type: ignore[attr-defined]
 
 
+def test_metadata_comes_from_the_engines_model_info() -> None:
+    info = ModelInfo("m", "chat", ("completion",), context_length=1024)
+    llm = LocalLLM(model="m", engine=FakeEngine(models={"m": info}))
+    meta = llm.metadata
+    assert (meta.context_window, meta.is_function_calling_model) == (1024, False)
+    assert LocalLLM(model="m", num_ctx=512, engine=llm.engine).metadata.context_window == 512
+    capped = LocalLLM(model="m", num_ctx=9999, engine=llm.engine).metadata
+    assert capped.context_window == 1024  # never above the trained context
+    tools = ModelInfo("t", "chat", ("completion", "tools"), context_length=None)
+    meta = LocalLLM(model="t", engine=FakeEngine(models={"t": tools})).metadata
+    assert (meta.context_window, meta.is_function_calling_model) == (4096, True)
+    missing = LocalLLM(model="other", num_ctx=2048, engine=FakeEngine(models={"m": info}))
+    assert missing.metadata.context_window == 2048  # ModelNotFoundError: the fallback
+    assert missing.metadata.is_function_calling_model is True
+
+
 # ---- options and thinking plumbing ------------------------------------------------------
 
 
 def test_fields_and_per_call_options_reach_the_engine() -> None:
     llm = stubbed(temperature=0.3, num_predict=20, stop=["\n\n"], keep_alive="1m", seed=7)
     llm.chat(USER, temperature=0.0, max_tokens=5)
-    (_, model, messages, kwargs) = calls(llm)[-1]
-    assert model == "stub-model"
-    assert messages == [{"role": "user", "content": "Hi"}]
-    assert kwargs["options"] == {"temperature": 0.0, "num_predict": 5, "stop": ["\n\n"], "seed": 7}
-    assert kwargs["keep_alive"] == "1m"
-    assert kwargs["reasoning"] == "separate"
-    assert kwargs["format"] is None
-    assert "tools" not in kwargs
+    request = calls(llm)[-1]
+    assert request.model == "stub-model"
+    assert request.messages == [{"role": "user", "content": "Hi"}]
+    assert request.options == {"temperature": 0.0, "num_predict": 5, "stop": ["\n\n"], "seed": 7}
+    assert request.keep_alive == "1m"
+    assert request.reasoning == "separate"
+    assert request.format is None
+    assert request.tools is None
 
 
 @pytest.mark.parametrize(
@@ -196,7 +187,7 @@ def test_fields_and_per_call_options_reach_the_engine() -> None:
 def test_thinking_on_off_reaches_the_engine(field: Any, call: dict[str, Any], mode: str) -> None:
     llm = stubbed(thinking=field)
     llm.chat(USER, **call)
-    assert calls(llm)[-1][3]["reasoning"] == mode
+    assert calls(llm)[-1].reasoning == mode
 
 
 THINKING = [ReasoningDelta("2+2 "), ReasoningDelta("is 4"), TextDelta("4"), FINAL]
@@ -224,22 +215,26 @@ async def test_async_thinking_deltas() -> None:
     assert deltas[:2] == ["2+2 ", "is 4"]
     response = await llm.achat(USER)
     assert response.message.content == "4"
-    assert [kind for kind, *_ in calls(llm)] == ["achat_stream", "achat_stream"]
+    assert [r.method for r in calls(llm)] == ["achat_stream", "achat_stream"]
 
 
 def test_complete_uses_the_chat_template_unless_formatted() -> None:
     llm = stubbed(system_prompt="Be brief.")
     assert llm.complete("Hi").text == "Hello"
-    kind, _, messages, _ = calls(llm)[-1]
-    assert kind == "chat_stream"
-    assert messages == [
+    request = calls(llm)[-1]
+    assert request.method == "chat_stream"
+    assert request.messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
     ]
     llm.complete("<|im_start|>user\nHi", formatted=True, max_tokens=4)
-    kind, _, prompt, kwargs = calls(llm)[-1]
-    assert (kind, prompt, kwargs["raw"]) == ("generate_stream", "<|im_start|>user\nHi", True)
-    assert kwargs["options"] == {"num_predict": 4}
+    request = calls(llm)[-1]
+    assert (request.method, request.prompt, request.raw) == (
+        "generate_stream",
+        "<|im_start|>user\nHi",
+        True,
+    )
+    assert request.options == {"num_predict": 4}
 
 
 async def test_async_completion_paths() -> None:
@@ -247,7 +242,7 @@ async def test_async_completion_paths() -> None:
     assert (await llm.acomplete("Hi")).text == "Hello"
     stream = await llm.astream_complete("Hi", formatted=True)
     assert [r.delta async for r in stream] == ["Hello", ""]
-    assert [kind for kind, *_ in calls(llm)] == ["achat_stream", "agenerate_stream"]
+    assert [r.method for r in calls(llm)] == ["achat_stream", "agenerate_stream"]
 
 
 # ---- callbacks and instrumentation --------------------------------------------------------
@@ -287,22 +282,22 @@ def test_chat_with_tools_arguments_and_parallel_calls() -> None:
         [tool], user_msg="1+2?", chat_history=history, tool_required=True
     )
     assert len(history) == 1  # the caller's history is not modified
-    _, _, messages, kwargs = calls(llm)[-1]
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert kwargs["tool_choice"] == "required"
-    assert kwargs["tools"][0]["function"]["name"] == "add"
-    assert kwargs["parallel_tool_calls"] is False  # the engine stops after one call
+    request = calls(llm)[-1]
+    assert [m["role"] for m in request.messages or []] == ["system", "user"]
+    assert request.tool_choice == "required"
+    assert (request.tools or [])[0]["function"]["name"] == "add"
+    assert request.parallel_tool_calls is False  # the engine stops after one call
     assert len(llm.get_tool_calls_from_response(response)) == 1  # parallel calls not allowed
     response = llm.chat_with_tools([tool], user_msg="1+2?", allow_parallel_tool_calls=True)
-    assert calls(llm)[-1][3]["tool_choice"] == "auto"
-    assert calls(llm)[-1][3]["parallel_tool_calls"] is True
+    assert calls(llm)[-1].tool_choice == "auto"
+    assert calls(llm)[-1].parallel_tool_calls is True
     selections = llm.get_tool_calls_from_response(response)
     assert [(s.tool_id, s.tool_kwargs) for s in selections] == [
         ("c1", {"a": 1, "b": 2}),
         ("c2", {"a": 3, "b": 4}),
     ]
     llm.chat_with_tools([tool], user_msg="1+2?", tool_choice="add")
-    assert calls(llm)[-1][3]["tool_choice"] == "add"
+    assert calls(llm)[-1].tool_choice == "add"
 
 
 def test_stream_chat_with_tools_and_predict_and_call() -> None:
@@ -345,9 +340,9 @@ def test_structured_predict_passes_the_schema_as_format(collector: Collector) ->
     llm = stubbed(JSON)
     person = llm.structured_predict(Person, PromptTemplate("Who? {text}"), text="Ada, 36")
     assert person == Person(name="Ada", age=36)
-    _, _, messages, kwargs = calls(llm)[-1]
-    assert kwargs["format"] == Person.model_json_schema()
-    assert messages == [{"role": "user", "content": "Who? Ada, 36"}]
+    request = calls(llm)[-1]
+    assert request.format == Person.model_json_schema()
+    assert request.messages == [{"role": "user", "content": "Who? Ada, 36"}]
     assert any(isinstance(e, LLMStructuredPredictEndEvent) for e in collector.events)
     response = llm.as_structured_llm(Person).chat(USER)
     assert response.raw == Person(name="Ada", age=36)
@@ -359,7 +354,7 @@ def test_structured_predict_llm_kwargs_and_errors() -> None:
     )
     with pytest.raises(ValueError, match="num_predict"):
         llm.structured_predict(Person, PromptTemplate("x"), llm_kwargs={"num_predict": 3})
-    assert calls(llm)[-1][3]["options"] == {"num_predict": 3}
+    assert calls(llm)[-1].options == {"num_predict": 3}
 
 
 def test_stream_structured_predict() -> None:
@@ -383,9 +378,7 @@ async def test_async_structured_predict() -> None:
 @pytest.fixture
 def tiny_llm(tiny_gguf: Path) -> Iterator[LocalLLM]:
     engine = Engine()
-    llm = LocalLLM(model=str(tiny_gguf), temperature=0, seed=1, num_predict=8)
-    llm._engine = engine
-    yield llm
+    yield LocalLLM(model=str(tiny_gguf), temperature=0, seed=1, num_predict=8, engine=engine)
     engine.pool.close()
 
 
@@ -411,30 +404,25 @@ def test_breaking_out_of_a_stream_frees_the_model(tiny_llm: LocalLLM) -> None:
     stream = tiny_llm.stream_chat(USER, num_predict=200)
     next(stream)
     stream.close()
+    assert tiny_llm.engine is not None
     assert all(p.active_requests == 0 for p in tiny_llm.engine.ps())
     assert tiny_llm.chat(USER).message.content is not None  # not deadlocked
 
 
 async def test_cancelling_achat_closes_the_engine_stream() -> None:
-    closed = asyncio.Event()
-
-    class Slow(StubEngine):
-        async def _agen(self) -> AsyncIterator[Chunk]:
-            try:
-                while True:
-                    await asyncio.sleep(0.01)
-                    yield TextDelta("x")
-            finally:
-                closed.set()
-
-    llm = LocalLLM(model="stub")
-    llm._engine = Slow()  # type: ignore[assignment]
+    engine = FakeEngine([" word" * 1000], chunk_delay=0.005)  # a slow, long answer
+    llm = LocalLLM(model="stub", engine=engine)
     task = asyncio.create_task(llm.achat(USER))
-    await asyncio.sleep(0.05)
+    while engine.open_streams == 0:
+        await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert closed.is_set()
+    for _ in range(1000):  # the worker notices the close within a chunk
+        if engine.open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.open_streams == 0
 
 
 def test_bad_option_is_reported(tiny_llm: LocalLLM) -> None:

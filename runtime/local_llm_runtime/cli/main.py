@@ -22,9 +22,21 @@ from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
-    from local_llm_runtime.llama.engine import Engine
+    from local_llm_runtime.interface import EngineProtocol
 
-__all__ = ["main"]
+__all__ = ["main", "make_engine"]
+
+
+def make_engine(lib: ModelLibrary) -> EngineProtocol:
+    """The engine the CLI's generation commands talk to (``run``).
+
+    The one place the CLI picks a backend: the in-process llama.cpp engine over
+    ``lib``'s store (imported here, so store-only commands never load llama.cpp).
+    The rest of the CLI uses only :class:`~local_llm_runtime.interface.EngineProtocol`.
+    """
+    from local_llm_runtime.llama.engine import LlamaEngine
+
+    return LlamaEngine(lib.settings, library=lib)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -153,7 +165,7 @@ def _print_stats(final: FinalChunk, total_s: float, err: TextIO) -> None:
 
 
 def _answer(
-    engine: Engine,
+    engine: EngineProtocol,
     args: argparse.Namespace,
     messages: list[dict[str, Any]],
     options: dict[str, Any],
@@ -195,10 +207,8 @@ def _answer(
 
 
 def _cmd_run(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
-    from local_llm_runtime.llama.engine import Engine
-
     options = parse_params(args.param or [])
-    engine = Engine(lib.settings, library=lib)
+    engine = make_engine(lib)
     prompt = args.prompt
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
@@ -229,7 +239,7 @@ class _ChatSession:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineProtocol,
         lib: ModelLibrary,
         args: argparse.Namespace,
         options: dict[str, Any],
