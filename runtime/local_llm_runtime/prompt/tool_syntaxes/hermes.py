@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from local_llm_runtime.prompt.tool_syntaxes.base import FENCE, CallStream, ToolSyntax, partial_suffix
+from local_llm_runtime.prompt.tool_syntaxes.base import (
+    FENCE,
+    CallStream,
+    ToolSyntax,
+    partial_suffix,
+)
 
 __all__ = ["Hermes"]
 
