@@ -396,7 +396,9 @@ def test_embedding_task_prefixes_follow_the_architecture(
     # A row of the family table gives an architecture its prefixes; the tiny llama stands
     # in for a nomic-bert GGUF here.
     row = families.Family(
-        "tiny", architectures=("llama",), embedding_prefixes={"query": "search_query: ", "document": "d: "}
+        "tiny",
+        architectures=("llama",),
+        embedding_prefixes={"query": "search_query: ", "document": "d: "},
     )
     monkeypatch.setattr(families, "FAMILIES", [row, *families.FAMILIES])
     query = engine.embed(model, ["where is it?"], task="query")
