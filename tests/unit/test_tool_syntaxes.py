@@ -199,3 +199,22 @@ def test_json_grammar_is_llama_cpps_without_importing_it() -> None:
     assert JSON_GBNF == LLAMA_CPP_JSON
     assert json_schema_gbnf(None) == LLAMA_CPP_JSON
     assert llama_cpp.LlamaGrammar.from_string(JSON_GBNF, verbose=False) is not None
+
+
+def test_syntaxes_and_families_import_no_llama_cpp() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from local_llm_runtime.prompt import families, tool_calls, tool_syntaxes\n"
+        "tool_calls.json_schema_gbnf(None)\n"
+        "tool = {'name': 't', 'parameters': {'type': 'object', 'properties': {}}}\n"
+        "for s in tool_syntaxes.SYNTAXES:\n"
+        "    tool_calls.tool_call_gbnf(s.name, [tool])\n"
+        "families.traits_for({'general.architecture': 'nomic-bert'})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'llama_cpp' or "
+        "m.startswith('local_llm_runtime.llama')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
