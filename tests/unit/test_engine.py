@@ -388,15 +388,19 @@ def test_pool_is_injectable(tiny_gguf: Path) -> None:
 def test_embedding_task_prefixes_follow_the_architecture(
     engine: Engine, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from local_llm_runtime.llama import engine as engine_module
+    from local_llm_runtime.prompt import families
 
     model = str(tiny_gguf)
     plain = engine.embed(model, ["where is it?"])
     assert engine.embed(model, ["where is it?"], task="query") == plain  # llama: no convention
-    # A nomic-bert GGUF gets nomic's prefixes; the tiny model stands in for one here.
-    monkeypatch.setitem(
-        engine_module.EMBEDDING_PREFIXES, "llama", {"query": "search_query: ", "document": "d: "}
+    # A row of the family table gives an architecture its prefixes; the tiny llama stands
+    # in for a nomic-bert GGUF here.
+    row = families.Family(
+        "tiny",
+        architectures=("llama",),
+        embedding_prefixes={"query": "search_query: ", "document": "d: "},
     )
+    monkeypatch.setattr(families, "FAMILIES", [row, *families.FAMILIES])
     query = engine.embed(model, ["where is it?"], task="query")
     assert query == engine.embed(model, ["search_query: where is it?"])
     assert query != plain

@@ -39,6 +39,7 @@ from local_llm_runtime.llama.pool import (
 from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.options import split_by_destination, validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
+from local_llm_runtime.prompt.families import traits_for
 from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
 from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
 from local_llm_runtime.prompt.streaming import StopFilter, Utf8Decoder
@@ -77,7 +78,6 @@ from local_llm_runtime.types import (
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
 __all__ = [
-    "EMBEDDING_PREFIXES",
     "EmbeddingTask",
     "Engine",
     "LlamaEngine",
@@ -88,11 +88,6 @@ __all__ = [
 ]
 
 
-EMBEDDING_PREFIXES: dict[str, dict[str, str]] = {
-    "nomic-bert": {"query": "search_query: ", "document": "search_document: "},
-    "nomic-bert-moe": {"query": "search_query: ", "document": "search_document: "},
-}
-"""Task prefixes an embedding model was trained with, by GGUF ``general.architecture``."""
 _LOAD_KEYS = ("num_ctx", "num_gpu", "num_thread", "num_batch")
 T = TypeVar("T")
 
@@ -152,8 +147,14 @@ class _Prepared:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_template(source: str | None, bos: str, eos: str) -> ChatTemplate:
-    return ChatTemplate(source, bos_token=bos, eos_token=eos)
+def _compiled_template(
+    source: str | None, bos: str, eos: str, identity: tuple[tuple[str, str], ...] = ()
+) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos, eos_token=eos, metadata=dict(identity))
+
+
+_IDENTITY_KEYS = ("general.architecture", "general.name")
+"""The metadata a chat template consults (family traits, tool syntax, warnings)."""
 
 
 def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemplate:
@@ -163,6 +164,7 @@ def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemp
         source if isinstance(source, str) else None,
         _token_text(llm, llm.token_bos()),
         _token_text(llm, llm.token_eos()),
+        tuple((k, str(metadata[k])) for k in _IDENTITY_KEYS if k in metadata),
     )
 
 
@@ -547,7 +549,7 @@ class LlamaEngine:
             normalize: L2-normalize every vector.
             task: ``"query"`` or ``"document"``: models trained with task
                 prefixes (nomic-embed-text: ``search_query: `` /
-                ``search_document: ``, see :data:`EMBEDDING_PREFIXES`) get
+                ``search_document: ``, see :mod:`~local_llm_runtime.prompt.families`) get
                 theirs, unless a text already starts with it.
             prefix: An explicit prefix instead (``""`` for none).
             options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
@@ -565,8 +567,7 @@ class LlamaEngine:
         ttl = self._keep_alive(keep_alive, model_keep_alive)
         with self.pool.lease(local, load, keep_alive=ttl) as (entry, _load_s, _queue_s):
             if prefix is None and task is not None:
-                arch = str(entry.metadata.get("general.architecture", ""))
-                prefix = EMBEDDING_PREFIXES.get(arch, {}).get(task)
+                prefix = traits_for(entry.metadata).embedding_prefixes.get(task)
             if prefix:
                 texts = [t if t.startswith(prefix) else prefix + t for t in texts]
             raw = embed_texts(entry.llm, texts)
@@ -855,7 +856,14 @@ class _OutputPipeline:
         self._utf8 = Utf8Decoder()
         self._stops = StopFilter([*sampling.stop, *request.extra_stops])
         use_think = request.reasoning != "inline" and (template.thinks or request.starts_thinking)
-        self._think = ThinkSplitter(started_inside=request.starts_thinking) if use_think else None
+        open_tag, close_tag = template.think_tags or ("<think>", "</think>")
+        self._think = (
+            ThinkSplitter(
+                open_tag=open_tag, close_tag=close_tag, started_inside=request.starts_thinking
+            )
+            if use_think
+            else None
+        )
         self._hide_reasoning = request.reasoning == "hide"
         self._tools = (
             ToolCallParser(

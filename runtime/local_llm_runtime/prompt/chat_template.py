@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,7 +37,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.visitor import NodeTransformer
 
 from local_llm_runtime.errors import TemplateError
-from local_llm_runtime.prompt.tool_calls import ToolCall, ToolFormat, detect_tool_format
+from local_llm_runtime.prompt.families import traits_for
+from local_llm_runtime.prompt.tool_syntaxes import (
+    ToolCall,
+    ToolSyntax,
+    syntax_for,
+    warn_unknown_syntax,
+)
 
 __all__ = ["CHATML_TEMPLATE", "ChatTemplate"]
 
@@ -92,7 +97,6 @@ _STEPS_PER_VALUE = 64
 _MAX_OUTPUT = 1 << 22
 """Characters a render may produce (or any string or list it builds hold), beyond
 four times the characters of its input (messages and tools)."""
-_OPENS_THINKING = re.compile(r"<think>\s*\Z")
 _WIDE_FORMAT = re.compile(r"%[-#0 +]*(?:\*|\d{7,})|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
 """A printf or ``str.format`` field ``width`` of a million characters or more (or ``*``)."""
 
@@ -400,28 +404,6 @@ def _message(message: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _mistral_id(call_id: Any) -> str:
-    """Mistral templates accept only 9-character alphanumeric call ids: map ours stably."""
-    text = str(call_id)
-    if len(text) == 9 and text.isalnum():
-        return text
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:9]
-
-
-def _mistral_ids(message: dict[str, Any]) -> dict[str, Any]:
-    if message.get("tool_call_id") is not None:
-        message = {**message, "tool_call_id": _mistral_id(message["tool_call_id"])}
-    if message.get("tool_calls"):
-        message = {
-            **message,
-            "tool_calls": [
-                {**call, "id": _mistral_id(call["id"])} if call.get("id") else call
-                for call in message["tool_calls"]
-            ],
-        }
-    return message
-
-
 class ChatTemplate:
     r"""A model's chat template, compiled once in a sandbox.
 
@@ -431,7 +413,14 @@ class ChatTemplate:
         '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
     """
 
-    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
+    def __init__(
+        self,
+        source: str | None,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         """Compile a chat template.
 
         Args:
@@ -439,6 +428,9 @@ class ChatTemplate:
                 or empty selects ChatML (:data:`CHATML_TEMPLATE`).
             bos_token: Text of the model's begin-of-sequence token (``bos_token``).
             eos_token: Text of its end-of-sequence token (``eos_token``).
+            metadata: The model's GGUF metadata (``general.architecture``,
+                ``general.name``), for its family traits (:mod:`.families`), its
+                tool-call syntax (:mod:`.tool_syntaxes`) and warnings; default none.
 
         Raises:
             TemplateError: If the template does not compile (a syntax error is
@@ -450,6 +442,7 @@ class ChatTemplate:
         self._text = self._source or CHATML_TEMPLATE
         self._bos = bos_token
         self._eos = eos_token
+        self._metadata: dict[str, Any] = dict(metadata or {})
         self._protect: Callable[[Any], Any] | None = None
         try:
             self._template: Template = _ENV.from_string(self._text)
@@ -488,27 +481,39 @@ class ChatTemplate:
         """Whether the template renders tools (it mentions ``tools``; ChatML does)."""
         return "tools" in self._text
 
+    @cached_property
+    def tool_syntax(self) -> ToolSyntax:
+        """The syntax the model writes tool calls in (:mod:`.tool_syntaxes`; Hermes by default)."""
+        return syntax_for(self._source, self._metadata)
+
     @property
-    def tool_format(self) -> ToolFormat:
-        """The syntax the model writes tool calls in (see ``detect_tool_format``)."""
-        return detect_tool_format(self._source)
+    def tool_format(self) -> str:
+        """The name of :attr:`tool_syntax` (``hermes``, ``mistral``, ``llama3``...)."""
+        return self.tool_syntax.name
+
+    @cached_property
+    def think_tags(self) -> tuple[str, str] | None:
+        """``(open, close)`` of the model's reasoning block, from its family (:mod:`.families`)."""
+        return traits_for(self._metadata, template=self._text).think_tags
 
     @property
     def thinks(self) -> bool:
-        """Whether the template knows ``<think>`` reasoning blocks."""
-        return "<think>" in self._text
+        """Whether the model writes reasoning blocks (its family has think tags)."""
+        return self.think_tags is not None
 
     @cached_property
     def opens_thinking(self) -> bool:
-        """Whether the generation prompt itself opens ``<think>`` (DeepSeek-R1 style).
+        """Whether the generation prompt itself opens the reasoning block (DeepSeek-R1 style).
 
         Then the model's output starts inside the reasoning block.
         """
+        if self.think_tags is None:
+            return False
         try:
             prompt = self.render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         except TemplateError:
             return False
-        return bool(_OPENS_THINKING.search(prompt))
+        return prompt.rstrip().endswith(self.think_tags[0])
 
     def render(
         self,
@@ -539,8 +544,10 @@ class ChatTemplate:
         """
         context: dict[str, Any] = {"bos_token": self._bos, "eos_token": self._eos, **extra}
         context["messages"] = [_message(message) for message in messages]
-        if self.tool_format == "mistral":
-            context["messages"] = [_mistral_ids(m) for m in context["messages"]]
+        syntax = self.tool_syntax
+        context["messages"] = [syntax.prepare_message(m) for m in context["messages"]]
+        if tools:
+            warn_unknown_syntax(self._source, self._metadata)
         context["add_generation_prompt"] = add_generation_prompt
         if tools:
             context["tools"] = [dict(tool) for tool in tools]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local_llm_runtime.errors import InvalidModelFileError
+from local_llm_runtime.prompt.families import traits_for
 
 __all__ = ["FILE_TYPES", "GGUFInfo", "read_gguf_info", "summarize"]
 
@@ -250,7 +251,7 @@ def summarize(infos: Sequence[GGUFInfo]) -> dict[str, Any]:
     capabilities = ["embedding"] if isinstance(pooling, int) and pooling > 0 else ["completion"]
     if "tools" in text:
         capabilities.append("tools")
-    if "<think>" in text:
+    if traits_for(meta, template=text).think_tags is not None:
         capabilities.append("thinking")
     return {
         "architecture": arch,
