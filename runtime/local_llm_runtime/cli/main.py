@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
+from local_llm_runtime.backends import create_engine
 from local_llm_runtime.cli._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError
 from local_llm_runtime.options import parse_params
@@ -30,13 +31,12 @@ __all__ = ["main", "make_engine"]
 def make_engine(lib: ModelLibrary) -> EngineProtocol:
     """The engine the CLI's generation commands talk to (``run``).
 
-    The one place the CLI picks a backend: the in-process llama.cpp engine over
-    ``lib``'s store (imported here, so store-only commands never load llama.cpp).
-    The rest of the CLI uses only :class:`~local_llm_runtime.interface.EngineProtocol`.
+    The one place the CLI picks a backend, through
+    :func:`local_llm_runtime.backends.create_engine` with ``lib``'s settings (the
+    backend is imported then, so store-only commands never load llama.cpp). The
+    rest of the CLI uses only :class:`~local_llm_runtime.interface.EngineProtocol`.
     """
-    from local_llm_runtime.llama.engine import LlamaEngine
-
-    return LlamaEngine(lib.settings, library=lib)
+    return create_engine(settings=lib.settings)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
