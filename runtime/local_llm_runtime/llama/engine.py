@@ -20,9 +20,8 @@ import math
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,19 +35,19 @@ from local_llm_runtime.llama.pool import (
     ModelPool,
     planned_num_ctx,
 )
+from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
 from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
-from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
-from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
-from local_llm_runtime.prompt.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.prompt.output import OutputPipeline as _OutputPipeline
+from local_llm_runtime.prompt.output import Request as _Request
+from local_llm_runtime.prompt.output import tool_names as _tool_names
+from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.prompt.tool_calls import (
-    ToolCall,
-    ToolCallParser,
     json_schema_gbnf,
     tool_call_gbnf,
 )
-from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas
+from local_llm_runtime.prompt.tool_schema import normalize_tools
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 from local_llm_runtime.store.library import LocalModel, ModelLibrary
@@ -65,11 +64,8 @@ from local_llm_runtime.types import (
     FinalChunk,
     FinishReason,
     ModelInfo,
-    ReasoningDelta,
     RunningModel,
-    TextDelta,
     Timings,
-    ToolCallDelta,
     ToolChoice,
     Usage,
     aggregate,
@@ -125,21 +121,6 @@ def split_options(
     return load, SamplingOptions(**merged), keep_alive
 
 
-@dataclass
-class _Request:
-    prompt: str
-    tools: Sequence[Mapping[str, Any]] = ()
-    tool_choice: ToolChoice = "auto"
-    parallel_tool_calls: bool = True
-    schema: Mapping[str, Any] | Literal["json"] | None = None
-    reasoning: ReasoningMode = "separate"
-    starts_thinking: bool = False
-    tool_parser: bool = False
-    extra_stops: tuple[str, ...] = field(default_factory=tuple)
-    raw: bool = False
-    """The caller's own prompt: special-token text in it is parsed (Ollama's ``raw``)."""
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """A request ready for the model: rendered, tokenized, grammar built and checked."""
@@ -148,110 +129,6 @@ class _Prepared:
     request: _Request
     tokens: list[int]
     grammar: str | None
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_template(source: str | None, bos: str, eos: str) -> ChatTemplate:
-    return ChatTemplate(source, bos_token=bos, eos_token=eos)
-
-
-def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemplate:
-    """The model's chat template, compiled once per distinct template text."""
-    source = metadata.get("tokenizer.chat_template")
-    return _compiled_template(
-        source if isinstance(source, str) else None,
-        _token_text(llm, llm.token_bos()),
-        _token_text(llm, llm.token_eos()),
-    )
-
-
-_CONTROL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-
-
-class _PromptVocab:
-    """What prompt preparation needs from a vocabulary, read once per instance.
-
-    Built from the pool's vocabulary-only instance (:meth:`ModelPool.vocab`), so
-    preparing a prompt never needs the weights or the model's lock. Tokenizing
-    with llama.cpp only reads the vocabulary (each call has its own buffers),
-    so one instance serves every thread.
-    """
-
-    def __init__(self, llm: llama_cpp.Llama) -> None:
-        # Weak: this object is the value of a WeakKeyDictionary keyed by ``llm``.
-        self._llm = weakref.ref(llm)
-        self.template = _template_for(llm, llm.metadata)
-        vocab = llm._model.vocab
-        specials = []
-        for token in range(int(llama_cpp.llama_vocab_n_tokens(vocab))):
-            attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
-            if attr & _CONTROL_ATTRS:
-                specials.append(
-                    SpecialToken(
-                        id=token,
-                        text=llama_cpp.llama_vocab_get_text(vocab, token).decode(
-                            "utf-8", errors="replace"
-                        ),
-                        lstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
-                        rstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
-                    )
-                )
-        self.tokenizer = PromptTokenizer(specials, self._plain)
-        self.protected_template = self.template.protecting(self.tokenizer.protect_value)
-        self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(vocab))
-        self.n_ctx_train = int(llm._model.n_ctx_train())
-
-    @property
-    def llm(self) -> llama_cpp.Llama:
-        """The vocabulary instance (alive while the pool keeps it)."""
-        llm = self._llm()
-        if llm is None:  # pragma: no cover - the pool closed it during this request
-            raise RuntimeError("the model's vocabulary was closed")
-        return llm
-
-    def _plain(self, text: str) -> list[int]:
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    def tokens(self, request: _Request) -> list[int]:
-        """The prompt's token ids.
-
-        A raw prompt parses special-token text; a rendered one only the
-        template's (message text is plain text).
-        """
-        llm = self.llm
-        add_special = _add_bos(llm, request.prompt, self.template.bos_token)
-        if request.raw:
-            return list(
-                llm.tokenize(request.prompt.encode("utf-8"), add_bos=add_special, special=True)
-            )
-        return self.tokenizer.tokenize(
-            request.prompt,
-            bos=llm.token_bos() if add_special and llm.token_bos() >= 0 else None,
-            eos=llm.token_eos() if add_special and self.add_eos and llm.token_eos() >= 0 else None,
-        )
-
-
-_prompt_vocabs: weakref.WeakKeyDictionary[llama_cpp.Llama, _PromptVocab] = (
-    weakref.WeakKeyDictionary()
-)
-_prompt_vocabs_lock = threading.Lock()
-
-
-def _prompt_vocab(llm: llama_cpp.Llama) -> _PromptVocab:
-    """The :class:`_PromptVocab` of a vocabulary instance (built on first use)."""
-    with _prompt_vocabs_lock:
-        found = _prompt_vocabs.get(llm)
-    if found is None:
-        found = _PromptVocab(llm)
-        with _prompt_vocabs_lock:
-            found = _prompt_vocabs.setdefault(llm, found)
-    return found
-
-
-def _token_text(llm: llama_cpp.Llama, token: int) -> str:
-    if token < 0:
-        return ""
-    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
 def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
@@ -273,12 +150,6 @@ def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
 
 def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
-
-
-def _add_bos(llm: llama_cpp.Llama, prompt: str, bos_text: str) -> bool:
-    if bos_text and prompt.startswith(bos_text):
-        return False
-    return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
 
 
 class LlamaEngine:
@@ -762,7 +633,7 @@ class LlamaEngine:
             sampling.seed if sampling.seed is not None else random.getrandbits(31),
             prepared.grammar,
         )
-        out = _OutputPipeline(template, request, sampling)
+        out = _OutputPipeline(template, request, sampling.stop)
         started = time.monotonic()
         gen: Iterator[int]
         if entry.batcher is not None:  # a slot of the continuous batch
@@ -844,86 +715,6 @@ class LlamaEngine:
         return None
 
 
-class _OutputPipeline:
-    """bytes -> text -> stop sequences -> reasoning split -> tool calls -> chunks."""
-
-    def __init__(self, template: ChatTemplate, request: _Request, sampling: SamplingOptions):
-        self._utf8 = Utf8Decoder()
-        self._stops = StopFilter([*sampling.stop, *request.extra_stops])
-        use_think = request.reasoning != "inline" and (template.thinks or request.starts_thinking)
-        self._think = ThinkSplitter(started_inside=request.starts_thinking) if use_think else None
-        self._hide_reasoning = request.reasoning == "hide"
-        self._tools = (
-            ToolCallParser(
-                template.tool_format,
-                _tool_names(request.tools),
-                schemas=tool_schemas(request.tools),
-            )
-            if request.tool_parser
-            else None
-        )
-        self._one_call = not request.parallel_tool_calls
-        self.tool_calls: list[ToolCall] = []
-
-    @property
-    def stopped(self) -> bool:
-        """A stop sequence was met, or the one allowed tool call is complete."""
-        return self._stops.stopped or (self._one_call and bool(self.tool_calls))
-
-    def feed(self, piece: bytes) -> Iterator[Chunk]:
-        yield from self._text(self._stops.feed(self._utf8.feed(piece)))
-
-    def finish(self, *, ended_naturally: bool) -> Iterator[Chunk]:
-        """Flush what is buffered (an unfinished call completed only if ``ended_naturally``)."""
-        if not self._stops.stopped:
-            yield from self._text(self._stops.feed(self._utf8.finish()))
-        yield from self._text(self._stops.finish())
-        if self._think is not None:
-            yield from self._route(self._think.finish())
-        if self._tools is not None:
-            yield from self._answer_items(self._tools.finish(ended_naturally=ended_naturally))
-
-    def _text(self, text: str) -> Iterator[Chunk]:
-        if not text:
-            return
-        if self._think is None:
-            yield from self._answer(text)
-        else:
-            yield from self._route(self._think.feed(text))
-
-    def _route(self, parts: list[tuple[Literal["text", "reasoning"], str]]) -> Iterator[Chunk]:
-        for kind, text in parts:
-            if kind == "reasoning":
-                if text and not self._hide_reasoning:
-                    yield ReasoningDelta(text)
-            else:
-                yield from self._answer(text)
-
-    def _answer(self, text: str) -> Iterator[Chunk]:
-        if self._tools is None:
-            if text:
-                yield TextDelta(text)
-            return
-        yield from self._answer_items(self._tools.feed(text))
-
-    def _answer_items(self, items: list[str | ToolCall]) -> Iterator[Chunk]:
-        for item in items:
-            if self._one_call and self.tool_calls:
-                return  # parallel_tool_calls=False: nothing after the first call
-            if isinstance(item, str):
-                if item:
-                    yield TextDelta(item)
-            else:
-                self.tool_calls.append(item)
-                yield ToolCallDelta(
-                    index=len(self.tool_calls) - 1,
-                    id=item.id,
-                    name=item.name,
-                    arguments=item.arguments,
-                    error=item.error,
-                )
-
-
 def _noop() -> None:
     pass
 
@@ -936,15 +727,6 @@ def _with_default_system(
     if local.system and not any(m.get("role") == "system" for m in msgs):
         msgs.insert(0, {"role": "system", "content": local.system})
     return msgs
-
-
-def _tool_names(tools: Sequence[Mapping[str, Any]]) -> set[str]:
-    names = set()
-    for tool in tools:
-        function = tool.get("function", tool)
-        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            names.add(function["name"])
-    return names
 
 
 def _pooled(vector: Any) -> list[float]:
