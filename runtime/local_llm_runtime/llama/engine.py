@@ -20,14 +20,19 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import llama_cpp
 
-from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
+from local_llm_runtime.errors import (
+    ContextLengthExceededError,
+    GenerationError,
+    InvalidOptionError,
+)
+from local_llm_runtime.llama.batching import SlotRun
 from local_llm_runtime.llama.embedding import embed_texts
 from local_llm_runtime.llama.pool import (
     LoadedModel,
@@ -36,7 +41,7 @@ from local_llm_runtime.llama.pool import (
     planned_num_ctx,
 )
 from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
 from local_llm_runtime.prompt.output import OutputPipeline as _OutputPipeline
@@ -613,91 +618,75 @@ class LlamaEngine:
         queue_s: float,
         cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
-        llm = entry.llm
-        template, request, tokens = prepared.template, prepared.request, prepared.tokens
-        n_ctx = entry.num_ctx
-        if len(tokens) >= n_ctx:
-            raise ContextLengthExceededError(len(tokens), n_ctx)
-        budget = n_ctx - len(tokens)
+        """Decode ``prepared`` on the entry's decoder (a slot; one slot is a batch of one)."""
+        tokens = prepared.tokens
+        if len(tokens) >= entry.num_ctx:
+            raise ContextLengthExceededError(len(tokens), entry.num_ctx)
+        budget = entry.num_ctx - len(tokens)
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
-        # A seed promises the same output for the same request whatever ran before.
-        # Reusing a cached prompt prefix changes how the rest is batched, and
-        # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
-        # requests evaluate their whole prompt (unseeded ones reuse the prefix).
-        seeded = sampling.seed is not None
-        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
-            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
-        sampler = Sampler(
-            llm,
-            sampling,
-            sampling.seed if sampling.seed is not None else random.getrandbits(31),
-            prepared.grammar,
-        )
-        out = _OutputPipeline(template, request, sampling.stop)
+        out = _OutputPipeline(prepared.template, prepared.request, sampling.stop)
         started = time.monotonic()
-        gen: Iterator[int]
-        if entry.batcher is not None:  # a slot of the continuous batch
-            run = entry.batcher.start(  # from here on the decoder owns the sampler
-                tokens, sampler, max_tokens=max_tokens + 1, reuse=not seeded, cancel=cancel
-            )
-            gen, reused, close_gen, close_sampler = iter(run), run.reused, run.close, _noop
-        else:
-            pending = prepare(llm, tokens, reuse=not seeded)
-            reused = len(tokens) - len(pending)
-            token_loop = decode(llm, pending, sampler, cancel)
-            gen, close_gen, close_sampler = token_loop, token_loop.close, sampler.close
-        first_token_at: float | None = None
-        produced = 0
-        sampled = 0
-        finish: FinishReason = "length"
+        run = self._start(entry, prepared, sampling, max_tokens, cancel)
+        loop = _TokenLoop(entry.llm, out, max_tokens, cancel)
         try:
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-            else:
-                for token in gen:
-                    sampled += 1
-                    if first_token_at is None:
-                        first_token_at = time.monotonic()
-                    if _is_eog(llm, token):
-                        finish = "stop"
-                        break
-                    produced += 1
-                    yield from out.feed(llm.detokenize([token]))
-                    if out.stopped:
-                        finish = "stop"
-                        break
-                    if cancel is not None and cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if produced >= max_tokens:
-                        finish = "length"
-                        break
-                else:  # the token loop only ends when cancelled during the prompt
-                    finish = "cancelled"
+            yield from loop.run(run)
         finally:
-            close_gen()
-            close_sampler()
+            run.close()
         # Only an output that ended by itself (end-of-generation token, stop sequence,
         # the one allowed call complete) may have a last call completed; a cut one
         # (token limit, cancel, timeout) is text. Errors raise before this line.
-        yield from out.finish(ended_naturally=finish == "stop")
-        if out.tool_calls and finish == "stop":
-            finish = "tool_calls"
+        yield from out.finish(ended_naturally=loop.finish == "stop")
         ended = time.monotonic()
-        first = first_token_at or ended
+        first = loop.first_token_at or ended
         yield FinalChunk(
-            finish_reason=finish,
-            usage=Usage(prompt_tokens=len(tokens), completion_tokens=produced),
+            finish_reason="tool_calls" if out.tool_calls and loop.finish == "stop" else loop.finish,
+            usage=Usage(prompt_tokens=len(tokens), completion_tokens=loop.produced),
             timings=Timings(
                 load_s=load_s,
                 queue_s=queue_s,
                 prompt_s=first - started,
                 generation_s=ended - first,
-                prompt_tokens=max(1, len(tokens) - reused),
-                sampled_tokens=sampled,
+                prompt_tokens=max(1, len(tokens) - run.reused),
+                sampled_tokens=loop.sampled,
             ),
             model=entry.model.name,
         )
+
+    @staticmethod
+    def _start(
+        entry: LoadedModel,
+        prepared: _Prepared,
+        sampling: SamplingOptions,
+        max_tokens: int,
+        cancel: threading.Event | None,
+    ) -> SlotRun:
+        """Give the request a slot of the entry's decoder, with its own sampler."""
+        if entry.batcher is None:  # pragma: no cover - the pool gives every chat entry one
+            raise GenerationError("this model instance was loaded for embeddings only")
+        n_ctx = entry.num_ctx
+        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
+            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
+        sampler = Sampler(
+            entry.llm,
+            sampling,
+            sampling.seed if sampling.seed is not None else random.getrandbits(31),
+            prepared.grammar,
+        )
+        # A seed promises the same output for the same request whatever ran before.
+        # Reusing a cached prompt prefix changes how the rest is batched, and
+        # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
+        # requests evaluate their whole prompt (unseeded ones reuse the prefix).
+        try:  # from here on the decoder owns the sampler
+            return entry.batcher.start(
+                prepared.tokens,
+                sampler,
+                max_tokens=max_tokens + 1,
+                reuse=sampling.seed is None,
+                cancel=cancel,
+            )
+        except BaseException:
+            sampler.close()
+            raise
 
     @staticmethod
     def _grammar(template: ChatTemplate, request: _Request) -> str | None:
@@ -715,8 +704,54 @@ class LlamaEngine:
         return None
 
 
-def _noop() -> None:
-    pass
+class _TokenLoop:
+    """Sampled tokens -> output chunks, until a stop, the token budget or a cancel.
+
+    After :meth:`run`, ``finish`` says why it ended and the counters say what it did.
+    """
+
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        out: _OutputPipeline,
+        max_tokens: int,
+        cancel: threading.Event | None,
+    ) -> None:
+        self._llm = llm
+        self._out = out
+        self._max_tokens = max_tokens
+        self._cancel = cancel
+        self.finish: FinishReason = "length"
+        self.first_token_at: float | None = None
+        self.produced = 0
+        """Tokens that became output (an end-of-generation token does not)."""
+        self.sampled = 0
+
+    def run(self, tokens: Iterable[int]) -> Iterator[Chunk]:
+        """Feed ``tokens`` through the output pipeline, yielding its chunks."""
+        cancel, out = self._cancel, self._out
+        if cancel is not None and cancel.is_set():
+            self.finish = "cancelled"
+            return
+        for token in tokens:
+            self.sampled += 1
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            if _is_eog(self._llm, token):
+                self.finish = "stop"
+                return
+            self.produced += 1
+            yield from out.feed(self._llm.detokenize([token]))
+            if out.stopped:
+                self.finish = "stop"
+                return
+            if cancel is not None and cancel.is_set():
+                self.finish = "cancelled"
+                return
+            if self.produced >= self._max_tokens:
+                self.finish = "length"
+                return
+        self.finish = "cancelled"  # the token loop only ends when cancelled during the prompt
 
 
 def _with_default_system(

@@ -164,7 +164,7 @@ class Loaded:
     metadata: dict[str, Any]
     load_s: float
     batcher: BatchDecoder | None
-    """Continuous batching over ``num_parallel`` slots (``None``: one request at a time)."""
+    """The generation decoder: ``num_parallel`` slots, or one (``None``: an embedding instance)."""
 
 
 class ModelLoader:
@@ -258,6 +258,7 @@ class ModelLoader:
         extra_bufts = repack.use_extra_buffers(self.settings.repack)
         llama_log.start_capture()
         started = time.monotonic()
+        batcher: BatchDecoder | None
         with repack.model_params(use_extra_bufts=extra_bufts):
             if parallel > 1:
                 # The Llama object supplies weights and vocabulary; a small
@@ -266,7 +267,11 @@ class ModelLoader:
                 batcher = _batcher(llm, parallel, num_ctx, options.num_batch)
             else:
                 llm = self.build(model, options, num_ctx, layers, metadata)
-                batcher = None
+                # One slot decodes the Llama's own context (a batch of one);
+                # embedding instances are read by llama-cpp-python's embed().
+                batcher = (
+                    None if options.embedding else _batcher(llm, 1, num_ctx, options.num_batch)
+                )
         return llm, batcher, time.monotonic() - started
 
     def _decide_offload(

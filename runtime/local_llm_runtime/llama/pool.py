@@ -156,7 +156,7 @@ class LoadedModel:
     load_s: float
     lock: FairLock = field(default_factory=FairLock)
     batcher: BatchDecoder | None = None
-    """Continuous batching over ``num_parallel`` slots (``None``: one request at a time)."""
+    """The generation decoder: ``num_parallel`` slots, or one (``None``: an embedding instance)."""
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None
