@@ -73,10 +73,10 @@ def instrument_llama() -> None:
     from llama_cpp import _internals
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed_call(*args: Any) -> Any:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                return original(*args)
+                return original(*args, **kwargs)
             finally:
                 _IN_LLAMA[0] += time.perf_counter() - started
 
