@@ -8,11 +8,12 @@ unloaded with ``Llama.close()`` so its memory is really freed.
 
 Each entry serializes its requests through a FIFO lock: ``Llama`` is not
 thread-safe and a streaming generator holds engine state between tokens, so a
-request owns the model from its first token to its last. With
-``num_parallel > 1`` the lock becomes a FIFO semaphore with that many permits
-and the entry gets a :class:`~local_llm_runtime.llama.batching.BatchDecoder`: each
-permit is a slot of one batched llama.cpp context. Callers only see
-:meth:`ModelPool.lease`.
+request owns the model from its first token to its last. Every generation
+entry decodes through a :class:`~local_llm_runtime.llama.batching.BatchDecoder`;
+with ``num_parallel > 1`` the lock becomes a FIFO semaphore with that many
+permits, each a slot of one batched llama.cpp context (with 1, the one slot is
+the model's own context). Callers only see :meth:`ModelPool.lease`; how a model
+is loaded is :mod:`~local_llm_runtime.llama.loader`'s.
 """
 
 from __future__ import annotations
