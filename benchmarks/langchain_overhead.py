@@ -69,14 +69,14 @@ _IN_LLAMA = [0.0]
 
 
 def instrument_llama() -> None:
-    """Time every ``LlamaContext.decode`` and ``LlamaSampler.sample`` call (all instances)."""
+    """Time every llama.cpp decode and sampler call (all instances, ours and llama-cpp-python's)."""
     from llama_cpp import _internals
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed_call(*args: Any) -> Any:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                return original(*args)
+                return original(*args, **kwargs)
             finally:
                 _IN_LLAMA[0] += time.perf_counter() - started
 
@@ -89,6 +89,11 @@ def instrument_llama() -> None:
     from local_llm_runtime.llama.sampling import Sampler
 
     Sampler.sample = wrap(Sampler.sample)  # type: ignore[method-assign]
+    # The runtime decodes through its BatchDecoder (llama_decode on the model's own
+    # context, one slot being a batch of one): that call is llama.cpp's decode too.
+    from local_llm_runtime.llama.batching import BatchDecoder
+
+    BatchDecoder._decode = wrap(BatchDecoder._decode)  # type: ignore[method-assign]
 
 
 @dataclass

@@ -42,13 +42,13 @@ def _chat(engine: Engine, model: Path, text: str = "hello", **options: object) -
 
 def test_one_load_shared_by_every_request(engine: Engine, tiny_gguf: Path) -> None:
     loads: list[int] = []
-    original = engine.pool._loader
+    original = engine.pool.loader.build
 
     def counting(*args: object) -> object:
         loads.append(1)
         return original(*args)  # type: ignore[arg-type]
 
-    engine.pool._loader = counting  # type: ignore[assignment]
+    engine.pool.loader.build = counting  # type: ignore[assignment]
     for _ in range(3):
         _chat(engine, tiny_gguf)
     assert len(loads) == 1

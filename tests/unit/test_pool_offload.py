@@ -13,7 +13,8 @@ import pytest
 
 from local_llm_runtime import ModelLibrary, ModelLoadError
 from local_llm_runtime.llama.gpu import DeviceMemory
-from local_llm_runtime.llama.pool import LoadOptions, ModelPool, _default_loader
+from local_llm_runtime.llama.loader import build_llama
+from local_llm_runtime.llama.pool import LoadOptions, ModelPool
 
 GiB = 1024**3
 
@@ -29,7 +30,7 @@ class RecordingLoader:
         self.calls.append(num_gpu)
         if self.fail_above is not None and num_gpu > self.fail_above:
             raise ValueError("Failed to create llama_context (out of device memory)")
-        return _default_loader(model, options, num_ctx, 0, meta)
+        return build_llama(model, options, num_ctx, 0, meta)
 
 
 def _lease(pool: ModelPool, path: Path, **options: Any) -> Any:

@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
-from local_llm_runtime.llama.engine import Engine, _prompt_vocab, _PromptVocab, _Request
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.llama.pool import LoadOptions
+from local_llm_runtime.llama.prompt_vocab import PromptVocab as _PromptVocab
+from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
+from local_llm_runtime.prompt.output import Request as _Request
 from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
 from tests.support.tiny_gguf import TEMPLATE_FAMILIES, write_tiny_gguf
 
@@ -286,12 +289,12 @@ def test_the_prompt_vocab_cache_does_not_keep_closed_vocabularies(tiny_gguf: Pat
     import gc
     import weakref
 
-    from local_llm_runtime.llama import engine as engine_module
+    from local_llm_runtime.llama import prompt_vocab as vocab_module
 
     eng = Engine()
     eng.count_chat_tokens(str(tiny_gguf), [{"role": "user", "content": "hi"}])
     llm = eng.pool.vocab(eng.library.resolve(str(tiny_gguf)))
-    assert llm in engine_module._prompt_vocabs
+    assert llm in vocab_module._prompt_vocabs
     alive = weakref.ref(llm)
     eng.pool.close()
     del llm

@@ -17,8 +17,9 @@ import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime import InvalidOptionError
+from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.llama.engine import Engine
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
@@ -39,17 +40,31 @@ def llm(tiny_gguf: Path) -> Iterator[llama_cpp.Llama]:
     model.close()
 
 
-def _ours(llm: llama_cpp.Llama, prompt: list[int], options: SamplingOptions, n: int) -> list[int]:
-    with Sampler(llm, options, seed=7, grammar=GBNF) as sampler:
-        gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
-        out = [next(gen) for _ in range(n)]
-        gen.close()
-    return out
+@pytest.fixture
+def decoder(llm: llama_cpp.Llama) -> Iterator[BatchDecoder]:
+    """One slot on the model's own context: the runtime's single-request token loop."""
+    dec = BatchDecoder(llm, n_slots=1, num_ctx=512, n_batch=512)
+    yield dec
+    dec.close()
 
 
-def test_greedy_matches_constraining_the_whole_vocabulary_first(llm: llama_cpp.Llama) -> None:
-    prompt = llm.tokenize(b"Answer in JSON: is the sky blue?")
+def _tokens(decoder: BatchDecoder, prompt: list[int], sampler: Sampler, n: int) -> list[int]:
+    run = decoder.start(prompt, sampler, max_tokens=n, reuse=False)
+    try:
+        return list(run)
+    finally:
+        run.close()
+
+
+def _ours(decoder: BatchDecoder, llm: llama_cpp.Llama, prompt: list[int], n: int) -> list[int]:
     options = SamplingOptions(temperature=0.0, repeat_penalty=1.1)
+    return _tokens(decoder, prompt, Sampler(llm, options, seed=7, grammar=GBNF), n)
+
+
+def test_greedy_matches_constraining_the_whole_vocabulary_first(
+    llm: llama_cpp.Llama, decoder: BatchDecoder
+) -> None:
+    prompt = llm.tokenize(b"Answer in JSON: is the sky blue?")
     reference = []
     for token in llm.generate(
         prompt, temp=0.0, repeat_penalty=1.1, grammar=LlamaGrammar.from_string(GBNF, verbose=False)
@@ -58,7 +73,7 @@ def test_greedy_matches_constraining_the_whole_vocabulary_first(llm: llama_cpp.L
         if len(reference) == 24 or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
             break
     assert len(reference) > 8  # '{"answer": ...' takes several tokens even with byte fallback
-    assert _ours(llm, prompt, options, len(reference)) == reference
+    assert _ours(decoder, llm, prompt, len(reference)) == reference
 
 
 def test_grammar_output_always_validates(tiny_gguf: Path) -> None:
@@ -76,14 +91,12 @@ def test_grammar_output_always_validates(tiny_gguf: Path) -> None:
         engine.pool.close()
 
 
-def test_rejections_are_counted_and_resampled(llm: llama_cpp.Llama) -> None:
+def test_rejections_are_counted_and_resampled(llm: llama_cpp.Llama, decoder: BatchDecoder) -> None:
     prompt = llm.tokenize(b"hello")
-    with Sampler(llm, SamplingOptions(temperature=1.0), seed=3, grammar=GBNF) as sampler:
-        gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
-        text = llm.detokenize([next(gen) for _ in range(4)]).decode()
-        gen.close()
-        assert text.startswith("{")
-        assert sampler.rejections >= 1  # a random model rarely picks the grammar's token
+    sampler = Sampler(llm, SamplingOptions(temperature=1.0), seed=3, grammar=GBNF)
+    tokens = _tokens(decoder, prompt, sampler, 4)
+    assert llm.detokenize(tokens).decode().startswith("{")
+    assert sampler.rejections >= 1  # a random model rarely picks the grammar's token
 
 
 def test_unparseable_grammar_is_a_typed_error(llm: llama_cpp.Llama) -> None:
@@ -91,26 +104,33 @@ def test_unparseable_grammar_is_a_typed_error(llm: llama_cpp.Llama) -> None:
         Sampler(llm, SamplingOptions(), seed=1, grammar='root ::= "unterminated')
 
 
-def test_prefix_reuse_keeps_the_cached_part_but_not_the_last_token(llm: llama_cpp.Llama) -> None:
+def test_prefix_reuse_keeps_the_cached_part_but_not_the_last_token(
+    llm: llama_cpp.Llama, decoder: BatchDecoder
+) -> None:
+    greedy = SamplingOptions(temperature=0.0)
+
+    def reused(tokens: list[int], *, reuse: bool) -> int:
+        run = decoder.start(tokens, Sampler(llm, greedy, seed=1), max_tokens=1, reuse=reuse)
+        try:
+            assert len(list(run)) == 1
+        finally:
+            run.close()
+        return run.reused
+
     first = llm.tokenize(b"The quick brown fox jumps")
-    llm.eval(prepare(llm, first, reuse=False))
     second = llm.tokenize(b"The quick brown fox sleeps")
     shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
-    assert prepare(llm, second, reuse=True) == second[shared:]
-    llm.eval(second[shared:])
-    assert prepare(llm, second, reuse=True) == second[-1:]  # its logits are needed again
-    assert prepare(llm, second, reuse=False) == second
-    assert llm.n_tokens == 0
+    assert reused(first, reuse=False) == 0
+    assert reused(second, reuse=True) == shared  # one slot: any shared prefix is kept
+    assert reused(second, reuse=True) == len(second) - 1  # its logits are needed again
+    assert reused(second, reuse=False) == 0
 
 
-def test_same_seed_same_tokens_without_grammar(llm: llama_cpp.Llama) -> None:
+def test_same_seed_same_tokens_without_grammar(llm: llama_cpp.Llama, decoder: BatchDecoder) -> None:
     prompt = llm.tokenize(b"hello")
-    runs = []
-    for _ in range(2):
-        with Sampler(llm, SamplingOptions(temperature=0.9), seed=11) as sampler:
-            gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
-            runs.append([next(gen) for _ in range(16)])
-            gen.close()
+    options = SamplingOptions(temperature=0.9)
+    runs = [_tokens(decoder, prompt, Sampler(llm, options, seed=11), 16) for _ in range(2)]
+    assert len(runs[0]) == 16
     assert runs[0] == runs[1]
 
 

@@ -19,6 +19,12 @@ interleaved conversations each keep their own prefix.
 As with Ollama's and llama-server's parallel slots, a seeded request is
 reproducible only up to the batch it shares: llama.cpp's kernels are not
 bit-identical across batch shapes.
+
+One slot is a batch of one: with ``n_slots == 1`` the decoder works on the
+model's own context and has no thread; the consumer's iteration runs each step
+itself (a token is evaluated only when the next one is asked for, as
+``Llama.generate`` does). So a single request and a continuous batch share
+prefix reuse, abort handling, the recurrent-model rule and error mapping.
 """
 
 from __future__ import annotations
@@ -76,7 +82,10 @@ class SlotRun:
     closing: bool = False
 
     def __iter__(self) -> Iterator[int]:
+        decoder = self._decoder
         while True:
+            while decoder.synchronous and self._queue.empty():
+                decoder._advance(self)  # one slot: the consumer runs the steps
             item = self._queue.get()
             if item is _DONE:
                 return
@@ -132,22 +141,62 @@ def _choose_slot(free: list[_Slot], tokens: Sequence[int]) -> tuple[_Slot, int]:
     """
     best = max(free, key=lambda s: common_prefix(s.cells, tokens))
     shared = common_prefix(best.cells, tokens)
-    if shared > 0 and shared >= _SIMILARITY * len(best.cells):
+    spare = _spare(free)
+    # The similarity bar protects another conversation's cache; a slot that
+    # would be overwritten anyway (the only one, say) keeps what it shares.
+    if shared > 0 and (shared >= _SIMILARITY * len(best.cells) or spare is best):
         return best, min(shared, len(tokens) - 1)
-    return _spare(free), 0
+    return spare, 0
 
 
 class BatchDecoder:
     """Decodes up to ``n_slots`` sequences of one model together.
 
     Args:
-        llm: The loaded model (its weights and vocabulary; its own context is not used).
+        llm: The loaded model. With ``n_slots > 1`` its weights and vocabulary
+            serve a context of its own (``llm``'s context is not used); with one
+            slot ``llm``'s own context is decoded, synchronously (no thread).
         n_slots: Sequences served at once.
         num_ctx: Positions per sequence.
         n_batch: Most tokens per ``llama_decode`` call.
+
+    Raises:
+        RuntimeError: llama.cpp could not create the batched context.
     """
 
     def __init__(self, llm: llama_cpp.Llama, *, n_slots: int, num_ctx: int, n_batch: int) -> None:
+        self.synchronous = n_slots == 1
+        """One slot: no decoding thread; iterating a run drives the steps."""
+        if self.synchronous:
+            self.ctx: Any = llm.ctx
+            self._own_ctx = False
+            n_batch = min(n_batch, int(llama_cpp.llama_n_batch(self.ctx)))
+        else:
+            self.ctx = self._new_context(llm, n_slots, num_ctx, n_batch)
+            self._own_ctx = True
+            n_batch = max(n_batch, n_slots)  # every generating slot adds a token per step
+        model = llm._model.model
+        # A recurrent state cannot be cut back to a prefix: such models start afresh.
+        self._cut_ok = not (
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
+        self.n_slots = n_slots
+        self.num_ctx = num_ctx
+        self._n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._memory = llama_cpp.llama_get_memory(self.ctx)
+        self._slots = [_Slot(seq) for seq in range(n_slots)]
+        self._cond = threading.Condition()
+        self._closed = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.max_active = 0
+        """The most runs decoded in one step so far (for tests and ``ps``)."""
+        self.steps = 0
+
+    @staticmethod
+    def _new_context(llm: llama_cpp.Llama, n_slots: int, num_ctx: int, n_batch: int) -> Any:
+        """A context of ``n_slots`` sequences on ``llm``'s weights."""
         params = llama_cpp.llama_context_params()
         # Start from the model's own context settings: threads, offload, KV types.
         size = ctypes.sizeof(params)
@@ -164,25 +213,7 @@ class BatchDecoder:
                 f"llama.cpp could not create a context for {n_slots} parallel sequences of "
                 f"{num_ctx} tokens; lower LOCAL_LLM_NUM_PARALLEL or num_ctx."
             )
-        self.ctx: Any = ctx
-        model = llm._model.model
-        # A recurrent state cannot be cut back to a prefix: such models start afresh.
-        self._cut_ok = not (
-            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
-        )
-        self.n_slots = n_slots
-        self.num_ctx = num_ctx
-        self._n_batch = n_batch
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        self._memory = llama_cpp.llama_get_memory(ctx)
-        self._slots = [_Slot(seq) for seq in range(n_slots)]
-        self._cond = threading.Condition()
-        self._closed = False
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-        self.max_active = 0
-        """The most runs decoded in one step so far (for tests and ``ps``)."""
-        self.steps = 0
+        return ctx
 
     # ---- requests ------------------------------------------------------------
 
@@ -226,7 +257,7 @@ class BatchDecoder:
             )
             slot.run = run
             slot.last_used = time.monotonic()
-            if self._thread is None:
+            if self._thread is None and not self.synchronous:
                 self._thread = threading.Thread(
                     target=self._loop, name="local-llm-batch", daemon=True
                 )
@@ -238,6 +269,9 @@ class BatchDecoder:
         with self._cond:
             run.closing = True
             self._cond.notify_all()
+            if self.synchronous:
+                self._admit()  # retires it now: no thread will
+                return
             if threading.current_thread() is self._thread:
                 return  # e.g. a generator collected on this thread: retired next step
             while run._slot.run is run and not self._stopped:
@@ -263,7 +297,8 @@ class BatchDecoder:
             self._stopped = True
             self._cond.notify_all()
         llama_cpp.llama_batch_free(self._batch)
-        llama_cpp.llama_free(self.ctx)
+        if self._own_ctx:
+            llama_cpp.llama_free(self.ctx)
         self.ctx = None
 
     # ---- the decoding thread -----------------------------------------------------
@@ -278,14 +313,28 @@ class BatchDecoder:
                     if runs:
                         break
                     self._cond.wait()  # new runs and closes notify
-            try:
-                self._step(runs)
-            except Exception as exc:  # never leave a consumer waiting on a dead thread
-                with self._cond:
-                    for run in runs:
-                        if not run.finished:
-                            run.finished = True
-                            run._queue.put(exc)
+            self._guarded_step(runs)
+
+    def _advance(self, run: SlotRun) -> None:
+        """One step, run by the consumer of ``run`` (synchronous decoder)."""
+        with self._cond:
+            if self._closed:
+                run.finished = True
+                run._queue.put(GenerationError("the model was unloaded during the request"))
+                return
+            runs = self._admit()
+        if runs:
+            self._guarded_step(runs)
+
+    def _guarded_step(self, runs: list[SlotRun]) -> None:
+        try:
+            self._step(runs)
+        except Exception as exc:  # never leave a consumer waiting on a dead step
+            with self._cond:
+                for run in runs:
+                    if not run.finished:
+                        run.finished = True
+                        run._queue.put(exc)
 
     def _admit(self) -> list[SlotRun]:
         """Under the lock: retire finished or abandoned runs, return the live ones."""
@@ -315,6 +364,33 @@ class BatchDecoder:
         return live
 
     def _step(self, runs: list[SlotRun]) -> None:
+        """Decode one batch for ``runs`` and hand each finished row's token to its run."""
+        added, outputs, n_prompt = self._fill(runs)
+        self.max_active = max(self.max_active, len(runs))
+        self.steps += 1
+        code = self._decode(runs, abortable=n_prompt >= _ABORTABLE_PROMPT)
+        with self._cond:
+            if code != 0:
+                self._fail(runs, added, code)
+                return
+            for slot, tokens in added:
+                slot.cells.extend(tokens)
+                owner = slot.run
+                if owner is not None and owner.pending:
+                    del owner.pending[: len(tokens)]
+        for run, index in outputs:
+            if not run.closing:
+                self._sample(run, index)
+
+    def _fill(
+        self, runs: list[SlotRun]
+    ) -> tuple[list[tuple[_Slot, list[int]]], list[tuple[SlotRun, int]], int]:
+        """Put the next tokens of ``runs`` into the batch.
+
+        Returns:
+            What each slot adds, the batch rows whose logits are sampled (and for
+            which run), and how many prompt tokens the batch holds.
+        """
         batch = self._batch
         n = 0
         outputs: list[tuple[SlotRun, int]] = []
@@ -347,59 +423,51 @@ class BatchDecoder:
             if not run.pending or room <= 0:
                 continue
             take = min(len(run.pending), chunk, room)
-            part = run.pending[:take]
             completes = take == len(run.pending)
-            add(run._slot, part, completes)
+            add(run._slot, run.pending[:take], completes)
             if completes:
                 outputs.append((run, n - 1))
             room -= take
         batch.n_tokens = n
-        self.max_active = max(self.max_active, len(runs))
-        self.steps += 1
+        return added, outputs, n - len(generating)
 
-        # A step that reads prompt can take seconds on a CPU: if every request in it
-        # is cancelled meanwhile, llama.cpp's abort callback stops it mid-way. (Not
-        # installed for pure generation steps: it is asked before every graph node.)
-        abortable = n - len(generating) >= _ABORTABLE_PROMPT
-        callback = None
-        if abortable:
-            callback = llama_cpp.ggml_abort_callback(lambda _data: all(map(_abandoned, runs)))
-            llama_cpp.llama_set_abort_callback(self.ctx, callback, None)
+    def _decode(self, runs: list[SlotRun], *, abortable: bool) -> int:
+        """``llama_decode`` the batch; llama.cpp's return code (2: aborted).
+
+        A step that reads prompt can take seconds on a CPU: if every request in it
+        is cancelled meanwhile, llama.cpp's abort callback stops it mid-way. (Not
+        installed for pure generation steps: it is asked before every graph node.)
+        """
+        if not abortable:
+            return int(llama_cpp.llama_decode(self.ctx, self._batch))
+        callback = llama_cpp.ggml_abort_callback(lambda _data: all(map(_abandoned, runs)))
+        llama_cpp.llama_set_abort_callback(self.ctx, callback, None)
         try:
-            code = llama_cpp.llama_decode(self.ctx, batch)
+            return int(llama_cpp.llama_decode(self.ctx, self._batch))
         finally:
-            if callback is not None:
-                llama_cpp.llama_set_abort_callback(self.ctx, llama_cpp.ggml_abort_callback(), None)
-        with self._cond:
-            if code != 0:
-                aborted = code == 2 and all(map(_abandoned, runs))
-                error = GenerationError(
-                    f"llama.cpp failed to decode a batch of {n} tokens (code {code})"
-                )
-                for run in runs:
-                    run.finished = True
-                    run._queue.put(_DONE if aborted else error)
-                for slot, _tokens in added:  # the cache may hold part of the batch
-                    if not llama_cpp.llama_memory_seq_rm(
-                        self._memory, slot.seq, len(slot.cells), -1
-                    ):
-                        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-                        slot.cells.clear()
-                return
-            for slot, tokens in added:
-                slot.cells.extend(tokens)
-                owner = slot.run
-                if owner is not None and owner.pending:
-                    del owner.pending[: len(tokens)]
-        for run, index in outputs:
-            if run.closing:
-                continue
-            token = run.sampler.sample(self.ctx, index)
-            run.sampled += 1
-            run.last = token
-            run._queue.put(token)
-            eog = bool(llama_cpp.llama_vocab_is_eog(run.sampler.vocab, token))
-            if eog or run.sampled >= run.max_tokens:
-                with self._cond:
-                    run.finished = True
-                    run._queue.put(_DONE)
+            llama_cpp.llama_set_abort_callback(self.ctx, llama_cpp.ggml_abort_callback(), None)
+
+    def _fail(self, runs: list[SlotRun], added: list[tuple[_Slot, list[int]]], code: int) -> None:
+        """Under the lock: end ``runs`` after a failed decode and undo its partial cache."""
+        aborted = code == 2 and all(map(_abandoned, runs))
+        n = sum(len(tokens) for _slot, tokens in added)
+        error = GenerationError(f"llama.cpp failed to decode a batch of {n} tokens (code {code})")
+        for run in runs:
+            run.finished = True
+            run._queue.put(_DONE if aborted else error)
+        for slot, _tokens in added:  # the cache may hold part of the batch
+            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cells), -1):
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+                slot.cells.clear()
+
+    def _sample(self, run: SlotRun, index: int) -> None:
+        """Sample ``run``'s next token from batch row ``index`` and hand it over."""
+        token = run.sampler.sample(self.ctx, index)
+        run.sampled += 1
+        run.last = token
+        run._queue.put(token)
+        eog = bool(llama_cpp.llama_vocab_is_eog(run.sampler.vocab, token))
+        if eog or run.sampled >= run.max_tokens:
+            with self._cond:
+                run.finished = True
+                run._queue.put(_DONE)

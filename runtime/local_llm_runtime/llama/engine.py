@@ -20,15 +20,19 @@ import math
 import random
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import llama_cpp
 
-from local_llm_runtime.errors import ContextLengthExceededError, InvalidOptionError
+from local_llm_runtime.errors import (
+    ContextLengthExceededError,
+    GenerationError,
+    InvalidOptionError,
+)
+from local_llm_runtime.llama.batching import SlotRun
 from local_llm_runtime.llama.embedding import embed_texts
 from local_llm_runtime.llama.pool import (
     LoadedModel,
@@ -36,20 +40,20 @@ from local_llm_runtime.llama.pool import (
     ModelPool,
     planned_num_ctx,
 )
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.options import split_by_destination, validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
 from local_llm_runtime.prompt.families import traits_for
-from local_llm_runtime.prompt.prompt_tokens import PromptTokenizer, SpecialToken
-from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
-from local_llm_runtime.prompt.streaming import StopFilter, Utf8Decoder
+from local_llm_runtime.prompt.output import OutputPipeline as _OutputPipeline
+from local_llm_runtime.prompt.output import Request as _Request
+from local_llm_runtime.prompt.output import tool_names as _tool_names
+from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.prompt.tool_calls import (
-    ToolCall,
-    ToolCallParser,
     json_schema_gbnf,
     tool_call_gbnf,
 )
-from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas
+from local_llm_runtime.prompt.tool_schema import normalize_tools
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 from local_llm_runtime.store.library import LocalModel, ModelLibrary
@@ -66,11 +70,8 @@ from local_llm_runtime.types import (
     FinalChunk,
     FinishReason,
     ModelInfo,
-    ReasoningDelta,
     RunningModel,
-    TextDelta,
     Timings,
-    ToolCallDelta,
     ToolChoice,
     Usage,
     aggregate,
@@ -88,7 +89,6 @@ __all__ = [
 ]
 
 
-_LOAD_KEYS = ("num_ctx", "num_gpu", "num_thread", "num_batch")
 T = TypeVar("T")
 
 
@@ -121,21 +121,6 @@ def split_options(
     )
 
 
-@dataclass
-class _Request:
-    prompt: str
-    tools: Sequence[Mapping[str, Any]] = ()
-    tool_choice: ToolChoice = "auto"
-    parallel_tool_calls: bool = True
-    schema: Mapping[str, Any] | Literal["json"] | None = None
-    reasoning: ReasoningMode = "separate"
-    starts_thinking: bool = False
-    tool_parser: bool = False
-    extra_stops: tuple[str, ...] = field(default_factory=tuple)
-    raw: bool = False
-    """The caller's own prompt: special-token text in it is parsed (Ollama's ``raw``)."""
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """A request ready for the model: rendered, tokenized, grammar built and checked."""
@@ -144,117 +129,6 @@ class _Prepared:
     request: _Request
     tokens: list[int]
     grammar: str | None
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_template(
-    source: str | None, bos: str, eos: str, identity: tuple[tuple[str, str], ...] = ()
-) -> ChatTemplate:
-    return ChatTemplate(source, bos_token=bos, eos_token=eos, metadata=dict(identity))
-
-
-_IDENTITY_KEYS = ("general.architecture", "general.name")
-"""The metadata a chat template consults (family traits, tool syntax, warnings)."""
-
-
-def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemplate:
-    """The model's chat template, compiled once per distinct template text."""
-    source = metadata.get("tokenizer.chat_template")
-    return _compiled_template(
-        source if isinstance(source, str) else None,
-        _token_text(llm, llm.token_bos()),
-        _token_text(llm, llm.token_eos()),
-        tuple((k, str(metadata[k])) for k in _IDENTITY_KEYS if k in metadata),
-    )
-
-
-_CONTROL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-
-
-class _PromptVocab:
-    """What prompt preparation needs from a vocabulary, read once per instance.
-
-    Built from the pool's vocabulary-only instance (:meth:`ModelPool.vocab`), so
-    preparing a prompt never needs the weights or the model's lock. Tokenizing
-    with llama.cpp only reads the vocabulary (each call has its own buffers),
-    so one instance serves every thread.
-    """
-
-    def __init__(self, llm: llama_cpp.Llama) -> None:
-        # Weak: this object is the value of a WeakKeyDictionary keyed by ``llm``.
-        self._llm = weakref.ref(llm)
-        self.template = _template_for(llm, llm.metadata)
-        vocab = llm._model.vocab
-        specials = []
-        for token in range(int(llama_cpp.llama_vocab_n_tokens(vocab))):
-            attr = int(llama_cpp.llama_vocab_get_attr(vocab, token))
-            if attr & _CONTROL_ATTRS:
-                specials.append(
-                    SpecialToken(
-                        id=token,
-                        text=llama_cpp.llama_vocab_get_text(vocab, token).decode(
-                            "utf-8", errors="replace"
-                        ),
-                        lstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
-                        rstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
-                    )
-                )
-        self.tokenizer = PromptTokenizer(specials, self._plain)
-        self.protected_template = self.template.protecting(self.tokenizer.protect_value)
-        self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(vocab))
-        self.n_ctx_train = int(llm._model.n_ctx_train())
-
-    @property
-    def llm(self) -> llama_cpp.Llama:
-        """The vocabulary instance (alive while the pool keeps it)."""
-        llm = self._llm()
-        if llm is None:  # pragma: no cover - the pool closed it during this request
-            raise RuntimeError("the model's vocabulary was closed")
-        return llm
-
-    def _plain(self, text: str) -> list[int]:
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    def tokens(self, request: _Request) -> list[int]:
-        """The prompt's token ids.
-
-        A raw prompt parses special-token text; a rendered one only the
-        template's (message text is plain text).
-        """
-        llm = self.llm
-        add_special = _add_bos(llm, request.prompt, self.template.bos_token)
-        if request.raw:
-            return list(
-                llm.tokenize(request.prompt.encode("utf-8"), add_bos=add_special, special=True)
-            )
-        return self.tokenizer.tokenize(
-            request.prompt,
-            bos=llm.token_bos() if add_special and llm.token_bos() >= 0 else None,
-            eos=llm.token_eos() if add_special and self.add_eos and llm.token_eos() >= 0 else None,
-        )
-
-
-_prompt_vocabs: weakref.WeakKeyDictionary[llama_cpp.Llama, _PromptVocab] = (
-    weakref.WeakKeyDictionary()
-)
-_prompt_vocabs_lock = threading.Lock()
-
-
-def _prompt_vocab(llm: llama_cpp.Llama) -> _PromptVocab:
-    """The :class:`_PromptVocab` of a vocabulary instance (built on first use)."""
-    with _prompt_vocabs_lock:
-        found = _prompt_vocabs.get(llm)
-    if found is None:
-        found = _PromptVocab(llm)
-        with _prompt_vocabs_lock:
-            found = _prompt_vocabs.setdefault(llm, found)
-    return found
-
-
-def _token_text(llm: llama_cpp.Llama, token: int) -> str:
-    if token < 0:
-        return ""
-    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
 def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
@@ -276,12 +150,6 @@ def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
 
 def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
-
-
-def _add_bos(llm: llama_cpp.Llama, prompt: str, bos_text: str) -> bool:
-    if bos_text and prompt.startswith(bos_text):
-        return False
-    return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
 
 
 class LlamaEngine:
@@ -747,91 +615,75 @@ class LlamaEngine:
         queue_s: float,
         cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
-        llm = entry.llm
-        template, request, tokens = prepared.template, prepared.request, prepared.tokens
-        n_ctx = entry.num_ctx
-        if len(tokens) >= n_ctx:
-            raise ContextLengthExceededError(len(tokens), n_ctx)
-        budget = n_ctx - len(tokens)
+        """Decode ``prepared`` on the entry's decoder (a slot; one slot is a batch of one)."""
+        tokens = prepared.tokens
+        if len(tokens) >= entry.num_ctx:
+            raise ContextLengthExceededError(len(tokens), entry.num_ctx)
+        budget = entry.num_ctx - len(tokens)
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
-        # A seed promises the same output for the same request whatever ran before.
-        # Reusing a cached prompt prefix changes how the rest is batched, and
-        # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
-        # requests evaluate their whole prompt (unseeded ones reuse the prefix).
-        seeded = sampling.seed is not None
-        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
-            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
-        sampler = Sampler(
-            llm,
-            sampling,
-            sampling.seed if sampling.seed is not None else random.getrandbits(31),
-            prepared.grammar,
-        )
-        out = _OutputPipeline(template, request, sampling)
+        out = _OutputPipeline(prepared.template, prepared.request, sampling.stop)
         started = time.monotonic()
-        gen: Iterator[int]
-        if entry.batcher is not None:  # a slot of the continuous batch
-            run = entry.batcher.start(  # from here on the decoder owns the sampler
-                tokens, sampler, max_tokens=max_tokens + 1, reuse=not seeded, cancel=cancel
-            )
-            gen, reused, close_gen, close_sampler = iter(run), run.reused, run.close, _noop
-        else:
-            pending = prepare(llm, tokens, reuse=not seeded)
-            reused = len(tokens) - len(pending)
-            token_loop = decode(llm, pending, sampler, cancel)
-            gen, close_gen, close_sampler = token_loop, token_loop.close, sampler.close
-        first_token_at: float | None = None
-        produced = 0
-        sampled = 0
-        finish: FinishReason = "length"
+        run = self._start(entry, prepared, sampling, max_tokens, cancel)
+        loop = _TokenLoop(entry.llm, out, max_tokens, cancel)
         try:
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-            else:
-                for token in gen:
-                    sampled += 1
-                    if first_token_at is None:
-                        first_token_at = time.monotonic()
-                    if _is_eog(llm, token):
-                        finish = "stop"
-                        break
-                    produced += 1
-                    yield from out.feed(llm.detokenize([token]))
-                    if out.stopped:
-                        finish = "stop"
-                        break
-                    if cancel is not None and cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if produced >= max_tokens:
-                        finish = "length"
-                        break
-                else:  # the token loop only ends when cancelled during the prompt
-                    finish = "cancelled"
+            yield from loop.run(run)
         finally:
-            close_gen()
-            close_sampler()
+            run.close()
         # Only an output that ended by itself (end-of-generation token, stop sequence,
         # the one allowed call complete) may have a last call completed; a cut one
         # (token limit, cancel, timeout) is text. Errors raise before this line.
-        yield from out.finish(ended_naturally=finish == "stop")
-        if out.tool_calls and finish == "stop":
-            finish = "tool_calls"
+        yield from out.finish(ended_naturally=loop.finish == "stop")
         ended = time.monotonic()
-        first = first_token_at or ended
+        first = loop.first_token_at or ended
         yield FinalChunk(
-            finish_reason=finish,
-            usage=Usage(prompt_tokens=len(tokens), completion_tokens=produced),
+            finish_reason="tool_calls" if out.tool_calls and loop.finish == "stop" else loop.finish,
+            usage=Usage(prompt_tokens=len(tokens), completion_tokens=loop.produced),
             timings=Timings(
                 load_s=load_s,
                 queue_s=queue_s,
                 prompt_s=first - started,
                 generation_s=ended - first,
-                prompt_tokens=max(1, len(tokens) - reused),
-                sampled_tokens=sampled,
+                prompt_tokens=max(1, len(tokens) - run.reused),
+                sampled_tokens=loop.sampled,
             ),
             model=entry.model.name,
         )
+
+    @staticmethod
+    def _start(
+        entry: LoadedModel,
+        prepared: _Prepared,
+        sampling: SamplingOptions,
+        max_tokens: int,
+        cancel: threading.Event | None,
+    ) -> SlotRun:
+        """Give the request a slot of the entry's decoder, with its own sampler."""
+        if entry.batcher is None:  # pragma: no cover - the pool gives every chat entry one
+            raise GenerationError("this model instance was loaded for embeddings only")
+        n_ctx = entry.num_ctx
+        if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
+            sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
+        sampler = Sampler(
+            entry.llm,
+            sampling,
+            sampling.seed if sampling.seed is not None else random.getrandbits(31),
+            prepared.grammar,
+        )
+        # A seed promises the same output for the same request whatever ran before.
+        # Reusing a cached prompt prefix changes how the rest is batched, and
+        # llama.cpp's kernels are not bit-identical across batch shapes, so seeded
+        # requests evaluate their whole prompt (unseeded ones reuse the prefix).
+        try:  # from here on the decoder owns the sampler
+            return entry.batcher.start(
+                prepared.tokens,
+                sampler,
+                max_tokens=max_tokens + 1,
+                reuse=sampling.seed is None,
+                cancel=cancel,
+            )
+        except BaseException:
+            sampler.close()
+            raise
 
     @staticmethod
     def _grammar(template: ChatTemplate, request: _Request) -> str | None:
@@ -849,95 +701,54 @@ class LlamaEngine:
         return None
 
 
-class _OutputPipeline:
-    """bytes -> text -> stop sequences -> reasoning split -> tool calls -> chunks."""
+class _TokenLoop:
+    """Sampled tokens -> output chunks, until a stop, the token budget or a cancel.
 
-    def __init__(self, template: ChatTemplate, request: _Request, sampling: SamplingOptions):
-        self._utf8 = Utf8Decoder()
-        self._stops = StopFilter([*sampling.stop, *request.extra_stops])
-        use_think = request.reasoning != "inline" and (template.thinks or request.starts_thinking)
-        open_tag, close_tag = template.think_tags or ("<think>", "</think>")
-        self._think = (
-            ThinkSplitter(
-                open_tag=open_tag, close_tag=close_tag, started_inside=request.starts_thinking
-            )
-            if use_think
-            else None
-        )
-        self._hide_reasoning = request.reasoning == "hide"
-        self._tools = (
-            ToolCallParser(
-                template.tool_format,
-                _tool_names(request.tools),
-                schemas=tool_schemas(request.tools),
-            )
-            if request.tool_parser
-            else None
-        )
-        self._one_call = not request.parallel_tool_calls
-        self.tool_calls: list[ToolCall] = []
+    After :meth:`run`, ``finish`` says why it ended and the counters say what it did.
+    """
 
-    @property
-    def stopped(self) -> bool:
-        """A stop sequence was met, or the one allowed tool call is complete."""
-        return self._stops.stopped or (self._one_call and bool(self.tool_calls))
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        out: _OutputPipeline,
+        max_tokens: int,
+        cancel: threading.Event | None,
+    ) -> None:
+        self._llm = llm
+        self._out = out
+        self._max_tokens = max_tokens
+        self._cancel = cancel
+        self.finish: FinishReason = "length"
+        self.first_token_at: float | None = None
+        self.produced = 0
+        """Tokens that became output (an end-of-generation token does not)."""
+        self.sampled = 0
 
-    def feed(self, piece: bytes) -> Iterator[Chunk]:
-        yield from self._text(self._stops.feed(self._utf8.feed(piece)))
-
-    def finish(self, *, ended_naturally: bool) -> Iterator[Chunk]:
-        """Flush what is buffered (an unfinished call completed only if ``ended_naturally``)."""
-        if not self._stops.stopped:
-            yield from self._text(self._stops.feed(self._utf8.finish()))
-        yield from self._text(self._stops.finish())
-        if self._think is not None:
-            yield from self._route(self._think.finish())
-        if self._tools is not None:
-            yield from self._answer_items(self._tools.finish(ended_naturally=ended_naturally))
-
-    def _text(self, text: str) -> Iterator[Chunk]:
-        if not text:
+    def run(self, tokens: Iterable[int]) -> Iterator[Chunk]:
+        """Feed ``tokens`` through the output pipeline, yielding its chunks."""
+        cancel, out = self._cancel, self._out
+        if cancel is not None and cancel.is_set():
+            self.finish = "cancelled"
             return
-        if self._think is None:
-            yield from self._answer(text)
-        else:
-            yield from self._route(self._think.feed(text))
-
-    def _route(self, parts: list[tuple[Literal["text", "reasoning"], str]]) -> Iterator[Chunk]:
-        for kind, text in parts:
-            if kind == "reasoning":
-                if text and not self._hide_reasoning:
-                    yield ReasoningDelta(text)
-            else:
-                yield from self._answer(text)
-
-    def _answer(self, text: str) -> Iterator[Chunk]:
-        if self._tools is None:
-            if text:
-                yield TextDelta(text)
-            return
-        yield from self._answer_items(self._tools.feed(text))
-
-    def _answer_items(self, items: list[str | ToolCall]) -> Iterator[Chunk]:
-        for item in items:
-            if self._one_call and self.tool_calls:
-                return  # parallel_tool_calls=False: nothing after the first call
-            if isinstance(item, str):
-                if item:
-                    yield TextDelta(item)
-            else:
-                self.tool_calls.append(item)
-                yield ToolCallDelta(
-                    index=len(self.tool_calls) - 1,
-                    id=item.id,
-                    name=item.name,
-                    arguments=item.arguments,
-                    error=item.error,
-                )
-
-
-def _noop() -> None:
-    pass
+        for token in tokens:
+            self.sampled += 1
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            if _is_eog(self._llm, token):
+                self.finish = "stop"
+                return
+            self.produced += 1
+            yield from out.feed(self._llm.detokenize([token]))
+            if out.stopped:
+                self.finish = "stop"
+                return
+            if cancel is not None and cancel.is_set():
+                self.finish = "cancelled"
+                return
+            if self.produced >= self._max_tokens:
+                self.finish = "length"
+                return
+        self.finish = "cancelled"  # the token loop only ends when cancelled during the prompt
 
 
 def _with_default_system(
@@ -948,15 +759,6 @@ def _with_default_system(
     if local.system and not any(m.get("role") == "system" for m in msgs):
         msgs.insert(0, {"role": "system", "content": local.system})
     return msgs
-
-
-def _tool_names(tools: Sequence[Mapping[str, Any]]) -> set[str]:
-    names = set()
-    for tool in tools:
-        function = tool.get("function", tool)
-        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            names.add(function["name"])
-    return names
 
 
 def _pooled(vector: Any) -> list[float]:

@@ -1,4 +1,4 @@
-"""The token loop and a sampler with llama.cpp's grammar fast path.
+"""A sampler with llama.cpp's grammar fast path, and the sampling options.
 
 llama-cpp-python puts the grammar at the head of its sampler chain, so every
 generated token checks *every* vocabulary entry against the grammar (151,936
@@ -13,18 +13,15 @@ token ``t`` with unconstrained probability ``p(t)`` and allowed mass ``S``,
 token, but most steps of a JSON answer cost one grammar check instead of a
 vocabulary-wide one.
 
-:func:`prepare` positions the context for a prompt (reusing the cached
-prefix when allowed) and :func:`decode` evaluates and samples token by token,
-replacing ``Llama.generate`` so the sampler above can be used.
+The token loop that calls it (prefix reuse, prompt evaluation, aborts) is
+:class:`~local_llm_runtime.llama.batching.BatchDecoder`, for one request as for many.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
-import threading
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -34,7 +31,7 @@ import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
 
-__all__ = ["Sampler", "SamplingOptions", "common_prefix", "decode", "prepare"]
+__all__ = ["Sampler", "SamplingOptions", "common_prefix"]
 
 
 @dataclass(frozen=True)
@@ -216,74 +213,3 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-def prepare(llm: llama_cpp.Llama, tokens: Sequence[int], *, reuse: bool) -> list[int]:
-    """Position the context for ``tokens`` and return those still to evaluate.
-
-    With ``reuse`` the longest prefix already in the KV cache is kept (all but
-    the last prompt token, whose logits are needed); otherwise — and for
-    recurrent or hybrid models, whose state cannot be cut — it starts afresh.
-    """
-    keep = 0
-    if reuse and not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        keep = min(common_prefix(cached, tokens), len(tokens) - 1)
-    if keep > 0:
-        llm.n_tokens = keep  # eval() drops the cache cells from here on
-    else:
-        llm.reset()  # type: ignore[no-untyped-call]
-    return list(tokens[keep:])
-
-
-def decode(
-    llm: llama_cpp.Llama,
-    pending: Sequence[int],
-    sampler: Sampler,
-    cancel: threading.Event | None = None,
-) -> Generator[int, None, None]:
-    """Evaluate ``pending``, then yield sampled tokens, evaluating each in turn.
-
-    The last yielded token is evaluated only when the consumer asks for the
-    next one, so stopping costs nothing and leaves the cache consistent.
-    Setting ``cancel`` while the prompt is evaluated aborts llama.cpp's
-    computation (between graph nodes, on CPU) and ends the generator without a
-    token; the cache keeps the batches that completed.
-
-    Raises:
-        ValueError: If there is nothing to evaluate (an empty prompt).
-    """
-    if not pending:
-        raise ValueError("nothing to evaluate: the prompt has no tokens")
-    with _abort_when(llm, cancel):
-        try:
-            llm.eval(pending)
-        except RuntimeError as exc:  # llama_decode returned 2: aborted
-            if cancel is not None and cancel.is_set():
-                return
-            raise GenerationError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
-    while True:
-        token = sampler.sample(llm.ctx)
-        yield token
-        try:
-            llm.eval([token])
-        except RuntimeError as exc:
-            raise GenerationError(f"llama.cpp failed to evaluate a token: {exc}") from exc
-
-
-@contextmanager
-def _abort_when(llm: llama_cpp.Llama, cancel: threading.Event | None) -> Iterator[None]:
-    """Let ``cancel`` abort ``llama_decode`` while the block runs.
-
-    Installed for prompt evaluation only: llama.cpp asks the callback before
-    every graph node, a cost worth paying for a long prompt, not per token.
-    """
-    if cancel is None:
-        yield
-        return
-    callback = llama_cpp.ggml_abort_callback(lambda _data: cancel.is_set())
-    llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
-    try:
-        yield
-    finally:
-        llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
