@@ -34,7 +34,8 @@ from _common import median, model_path, spread
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime import Engine
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.batching import BatchDecoder
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
@@ -92,13 +93,19 @@ def main() -> None:
     prompt = llm.tokenize(prompt_text.encode(), special=True)
     greedy = SamplingOptions(temperature=0.0)
 
-    def free() -> tuple[list[int], int, float]:
-        with Sampler(llm, greedy, seed=0) as sampler:
-            gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
+    def ours(grammar: str | None) -> tuple[list[int], int, float]:
+        # The runtime's single-request token loop: a one-slot batch on the model's context.
+        decoder = BatchDecoder(llm, n_slots=1, num_ctx=llm.n_ctx(), n_batch=512)
+        with Sampler(llm, greedy, seed=0, grammar=grammar) as sampler:
+            run = decoder.start(prompt, sampler, max_tokens=llm.n_ctx(), reuse=False)
             try:
-                return timed(llm, gen)
+                return timed(llm, iter(run))
             finally:
-                gen.close()
+                run.close()
+                decoder.close()
+
+    def free() -> tuple[list[int], int, float]:
+        return ours(None)
 
     def constrain() -> tuple[list[int], int, float]:
         llm.reset()
@@ -111,12 +118,7 @@ def main() -> None:
             gen.close()
 
     def fast() -> tuple[list[int], int, float]:
-        with Sampler(llm, greedy, seed=0, grammar=gbnf) as sampler:
-            gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
-            try:
-                return timed(llm, gen)
-            finally:
-                gen.close()
+        return ours(gbnf)
 
     engine = Engine()
 

@@ -12,7 +12,8 @@ import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime.llama import repack
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions, decode, prepare
+from local_llm_runtime.llama.batching import BatchDecoder
+from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.prompt.tool_calls import json_schema_gbnf
 
 SCHEMA = {
@@ -58,10 +59,15 @@ def test_fast_path_matches_llama_cpp_python_grammar_sampling(llm: llama_cpp.Llam
     reference = _until_eog(llm, reference_gen)
     reference_gen.close()
 
+    # The runtime's single-request token loop: a one-slot batch on the model's own context.
+    decoder = BatchDecoder(llm, n_slots=1, num_ctx=1024, n_batch=512)
     with Sampler(llm, SamplingOptions(temperature=0.0), seed=0, grammar=gbnf) as sampler:
-        gen = decode(llm, prepare(llm, prompt, reuse=False), sampler)
-        ours = _until_eog(llm, gen)
-        gen.close()
+        run = decoder.start(prompt, sampler, max_tokens=96, reuse=False)
+        try:
+            ours = _until_eog(llm, iter(run))
+        finally:
+            run.close()
+            decoder.close()
         rejections = sampler.rejections
 
     assert ours == reference
