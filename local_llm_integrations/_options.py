@@ -10,12 +10,16 @@ added to ``ModelOptions`` appears, validated and documented, in both frameworks.
 
 from __future__ import annotations
 
+import logging
+import pickle
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, create_model, model_validator
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
 
+from local_llm_runtime.errors import InvalidOptionError
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.options import (
     DESTINATIONS,
@@ -37,6 +41,7 @@ __all__ = [
     "OptionFields",
     "ReasoningSetting",
     "ENGINE_FIELD_DOC",
+    "EngineSetting",
     "adapter_option_fields",
     "check_constructor_arguments",
     "engine_or_default",
@@ -101,6 +106,17 @@ def adapter_option_fields(
     return fields
 
 
+logger = logging.getLogger(__name__)
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
 class OptionFields(BaseModel):
     """Base of the generated option mixins: reads their values and checks them."""
 
@@ -120,6 +136,71 @@ class OptionFields(BaseModel):
         """The options that are set (not ``None``), by Ollama name."""
         values = {name: getattr(self, name) for name in self.option_names(destinations)}
         return {name: value for name, value in values.items() if value is not None}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_option_rules(cls, data: Any) -> Any:
+        return cls.apply_option_rules(data) if isinstance(data, dict) else data
+
+    @classmethod
+    def apply_option_rules(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor options follow the runtime's rules, as per-call options do.
+
+        Checked before pydantic's coercion: ``True`` is not a number (pydantic would
+        make it 1), a single ``stop`` string is one stop sequence, and an option given
+        under two names (``max_tokens`` and ``num_predict``) with different values is
+        an error. The adapters call it first in ``__init__`` (so the error is the
+        runtime's own); pydantic runs it again for ``model_validate``.
+
+        Returns:
+            ``data`` with a ``stop`` string made a list.
+
+        Raises:
+            InvalidOptionError: Naming the option and its accepted values.
+        """
+        data = dict(data)
+        values: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            if field_destination(info) not in DESTINATIONS:
+                continue
+            given = [k for k in dict.fromkeys((name, info.alias)) if k and data.get(k) is not None]
+            if len(given) == 2 and data[given[0]] != data[given[1]]:
+                raise InvalidOptionError(
+                    f"{given[1]}={data[given[1]]!r} and {given[0]}={data[given[0]]!r} are the "
+                    f"same option; pass only one of them."
+                )
+            if given:
+                values[name] = data[given[-1]]
+        checked = validate_options(values, model=cls.options_model)
+        if isinstance(values.get("stop"), str):
+            data.pop("stop", None)
+            data["stop"] = checked["stop"]
+        return data
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle state that never changes ``self`` (LlamaIndex's own removes attributes).
+
+        An attribute that cannot be pickled (an engine holding locks and a loaded
+        model, a cache of it) goes back to its default in the copy, with a warning;
+        ``engine=None`` there means the process-wide engine of the unpickling process.
+        """
+        state = BaseModel.__getstate__(self)
+        fields = dict(state["__dict__"])
+        for key, value in fields.items():
+            if not _picklable(value):
+                info = type(self).model_fields.get(key)
+                fields[key] = info.get_default(call_default_factory=True) if info else None
+                logger.warning(
+                    "%s.%s (%s) cannot be pickled; the copy uses the default (%r).",
+                    type(self).__name__,
+                    key,
+                    type(value).__name__,
+                    fields[key],
+                )
+        private = state.get("__pydantic_private__")
+        if private:
+            private = {k: (v if _picklable(v) else None) for k, v in private.items()}
+        return {**state, "__dict__": fields, "__pydantic_private__": private}
 
     def check_option_values(self) -> None:
         """Check every set option as the runtime will (ranges, NaN, empty stop, durations).
@@ -185,11 +266,29 @@ else:
 ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 
 ENGINE_FIELD_DOC = (
-    "The engine that serves this model (any EngineProtocol implementation): None (default) is "
-    "the process-wide in-process llama.cpp engine, local_llm_runtime.default_engine(), looked "
-    "up at call time; pass local_llm_runtime.testing.FakeEngine in tests, or another backend. "
-    "Not serialized."
+    "The engine that serves this model (an instance of any EngineProtocol implementation): "
+    "None (default) is the process-wide in-process llama.cpp engine, "
+    "local_llm_runtime.default_engine(), looked up at call time; pass "
+    "local_llm_runtime.testing.FakeEngine(...) in tests, or another backend. Not serialized, "
+    "not in the JSON schema; a pickled copy keeps it only if the engine itself pickles "
+    "(otherwise the copy uses the process-wide engine, with a warning)."
 )
+
+
+def _check_engine(value: Any) -> EngineProtocol | None:
+    if value is None:
+        return None
+    if isinstance(value, type) or not isinstance(value, EngineProtocol):
+        what = f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
+        raise ValueError(
+            f"engine must be an engine instance (EngineProtocol: chat_stream, embed, ...), "
+            f"not {what}; for example engine=FakeEngine(responses=[...]) or leave it None."
+        )
+    return value
+
+
+EngineSetting = Annotated[EngineProtocol | None, PlainValidator(_check_engine), SkipJsonSchema()]
+"""The adapters' ``engine`` field type: an engine instance or ``None`` (no JSON schema)."""
 
 
 def engine_or_default(engine: EngineProtocol | None) -> EngineProtocol:
@@ -225,6 +324,8 @@ def check_constructor_arguments(
             (``temprature`` -> ``temperature``).
     """
     check_arguments(cls.__name__, data, known_arguments(cls, extra))
+    if issubclass(cls, OptionFields):
+        cls.apply_option_rules(data)
 
 
 def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "inline"]:
@@ -255,9 +356,7 @@ class LocalModelOptions(LangChainOptionFields):
     :class:`~local_llm_runtime.options.ModelOptions`; ``max_tokens`` is ``num_predict``.
     """
 
-    model_config = ConfigDict(
-        populate_by_name=True, protected_namespaces=(), arbitrary_types_allowed=True
-    )
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
     model: str
     """Model reference: ``qwen2.5:7b``, ``hf.co/org/repo-GGUF:Q4_K_M``, a ``.gguf`` path,
@@ -270,7 +369,7 @@ class LocalModelOptions(LangChainOptionFields):
     preload: bool = False
     """Load the model when the object is created (otherwise on the first call)."""
 
-    engine: EngineProtocol | None = Field(default=None, exclude=True, repr=False)
+    engine: EngineSetting = Field(default=None, exclude=True, repr=False)
     """The engine that serves this model: ``None`` (default) is the process-wide
     in-process engine (:func:`local_llm_runtime.default_engine`, looked up at call time);
     pass :class:`local_llm_runtime.testing.FakeEngine` in tests, or another backend.

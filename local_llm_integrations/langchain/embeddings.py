@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from local_llm_integrations._options import (
     EmbeddingOptionFields,
+    EngineSetting,
     check_constructor_arguments,
     engine_or_default,
 )
@@ -35,7 +36,7 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
             vectors = embeddings.embed_documents(["hello", "world"])
     """
 
-    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+    model_config = ConfigDict(protected_namespaces=())
 
     model: str
     """Model reference (``nomic-embed-text``, ``hf.co/...``, a ``.gguf`` path, ...)."""
@@ -57,7 +58,7 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
     preload: bool = False
     """Load the model when the object is created (otherwise on first use)."""
 
-    engine: EngineProtocol | None = Field(default=None, exclude=True, repr=False)
+    engine: EngineSetting = Field(default=None, exclude=True, repr=False)
     """The engine that serves this model: ``None`` (default) is the process-wide
     in-process engine (:func:`local_llm_runtime.default_engine`, looked up at call time);
     pass :class:`local_llm_runtime.testing.FakeEngine` in tests, or another backend.

@@ -16,6 +16,7 @@ from llama_index.core.bridge.pydantic import Field, model_validator
 from local_llm_integrations._options import (
     ENGINE_FIELD_DOC,
     EmbeddingOptionFields,
+    EngineSetting,
     check_constructor_arguments,
     engine_or_default,
 )
@@ -73,7 +74,7 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
         description="Load the model when the object is created (otherwise on the first call).",
     )
 
-    engine: EngineProtocol | None = Field(
+    engine: EngineSetting = Field(
         default=None, exclude=True, repr=False, description=ENGINE_FIELD_DOC
     )
 

@@ -38,6 +38,7 @@ from llama_index_instrumentation import get_dispatcher
 
 from local_llm_integrations._options import (
     ENGINE_FIELD_DOC,
+    EngineSetting,
     LlamaIndexOptionFields,
     check_constructor_arguments,
     engine_or_default,
@@ -61,7 +62,7 @@ from local_llm_integrations.llama_index._structured import (
     parse_stream,
     schema_of,
 )
-from local_llm_runtime.errors import ModelNotFoundError
+from local_llm_runtime.errors import InvalidOptionError, ModelNotFoundError
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.types import Chunk, ModelInfo
 
@@ -140,7 +141,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         ),
     )
 
-    engine: EngineProtocol | None = Field(
+    engine: EngineSetting = Field(
         default=None, exclude=True, repr=False, description=ENGINE_FIELD_DOC
     )
 
@@ -168,7 +169,13 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
             for alias, name in _FIELD_ALIASES.items():
                 if alias in data:
                     value = data.pop(alias)
-                    data.setdefault(name, value)
+                    if data.get(name) is not None and value is not None and data[name] != value:
+                        raise InvalidOptionError(
+                            f"{alias}={value!r} and {name}={data[name]!r} are the same "
+                            f"setting; pass only one of them."
+                        )
+                    if data.get(name) is None:
+                        data[name] = value
         return data
 
     @model_validator(mode="after")

@@ -51,7 +51,7 @@ def parse_duration(value: str | float | int) -> float:
     Raises:
         InvalidOptionError: If the value is not a duration.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidOptionError(f"Invalid duration {value!r}: use seconds or a string like '5m'.")
     if isinstance(value, int | float):
         return _finite_duration(value, float(value))

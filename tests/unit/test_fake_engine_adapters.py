@@ -214,3 +214,75 @@ def test_chat_message_roles_reach_the_engine() -> None:
     engine = FakeEngine(["ok"])
     IndexLLM(model="m", engine=engine).chat([ChatMessage(role="user", content="Hi")])
     assert engine.last_request.method == "chat_stream"
+
+
+class _PicklableEngine(FakeEngine):
+    """A FakeEngine that pickles (a real backend may: a remote client holding only a URL)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_PicklableEngine, ((["again"],)))
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_pickling_never_changes_the_original(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    import pickle
+
+    engine = FakeEngine(["answer"], cycle=True)  # holds locks: cannot be pickled
+    adapter = ADAPTERS[name](model="some-model", engine=engine)
+    _use(adapter)  # caches (LlamaIndex's model info) hold the engine too
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert adapter.engine is engine  # LlamaIndex's own __getstate__ deleted it here
+    _use(adapter)
+    assert copy.engine is None and copy.model == "some-model"  # the process-wide engine
+    assert "engine (FakeEngine) cannot be pickled" in caplog.text
+    kept = pickle.loads(pickle.dumps(ADAPTERS[name](model="m", engine=_PicklableEngine([]))))
+    assert isinstance(kept.engine, _PicklableEngine)
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+@pytest.mark.parametrize("bad", [FakeEngine, object(), "fake", 42])
+def test_engine_must_be_an_engine_instance(name: str, bad: Any) -> None:
+    with pytest.raises(ValueError, match="engine must be an engine instance"):
+        ADAPTERS[name](model="some-model", engine=bad)
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_the_engine_is_not_in_the_json_schema(name: str) -> None:
+    cls = ADAPTERS[name]
+    if cls in (ChatLocal, LangChainLLM):  # LangChain's own callable fields have no schema
+        properties = cls.model_json_schema(mode="serialization")["properties"]
+    else:
+        properties = cls.model_json_schema()["properties"]
+    assert "engine" not in properties and "model" in properties
+
+
+@pytest.mark.parametrize("name", ["ChatLocal", "LangChainLLM", "IndexLLM"])
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": True}, {"num_ctx": False}, {"seed": True}, {"keep_alive": [1]}],
+)
+def test_constructor_options_follow_the_runtime_rules(name: str, options: dict[str, Any]) -> None:
+    from local_llm_runtime import InvalidOptionError
+
+    engine = FakeEngine(["x"], cycle=True)
+    with pytest.raises(InvalidOptionError):  # as per call: pydantic would have made True 1
+        ADAPTERS[name](model="m", engine=engine, **options)
+    if name != "IndexLLM":
+        with pytest.raises(InvalidOptionError):
+            ADAPTERS[name](model="m", engine=engine).invoke("hi", **options)
+
+
+@pytest.mark.parametrize("name", ["ChatLocal", "LangChainLLM", "IndexLLM"])
+def test_a_stop_string_is_one_stop_sequence(name: str) -> None:
+    engine = FakeEngine(["x"], cycle=True)
+    adapter = ADAPTERS[name](model="m", engine=engine, stop="\n")
+    _use(adapter)
+    assert engine.requests[-1].options["stop"] == ["\n"]
+
+
+def test_one_option_under_two_names_is_refused() -> None:
+    from local_llm_runtime import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match="same option; pass only one"):
+        ChatLocal(model="m", max_tokens=2, num_predict=3)
+    assert ChatLocal(model="m", max_tokens=3, num_predict=3).num_predict == 3

@@ -102,7 +102,11 @@ def test_construction_does_no_io_and_loads_no_backend() -> None:
 def test_aliases() -> None:
     llm = LocalLLM(model="m", max_tokens=5, thinking=False, context_window=1024)
     assert (llm.num_predict, llm.reasoning, llm.num_ctx) == (5, False, 1024)
-    assert LocalLLM(model="m", num_predict=3, max_tokens=9).num_predict == 3
+    assert LocalLLM(model="m", num_predict=3, max_tokens=3).num_predict == 3
+    # One setting under two names with two values is refused, not silently resolved.
+    for twice in ({"num_predict": 3, "max_tokens": 9}, {"num_ctx": 512, "context_window": 1024}):
+        with pytest.raises(ValueError, match="same setting; pass only one"):
+            LocalLLM(model="m", **twice)
 
 
 def test_preload_loads_once(tiny_gguf: Path) -> None:

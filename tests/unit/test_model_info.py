@@ -31,6 +31,9 @@ def test_template_decides_tools(tiny_gguf_factory: Callable[..., Path]) -> None:
     assert not engine.model_info(str(plain)).supports_tools
     # No template: the engine renders ChatML, which renders tools.
     assert engine.model_info(str(none)).supports_tools
+    for path in (plain, none):  # `show` and model_info tell the same story
+        shown = engine.library.show(str(path))["details"]["capabilities"]
+        assert tuple(shown) == engine.model_info(str(path)).capabilities
 
 
 def test_not_pulled_is_model_not_found_without_a_download() -> None:

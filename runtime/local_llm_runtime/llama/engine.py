@@ -511,9 +511,6 @@ class LlamaEngine:
         capabilities = tuple(details["capabilities"])
         if local.embedding and "embedding" not in capabilities:
             capabilities = ("embedding",)
-        elif not details["chat_template"] and "completion" in capabilities:
-            # No template in the GGUF: this engine renders with ChatML, which has tools.
-            capabilities = (*capabilities, "tools")
         return ModelInfo(
             name=model,
             kind="embedding" if "embedding" in capabilities else "chat",

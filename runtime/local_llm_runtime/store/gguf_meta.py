@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local_llm_runtime.errors import InvalidModelFileError
+from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE
 from local_llm_runtime.prompt.families import traits_for
 
 __all__ = ["FILE_TYPES", "GGUFInfo", "read_gguf_info", "summarize"]
@@ -248,8 +249,10 @@ def summarize(infos: Sequence[GGUFInfo]) -> dict[str, Any]:
     pooling = meta.get(f"{arch}.pooling_type")
     text = template if isinstance(template, str) else ""
     has_template = bool(text)
-    capabilities = ["embedding"] if isinstance(pooling, int) and pooling > 0 else ["completion"]
-    if "tools" in text:
+    embedding = isinstance(pooling, int) and pooling > 0
+    capabilities = ["embedding"] if embedding else ["completion"]
+    # A chat model without a template is rendered with ChatML, which has tools.
+    if "tools" in (text or ("" if embedding else CHATML_TEMPLATE)):
         capabilities.append("tools")
     if traits_for(meta, template=text).think_tags is not None:
         capabilities.append("thinking")
