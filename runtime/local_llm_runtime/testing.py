@@ -596,8 +596,12 @@ class FakeEngine:
                 raise FakeEngineError(
                     f"FakeEngine has no response left for request #{len(self.requests) + 1} "
                     f"({method}, model {model!r}): it was given {len(self._responses)}. "
-                    "Add responses (FakeEngine(responses=[...]) or add_responses()), "
-                    "or pass cycle=True to repeat them."
+                    "Add responses (FakeEngine(responses=[...]) or add_responses())"
+                    + (
+                        "; cycle=True repeats them, but there are none."
+                        if self.cycle
+                        else ", or pass cycle=True to repeat them."
+                    )
                 )
         response = self._responses[self._next]
         self._next += 1
