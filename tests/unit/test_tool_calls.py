@@ -483,3 +483,24 @@ def test_no_repair_for_an_output_cut_by_the_token_limit() -> None:
 def test_a_repaired_call_must_state_its_arguments() -> None:
     plain, calls = parse_tool_calls("hermes", '{"name": "add"', NAMES, ended_naturally=True)
     assert calls == [] and plain == '{"name": "add"'
+
+
+# A syntax's own markers inside an argument string are argument text, not markers.
+MARKERS_IN_ARGUMENTS = [
+    ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "<tool_call>"}}\n</tool_call>'),
+    ("hermes", '<tool_call>{"name": "get_weather", "arguments": {"city": "a</tool_call>b"}}</tool_call>'),
+    ("hermes", '<tool_call>{"name": "get_weather", "arguments": {"city": "q\\"</tool_call>"}}</tool_call>'),
+    ("mistral", '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "[TOOL_CALLS]"}}]'),
+    ("llama3", '{"name": "get_weather", "parameters": {"city": "<|python_tag|>}"}}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "text"), MARKERS_IN_ARGUMENTS)
+def test_markers_inside_argument_strings_are_text(fmt: ToolFormat, text: str) -> None:
+    (call,) = parse_chunks(fmt, [text])
+    assert isinstance(call, tuple) and call[0] == "get_weather", call
+    city = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    expected = (city.get("arguments") or city.get("parameters"))["city"]
+    assert call[1] == {"city": expected}
+    for chunks in chunkings(text):
+        assert parse_chunks(fmt, chunks) == [call], chunks

@@ -14,6 +14,7 @@ from typing import ClassVar
 from local_llm_runtime.prompt.tool_syntaxes.base import (
     FENCE,
     CallStream,
+    JsonEnd,
     ToolSyntax,
     partial_suffix,
 )
@@ -82,8 +83,8 @@ def _block(stream: CallStream) -> bool:
         stream.block(stream.buf[:end], stream.buf[:end])
         stream.buf, stream.mode = stream.buf[end:], "text"
         return True
-    close = stream.buf.find(stream.close)
-    reopen = stream.buf.find(OPEN) if stream.marker == OPEN else -1
+    close = _find_outside_strings(stream.buf, stream.close)
+    reopen = _find_outside_strings(stream.buf, OPEN) if stream.marker == OPEN else -1
     if close < 0 and reopen < 0:  # reopen: a new block before this one closed
         return False
     if close >= 0 and (reopen < 0 or close < reopen):
@@ -93,3 +94,18 @@ def _block(stream: CallStream) -> bool:
     stream.block(stream.marker + stream.buf[:end], body)
     stream.buf, stream.mode = stream.buf[end:], "text"
     return True
+
+
+def _find_outside_strings(text: str, marker: str) -> int:
+    """The first ``marker`` in ``text`` that is not inside a JSON string, or -1.
+
+    ``{"s": "</tool_call>"}`` is an argument value, not the end of the block.
+    """
+    index = text.find(marker)
+    while index >= 0:
+        scan = JsonEnd()
+        scan.scan(text[:index])
+        if not scan.in_string:
+            return index
+        index = text.find(marker, index + 1)
+    return -1
