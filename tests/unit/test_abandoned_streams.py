@@ -126,9 +126,16 @@ def _langchain(engine: LlamaEngine, model: Path) -> Iterator[Any]:
     return iter(llm.stream("go"))
 
 
-def _langchain_async(engine: LlamaEngine, model: Path) -> Any:
+async def _langchain_async(engine: LlamaEngine, model: Path) -> Any:
     llm = ChatLocal(model=str(model), engine=engine, timeout=BOUND_S, max_tokens=100_000, seed=3)
     return llm.astream("go")
+
+
+async def _llama_index_async(engine: LlamaEngine, model: Path) -> Any:
+    llm = LocalLLM(
+        model=str(model), engine=engine, request_timeout=BOUND_S, num_predict=100_000, seed=3
+    )
+    return await llm.astream_chat([ChatMessage(role="user", content="go")])
 
 
 def _llama_index(engine: LlamaEngine, model: Path) -> Iterator[Any]:
@@ -163,12 +170,17 @@ def test_an_abandoned_adapter_generator_releases_its_slot(
     _assert_model_free(engine, tiny_gguf)
 
 
+@pytest.mark.parametrize(
+    "open_stream",
+    [_langchain_async, _llama_index_async],
+    ids=["langchain-astream", "llama-index-astream-chat"],
+)
 def test_an_abandoned_async_adapter_generator_releases_its_slot(
-    engine: LlamaEngine, tiny_gguf: Path
+    engine: LlamaEngine, tiny_gguf: Path, open_stream: Callable[..., Any]
 ) -> None:
     async def drop_all() -> None:
         for _ in range(_slots(engine) + 1):
-            generator = _langchain_async(engine, tiny_gguf)
+            generator = await open_stream(engine, tiny_gguf)
             await generator.__anext__()
             del generator  # no aclose(): the event loop's asyncgen hooks finalize it
             gc.collect()
