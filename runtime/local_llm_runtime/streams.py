@@ -4,7 +4,9 @@ A generation stream holds its model's lease (the pool's FIFO lock) between
 chunks. Three rules keep a model from being stuck behind it:
 
 * :class:`ChunkStream` is an iterator *and* a context manager with
-  :meth:`~ChunkStream.close`; every adapter closes it on every path.
+  :meth:`~ChunkStream.close`; every adapter closes it on every path. A stream
+  its caller drops unclosed is closed when it is collected (nothing in the pool
+  references a stream strongly), so a dropped stream never keeps its slot.
 * A stream nobody advances is *reclaimed*: when another request waits for the
   same model and the stream has not been advanced for ``stream_idle_timeout``
   seconds (:class:`~local_llm_runtime.settings.RuntimeSettings`, default 10 s),
