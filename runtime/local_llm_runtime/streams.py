@@ -4,7 +4,9 @@ A generation stream holds its model's lease (the pool's FIFO lock) between
 chunks. Three rules keep a model from being stuck behind it:
 
 * :class:`ChunkStream` is an iterator *and* a context manager with
-  :meth:`~ChunkStream.close`; every adapter closes it on every path.
+  :meth:`~ChunkStream.close`; every adapter closes it on every path. A stream
+  its caller drops unclosed is closed when it is collected (nothing in the pool
+  references a stream strongly), so a dropped stream never keeps its slot.
 * A stream nobody advances is *reclaimed*: when another request waits for the
   same model and the stream has not been advanced for ``stream_idle_timeout``
   seconds (:class:`~local_llm_runtime.settings.RuntimeSettings`, default 10 s),
@@ -248,6 +250,19 @@ class ChunkStream(Iterator[Chunk]):
             if close is not None:
                 close()
 
+    def __del__(self) -> None:
+        # A stream nobody can reach any more (dropped unclosed, read or not) gives
+        # its model back now, as a dropped generator runs its ``finally``. Nothing
+        # references it but its caller (the pool's lock holds it weakly), so this
+        # runs when the last reference goes, in whatever thread drops it; closing
+        # starts no thread (the pool checks ``sys.is_finalizing()``).
+        if "_chunks" not in self.__dict__:
+            return  # __init__ did not finish
+        try:
+            self.close()
+        except Exception:  # a finalizer must not raise; the generator's own ends it too
+            logger.debug("Closing an abandoned stream failed", exc_info=True)
+
     def reclaim_if_idle(self) -> bool:
         """Close this stream if nobody has read it for ``idle_timeout`` seconds.
 
@@ -367,6 +382,54 @@ async def run_blocking(fn: Callable[[], T]) -> T:
 _DONE = object()
 
 
+class _Producer:
+    """The worker side of an :class:`AsyncChunkStream`: runs the request, fills the buffer.
+
+    Separate from the stream so that the worker thread never references the
+    stream itself: a stream its caller drops stays collectable, and its
+    finalizer stops this producer (which then closes the request's stream and
+    releases the model).
+    """
+
+    def __init__(self, start: Callable[[RequestSignal], ChunkStream], signal: RequestSignal):
+        self.start = start
+        self.signal = signal
+        self.queue: asyncio.Queue[tuple[object, Any]] | None = None
+        self.slots = threading.Semaphore(BUFFER_CHUNKS)
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop producing (safe from any thread, and from a finalizer: only flags)."""
+        self.closed = True
+        self.signal.set()
+
+    def run(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue_ = self.queue
+        assert queue_ is not None
+
+        def post(kind: object, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue_.put_nowait, (kind, value))
+            except RuntimeError:  # the loop is gone; nobody is listening
+                self.close()
+
+        try:
+            if self.closed:
+                return
+            with self.start(self.signal) as stream:
+                for chunk in stream:
+                    while not self.slots.acquire(timeout=0.1):
+                        if self.closed or stream.reclaimed:
+                            break
+                    if self.closed:
+                        return
+                    post("item", chunk)
+        except BaseException as exc:
+            post("error", exc)
+        else:
+            post(_DONE, None)
+
+
 class AsyncChunkStream(AsyncIterator[Chunk]):
     """Async twin of :class:`ChunkStream`: ``async for``, ``async with`` and :meth:`aclose`.
 
@@ -374,7 +437,8 @@ class AsyncChunkStream(AsyncIterator[Chunk]):
     through a buffer of :data:`BUFFER_CHUNKS`. When the buffer is full the
     producer pauses (the stream is then idle, and reclaimable as above).
     Cancelling the consuming task or closing the stream stops generation within
-    a token, and a request still waiting for the model leaves the queue.
+    a token, and a request still waiting for the model leaves the queue; so does
+    dropping the last reference to the stream without closing it.
 
     Args:
         start: Creates the synchronous stream (runs in the worker thread).
@@ -382,11 +446,8 @@ class AsyncChunkStream(AsyncIterator[Chunk]):
     """
 
     def __init__(self, start: Callable[[RequestSignal], ChunkStream], signal: RequestSignal):
-        self._start = start
         self.signal = signal
-        self._queue: asyncio.Queue[tuple[object, Any]] | None = None
-        self._slots = threading.Semaphore(BUFFER_CHUNKS)
-        self._closed = False
+        self._producer = _Producer(start, signal)
         self._finished = False
 
     def __aiter__(self) -> AsyncChunkStream:
@@ -395,16 +456,17 @@ class AsyncChunkStream(AsyncIterator[Chunk]):
     async def __anext__(self) -> Chunk:
         if self._finished:
             raise StopAsyncIteration
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        producer = self._producer
+        if producer.queue is None:
+            producer.queue = asyncio.Queue()
             loop = asyncio.get_running_loop()
-            workers().submit(lambda: self._produce(loop))
+            workers().submit(functools.partial(producer.run, loop))  # never ``self``
         try:
-            kind, value = await self._queue.get()
+            kind, value = await producer.queue.get()
         except BaseException:  # cancelled: stop the producer
             self._close()
             raise
-        self._slots.release()
+        producer.slots.release()
         if kind is _DONE:
             self._finished = True
             raise StopAsyncIteration
@@ -414,37 +476,16 @@ class AsyncChunkStream(AsyncIterator[Chunk]):
         chunk: Chunk = value
         return chunk
 
-    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
-        queue_ = self._queue
-        assert queue_ is not None
-
-        def post(kind: object, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue_.put_nowait, (kind, value))
-            except RuntimeError:  # the loop is gone; nobody is listening
-                self._closed = True
-                self.signal.set()
-
-        try:
-            if self._closed:
-                return
-            with self._start(self.signal) as stream:
-                for chunk in stream:
-                    while not self._slots.acquire(timeout=0.1):
-                        if self._closed or stream.reclaimed:
-                            break
-                    if self._closed:
-                        return
-                    post("item", chunk)
-        except BaseException as exc:
-            post("error", exc)
-        else:
-            post(_DONE, None)
-
     def _close(self) -> None:
-        self._closed = True
         self._finished = True
-        self.signal.set()
+        self._producer.close()
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): stop the request; the worker then closes its
+        # stream and releases the model (only flags are set here, in any thread).
+        producer = self.__dict__.get("_producer")
+        if producer is not None:
+            producer.close()
 
     async def aclose(self) -> None:
         """Stop generating and release the model (does not wait for the worker)."""

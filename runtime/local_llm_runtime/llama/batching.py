@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -274,6 +275,8 @@ class BatchDecoder:
                 return
             if threading.current_thread() is self._thread:
                 return  # e.g. a generator collected on this thread: retired next step
+            if sys.is_finalizing():
+                return  # collected at exit: the (daemon) decoding thread may never run again
             while run._slot.run is run and not self._stopped:
                 self._cond.wait()
 

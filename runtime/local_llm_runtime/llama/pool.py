@@ -24,6 +24,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -70,7 +71,9 @@ class FairLock:
         self._queue: deque[object] = deque()
         self._permits = permits
         self._held = 0
-        self._holders: dict[object, Reclaimable | None] = {}
+        # Weak: a holder nobody else references (an abandoned stream) must stay
+        # collectable, so that its finalizer closes it and releases the permit.
+        self._holders: dict[object, weakref.ref[Reclaimable] | None] = {}
 
     def acquire(
         self,
@@ -101,7 +104,7 @@ class FairLock:
                         raise QueueLeftError("cancelled while waiting for the model")
                     if deadline is not None and time.monotonic() >= deadline:
                         raise QueueLeftError("deadline passed while waiting for the model")
-                    owners = [o for o in self._holders.values() if o is not None]
+                    owners = [o for o in map(_alive, self._holders.values()) if o is not None]
                     if owners and self._held >= self._permits:
                         self._cond.release()  # a reclaimed stream releases its permit
                         try:
@@ -118,7 +121,7 @@ class FairLock:
                 raise
             self._queue.popleft()
             self._held += 1
-            self._holders[ticket] = owner
+            self._holders[ticket] = None if owner is None else weakref.ref(owner)
             self._cond.notify_all()  # the next in line may fit too
         return ticket
 
@@ -141,6 +144,10 @@ class FairLock:
         """How many callers are queued."""
         with self._cond:
             return len(self._queue)
+
+
+def _alive(ref: weakref.ref[Reclaimable] | None) -> Reclaimable | None:
+    return None if ref is None else ref()
 
 
 @dataclass(eq=False)
@@ -239,6 +246,7 @@ class ModelPool:
         """
         request = current_request()  # the stream advancing in this thread, if any
         signal, owner = request if request is not None else (None, None)
+        del request  # this frame lives as long as the stream's generator: no cycle to it
         lease_at = time.monotonic()
         if signal is not None:
             signal.lease_at = lease_at
@@ -251,6 +259,7 @@ class ModelPool:
             ticket = entry.lock.acquire(
                 cancel=signal, deadline=signal.deadline if signal else None, owner=owner
             )
+            del owner  # (the lock holds it weakly: an abandoned stream stays collectable)
         except BaseException:
             if signal is not None:
                 signal.queue_s = time.monotonic() - waited_from
