@@ -84,8 +84,8 @@ def engine_run(engine: Engine, path: str, texts: list[str], tokens: int) -> Resu
 
 
 def chatlocal_run(engine: Engine, path: str, texts: list[str], tokens: int) -> Result:
-    llm = ChatLocal(model=path, temperature=0, num_predict=tokens, num_ctx=NUM_CTX)
-    llm._engine = engine  # the batched engine (the default engine reads LOCAL_LLM_NUM_PARALLEL)
+    # The batched engine, through the public field (the default engine reads the environment).
+    llm = ChatLocal(model=path, temperature=0, num_predict=tokens, num_ctx=NUM_CTX, engine=engine)
     started = time.perf_counter()
     messages = llm.batch(texts, config={"max_concurrency": len(texts)})
     wall = time.perf_counter() - started
