@@ -177,6 +177,23 @@ class OptionFields(BaseModel):
             data["stop"] = checked["stop"]
         return data
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assigning ``engine`` is checked like the constructor argument.
+
+        Raises:
+            ValueError: For an ``engine`` that is not an engine instance.
+            AttributeError: For ``_engine`` (0.1's private attribute, now the
+                public ``engine`` field): it would otherwise be silently ignored.
+        """
+        if name == "_engine":
+            raise AttributeError(
+                "_engine is gone: set the public field instead, "
+                f"{type(self).__name__}(model=..., engine=...) or adapter.engine = ..."
+            )
+        if name == "engine":
+            value = _check_engine(value)
+        super().__setattr__(name, value)
+
     def __getstate__(self) -> dict[Any, Any]:
         """Pickle state that never changes ``self`` (LlamaIndex's own removes attributes).
 

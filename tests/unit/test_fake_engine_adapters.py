@@ -286,3 +286,17 @@ def test_one_option_under_two_names_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="same option; pass only one"):
         ChatLocal(model="m", max_tokens=2, num_predict=3)
     assert ChatLocal(model="m", max_tokens=3, num_predict=3).num_predict == 3
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_assigning_the_engine_is_checked(name: str) -> None:
+    adapter = ADAPTERS[name](model="some-model")
+    engine = FakeEngine(["answer"], cycle=True)
+    adapter.engine = engine
+    _use(adapter)
+    assert engine.requests
+    with pytest.raises(ValueError, match="engine must be an engine instance"):
+        adapter.engine = 42
+    with pytest.raises(AttributeError, match="set the public field"):
+        adapter._engine = engine  # 0.1's private attribute: never silently ignored
+    assert adapter.engine is engine
