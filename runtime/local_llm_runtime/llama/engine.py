@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import llama_cpp
 
@@ -787,6 +787,11 @@ def _positive_int(value: Any) -> int | None:
 
 Engine = LlamaEngine
 """The in-process engine under its 0.1 name (:class:`LlamaEngine`)."""
+
+if TYPE_CHECKING:  # mypy checks LlamaEngine against the interface on every run
+    from local_llm_runtime.interface import EngineProtocol
+
+    _conforms: EngineProtocol = LlamaEngine()
 
 
 def default_engine() -> LlamaEngine:
