@@ -4,13 +4,8 @@
 with no model, no file and no llama.cpp, so a chain, an agent or a RAG pipeline
 built on the adapters can be tested in milliseconds, as LangChain's
 ``GenericFakeChatModel`` or simonw/llm's ``MockModel`` allow. Pass it as the
-adapters' ``engine``::
-
-    from langchain_core.output_parsers import StrOutputParser
-    from langchain_core.prompts import ChatPromptTemplate
-
-    from local_llm_integrations import ChatLocal
-    from local_llm_runtime.testing import FakeEngine
+adapters' ``engine`` (``ChatLocal`` here; the prompt template and output parser
+are LangChain's; the README's "One engine interface" section has the imports)::
 
     engine = FakeEngine(responses=["Paris is the capital.", FakeEngine.tool_call(
         "get_weather", {"city": "Paris"})])

@@ -12,6 +12,7 @@ comes back as the text it was, whitespace around a call is dropped.
 
 from __future__ import annotations
 
+import abc
 import json
 import re
 import uuid
@@ -349,7 +350,7 @@ class CallStream:
         return out
 
 
-class ToolSyntax:
+class ToolSyntax(abc.ABC):
     """One tool-call syntax. Subclass it in a module of its own and list it in the registry.
 
     Class attributes say what is data; methods say what is behaviour. Only
@@ -387,13 +388,13 @@ class ToolSyntax:
         """A streaming parser of one output (see :class:`CallStream`)."""
         return CallStream(self, tool_names, schemas=schemas)
 
+    @abc.abstractmethod
     def step(self, stream: CallStream) -> bool:
         """Consume from ``stream.buf`` (mode ``start``, ``text`` or ``block``).
 
         Returns:
             ``True`` to be called again, ``False`` when more text is needed.
         """
-        raise NotImplementedError
 
     def finish(self, stream: CallStream, rest: str) -> None:
         """End an output that ended by itself or not inside a block; ``rest`` is what was held.
@@ -405,9 +406,9 @@ class ToolSyntax:
         else:
             stream.text(rest)
 
+    @abc.abstractmethod
     def grammar_root(self, parallel: bool) -> str:
         """The GBNF ``root`` rule's body around ``call-root`` (one call object)."""
-        raise NotImplementedError
 
     def grammar(
         self, tools: Sequence[Mapping[str, Any]], *, name: str | None = None, parallel: bool = False
