@@ -21,9 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from local_llm_runtime.errors import InvalidOptionError
 
-__all__ = ["DEFAULT_HF_ENDPOINT", "KV_CACHE_TYPES", "RuntimeSettings", "parse_duration"]
+__all__ = [
+    "DEFAULT_HF_ENDPOINT",
+    "DEFAULT_HOST",
+    "KV_CACHE_TYPES",
+    "RuntimeSettings",
+    "ServerSettings",
+    "parse_duration",
+    "parse_host",
+]
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_HOST = "127.0.0.1:11434"
+"""Where ``local-llm serve`` listens and ``local-llm ps``/``stop`` connect: Ollama's default."""
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
 
@@ -237,3 +247,110 @@ class RuntimeSettings(BaseModel):
     def token_value(self) -> str | None:
         """Return the raw token for an HTTP call (never log the result)."""
         return self.hf_token.get_secret_value() if self.hf_token else None
+
+
+def parse_host(value: str | None) -> tuple[str, int]:
+    """Split ``LOCAL_LLM_HOST`` into a host and a port, as Ollama reads ``OLLAMA_HOST``.
+
+    Accepted: ``host``, ``host:port``, ``:port``, ``[::1]:port`` and any of these
+    after ``http://``; the host defaults to ``127.0.0.1`` and the port to
+    ``11434`` (``80``/``443`` for a bare ``http://``/``https://`` URL without one).
+
+    Raises:
+        InvalidOptionError: If the value is not such an address (the message names
+            ``LOCAL_LLM_HOST``).
+    """
+    text = (value or "").strip() or DEFAULT_HOST
+    default_port = 11434
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() not in ("http", "https"):
+            raise InvalidOptionError(
+                f"LOCAL_LLM_HOST={value!r}: use http://HOST:PORT or HOST:PORT."
+            )
+        default_port = 443 if scheme.lower() == "https" else 80
+        text = rest
+    text = text.split("/", 1)[0]
+    match = re.fullmatch(
+        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s\[\]]*))(?::(?P<port>\d*))?", text
+    )
+    if match is None:
+        raise InvalidOptionError(f"LOCAL_LLM_HOST={value!r} is not HOST:PORT (e.g. 0.0.0.0:11434).")
+    host = match["v6"] or match["host"] or "127.0.0.1"
+    port_text = match["port"]
+    port = int(port_text) if port_text else default_port
+    if not 0 < port < 65536:
+        raise InvalidOptionError(f"LOCAL_LLM_HOST={value!r}: the port must be 1-65535.")
+    return host, port
+
+
+class ServerSettings(BaseModel):
+    """What ``local-llm serve`` reads from the environment (Ollama's server variables).
+
+    Read with :meth:`from_env` when the server starts, never at import time.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    """Interface to listen on (``LOCAL_LLM_HOST``, like ``OLLAMA_HOST``)."""
+
+    port: int = Field(default=11434, ge=1, le=65535)
+    """TCP port (``LOCAL_LLM_HOST``); 11434 is Ollama's, so clients work unchanged."""
+
+    origins: tuple[str, ...] = ()
+    """Extra browser origins allowed by CORS (``LOCAL_LLM_ORIGINS``, comma-separated,
+    like ``OLLAMA_ORIGINS``; ``*`` allows any). Loopback origins are always allowed."""
+
+    api_key: SecretStr | None = None
+    """When set (``LOCAL_LLM_API_KEY``), every request needs ``Authorization: Bearer <key>``;
+    compared in constant time, never logged."""
+
+    max_queue: int = Field(default=512, ge=0)
+    """Requests that may wait for a model beyond those being decoded
+    (``LOCAL_LLM_MAX_QUEUE``, like ``OLLAMA_MAX_QUEUE``, default 512); more get 503."""
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (``LOCAL_LLM_MAX_BODY``, bytes, default 32 MiB); 413 beyond."""
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    @property
+    def url(self) -> str:
+        """The base URL a client on this machine uses (``http://127.0.0.1:11434``)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read ``LOCAL_LLM_HOST``, ``_ORIGINS``, ``_API_KEY``, ``_MAX_QUEUE``, ``_MAX_BODY``.
+
+        Raises:
+            InvalidOptionError: For a malformed value (the message names the variable).
+        """
+        env = os.environ if env is None else env
+        host, port = parse_host(env.get("LOCAL_LLM_HOST"))
+        origins = tuple(
+            o.strip() for o in (env.get("LOCAL_LLM_ORIGINS") or "").split(",") if o.strip()
+        )
+        key = (env.get("LOCAL_LLM_API_KEY") or "").strip()
+        max_queue_raw = (env.get("LOCAL_LLM_MAX_QUEUE") or "").strip()
+        try:
+            max_queue = int(max_queue_raw) if max_queue_raw else 512
+        except ValueError:
+            raise InvalidOptionError(
+                f"LOCAL_LLM_MAX_QUEUE={max_queue_raw!r} is not an integer."
+            ) from None
+        if max_queue < 0:
+            raise InvalidOptionError(f"LOCAL_LLM_MAX_QUEUE={max_queue_raw!r} must be 0 or more.")
+        return cls(
+            host=host,
+            port=port,
+            origins=origins,
+            api_key=SecretStr(key) if key else None,
+            max_queue=max_queue,
+            max_body_bytes=_positive_int(env, "LOCAL_LLM_MAX_BODY", 32 * 1024 * 1024),
+        )

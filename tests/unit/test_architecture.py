@@ -37,6 +37,7 @@ def test_every_arrow_rule_has_a_contract() -> None:
         "pure-core",
         "adapters-on-interface",
         "cli-on-interface",
+        "server-on-interface",
         "prompt-without-store",
         "runtime-without-frameworks",
     }

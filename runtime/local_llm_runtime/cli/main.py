@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
 from local_llm_runtime.backends import create_engine
+from local_llm_runtime.cli import server_commands
 from local_llm_runtime.cli._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError
 from local_llm_runtime.options import parse_params
@@ -379,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="option (repeatable)")
     p.add_argument("--verbose", action="store_true", help="print timings and tokens/s")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "serve", help="serve the Ollama and OpenAI APIs on LOCAL_LLM_HOST (127.0.0.1:11434)"
+    )
+    p.set_defaults(func=server_commands.cmd_serve)
+
+    p = sub.add_parser("ps", help="list the models a running server has loaded")
+    p.set_defaults(func=server_commands.cmd_ps)
+
+    p = sub.add_parser("stop", help="unload a model from a running server now")
+    p.add_argument("name")
+    p.set_defaults(func=server_commands.cmd_stop)
     return parser
 
 

@@ -1,0 +1,118 @@
+"""Run the app with uvicorn: bind, warn, serve, drain on SIGTERM/SIGINT.
+
+``local-llm serve`` calls :func:`serve`. The socket is bound here first, so a
+port in use is one line naming ``LOCAL_LLM_HOST`` rather than uvicorn's trace.
+On SIGTERM/SIGINT the server stops accepting connections, every generation is
+cancelled within a token and its response ends normally, then the models are
+unloaded (the app's lifespan) and the process exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from types import FrameType
+from typing import TextIO
+
+import uvicorn
+
+from local_llm_runtime.errors import InvalidOptionError
+from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.server.app import create_app
+from local_llm_runtime.server.state import ServerState
+from local_llm_runtime.settings import ServerSettings
+from local_llm_runtime.store.library import ModelLibrary
+
+__all__ = ["bind", "serve"]
+
+logger = logging.getLogger("local_llm_runtime.server")
+
+GRACEFUL_SHUTDOWN_S = 30
+"""Seconds uvicorn waits for open connections after a drain before closing them."""
+
+
+class AddressInUseError(InvalidOptionError, OSError):
+    """The address of ``LOCAL_LLM_HOST`` is taken (another server, or Ollama itself)."""
+
+
+def bind(settings: ServerSettings) -> socket.socket:
+    """A listening socket on ``settings``' host and port.
+
+    Raises:
+        AddressInUseError: The port is in use, or the address cannot be bound (the
+            message names ``LOCAL_LLM_HOST``).
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUseError(
+                f"{where} is already in use (is Ollama or another local-llm serve running?); "
+                "stop it or set LOCAL_LLM_HOST to another address, e.g. 127.0.0.1:11435."
+            ) from None
+        raise AddressInUseError(
+            f"cannot listen on {where} ({exc.strerror}); set LOCAL_LLM_HOST to an address "
+            "of this machine."
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, cancelling generations before it waits for connections."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.local_llm_state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.local_llm_state.drain()
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    settings: ServerSettings | None = None,
+    *,
+    engine: EngineProtocol | None = None,
+    library: ModelLibrary | None = None,
+    err: TextIO | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until SIGTERM/SIGINT (blocks).
+
+    Args:
+        settings: Where to listen and the guards (the environment's by default).
+        engine: The engine (default: the process-wide in-process engine).
+        library: The model store (default: the environment's).
+        err: Where the start-up warnings go (stderr).
+        log_level: uvicorn's log level.
+
+    Raises:
+        AddressInUseError: The address cannot be bound.
+    """
+    settings = settings if settings is not None else ServerSettings.from_env()
+    err = err if err is not None else sys.stderr
+    sock = bind(settings)
+    app = create_app(engine, library=library, settings=settings)
+    if not settings.loopback and settings.api_key is None:
+        err.write(
+            f"Warning: listening on {settings.host}:{settings.port} with no API key: anyone who "
+            "can reach this address can use your models; set LOCAL_LLM_API_KEY.\n"
+        )
+    err.write(f"local-llm serving Ollama and OpenAI APIs on {settings.url}\n")
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+    )
+    server = _DrainingServer(config, app.state.server)
+    server.run(sockets=[sock])

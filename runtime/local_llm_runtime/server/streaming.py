@@ -1,0 +1,202 @@
+"""Request bodies in, NDJSON/SSE streams and whole JSON out, with disconnects handled.
+
+* :func:`parse_body` reads a JSON body whatever its ``Content-Type`` (``curl -d``
+  sends ``application/x-www-form-urlencoded``, as the Ollama docs' examples do)
+  and validates it with a pydantic model: 400 naming the field otherwise.
+* :func:`stream_response` primes the wire stream (so an unknown model or a bad
+  option is a 404/400 status, not a broken 200), then frames the rest as NDJSON
+  (Ollama) or Server-Sent Events (OpenAI). An error after the first object
+  becomes one error object in the stream, as both servers do.
+* A client that disconnects cancels its generation within a token (Starlette's
+  ``StreamingResponse`` cancels the body task; before the first object and for
+  whole responses :func:`until_disconnect` watches the connection) and the
+  ticket is released, so the slot goes to the next request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from local_llm_runtime.server.errors import HTTPError, error_body, status_of
+from local_llm_runtime.server.state import Ticket
+
+__all__ = [
+    "ClientDisconnected",
+    "collect",
+    "dumps",
+    "parse_body",
+    "stream_response",
+    "until_disconnect",
+    "validation_message",
+]
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the response was ready."""
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON as both servers send it (UTF-8 kept, no spaces)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    """One line naming the first bad field, and that field's dotted path."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (f"{where}: {message}{more}" if where else f"{message}{more}"), where or None
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated as ``model``.
+
+    Raises:
+        HTTPError: 400 for an empty body, invalid UTF-8, malformed JSON or a
+            field of the wrong type/name (the message names it).
+    """
+    raw = await request.body()
+    if not raw.strip():
+        raise HTTPError(400, "missing request body: send a JSON object")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise HTTPError(400, "the request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise HTTPError(400, f"invalid JSON in the request body: {exc.msg} at {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(exc)
+        raise HTTPError(400, message, param=param) from None
+
+
+async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` unless the client disconnects first.
+
+    Raises:
+        ClientDisconnected: The client went away (``awaitable`` was cancelled).
+    """
+    result: list[T] = []
+    gone = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal gone
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        result.append(await awaitable)
+        group.cancel_scope.cancel()
+    if gone and not result:
+        raise ClientDisconnected
+    return result[0]
+
+
+Framing = Literal["ndjson", "sse"]
+_MEDIA = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
+
+
+def _frame(framing: Framing, obj: Any) -> str:
+    if framing == "sse":
+        return f"data: {obj if isinstance(obj, str) else dumps(obj)}\n\n"
+    return dumps(obj) + "\n"
+
+
+async def stream_response(
+    request: Request,
+    ticket: Ticket,
+    objects: AsyncIterator[Any],
+    *,
+    framing: Framing,
+    close: Callable[[], Awaitable[None]] | None = None,
+    trailer: str | None = None,
+) -> Response:
+    """Stream ``objects`` (JSON-ready dicts) as NDJSON or SSE.
+
+    Args:
+        request: The request (watched for a disconnect until the first object).
+        ticket: Released when the stream ends, however it ends.
+        objects: The wire objects; its first one is awaited here, so errors before
+            it become an HTTP status.
+        framing: ``ndjson`` (Ollama) or ``sse`` (OpenAI, ``data: {...}``).
+        close: Called when the stream ends (closes the engine stream).
+        trailer: A last SSE payload sent after a normal end (``[DONE]``).
+
+    Raises:
+        ClientDisconnected: The client left before the first object.
+    """
+
+    async def finish() -> None:
+        ticket.cancel.set()  # a no-op after a normal end; stops the engine otherwise
+        try:
+            if close is not None:
+                await close()
+        finally:
+            ticket.release()
+
+    try:
+        first = await until_disconnect(request, anext(objects))
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await finish()
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            if first is not None:
+                yield _frame(framing, first)
+            async for obj in objects:
+                yield _frame(framing, obj)
+        except Exception as exc:  # after the status line: an error object in the stream
+            status, code = status_of(exc)
+            message = str(exc) if status < 500 or isinstance(exc, HTTPError) else _public(exc)
+            yield _frame(framing, error_body(request.url.path, status, message, code=code))
+            return
+        finally:
+            await finish()
+        if trailer is not None and framing == "sse":
+            yield _frame(framing, trailer)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type=_MEDIA[framing], headers=headers)
+
+
+def _public(exc: BaseException) -> str:
+    """The message of a server-side error, safe to send (no trace, no internals)."""
+    from local_llm_runtime.errors import LocalLLMError
+
+    return str(exc) if isinstance(exc, LocalLLMError) else "internal server error"
+
+
+async def collect(request: Request, ticket: Ticket, awaitable: Awaitable[T]) -> T:
+    """Await a whole (non-streamed) result; a disconnect cancels it; the ticket is released."""
+    try:
+        return await until_disconnect(request, awaitable)
+    finally:
+        ticket.cancel.set()
+        ticket.release()
