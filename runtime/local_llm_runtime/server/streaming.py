@@ -107,10 +107,16 @@ async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
                 scope.cancel()
                 return
 
+    failure: list[Exception] = []
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
-        result.append(await awaitable)
+        try:
+            result.append(await awaitable)
+        except Exception as exc:  # raised as is below, not wrapped in an ExceptionGroup
+            failure.append(exc)
         group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
     if gone and not result:
         raise ClientDisconnected
     return result[0]
