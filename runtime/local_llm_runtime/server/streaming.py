@@ -107,10 +107,16 @@ async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
                 scope.cancel()
                 return
 
+    failed: list[Exception] = []
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
-        result.append(await awaitable)
+        try:
+            result.append(await awaitable)
+        except Exception as exc:  # raised as itself, not as anyio's ExceptionGroup
+            failed.append(exc)
         group.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
     if gone and not result:
         raise ClientDisconnected
     return result[0]
