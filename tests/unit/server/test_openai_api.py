@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -354,3 +355,21 @@ def test_base64_wire_is_little_endian_float32(server: ServerThread, scripted: Fa
     raw = base64.b64decode(body["data"][0]["embedding"])
     vector = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert list(vector) == pytest.approx(scripted.embed("m", ["x"])[0], abs=1e-6)
+
+
+def test_a_client_leaving_mid_stream_cancels_and_frees_its_slot() -> None:
+    slow = FakeEngine(responses=[" ".join(["word"] * 200)], chunk_delay=0.05)
+    with ServerThread(make_app(slow)) as running:
+        state = running.app.state.server
+        with httpx.stream(
+            "POST",
+            running.url + "/v1/chat/completions",
+            json={"model": "m", "messages": USER, "stream": True},
+        ) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: {")
+            assert state.in_flight == 1
+        deadline = time.monotonic() + 10
+        while (state.in_flight or slow.open_streams) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state.in_flight == 0 and slow.open_streams == 0
