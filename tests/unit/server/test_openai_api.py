@@ -373,3 +373,27 @@ def test_a_client_leaving_mid_stream_cancels_and_frees_its_slot() -> None:
         while (state.in_flight or slow.open_streams) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert state.in_flight == 0 and slow.open_streams == 0
+
+
+def test_raw_sse_framing_of_completions_with_usage(
+    server: ServerThread, scripted: FakeEngine
+) -> None:
+    scripted.add_responses("a b")
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/completions",
+        json={
+            "model": "m",
+            "prompt": "x",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
+        raw = response.read().decode()
+    events = raw.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert {p["object"] for p in payloads} == {"text_completion"}
+    assert "".join(p["choices"][0]["text"] for p in payloads if p["choices"]) == "a b"
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] == 2
+    assert all(p["usage"] is None for p in payloads[:-1])
