@@ -66,9 +66,9 @@ class ServerState:
             QueueFullError: ``capacity`` requests are already admitted (503).
             HTTPError: The server is shutting down (503).
         """
-        if self.draining.is_set():
-            raise HTTPError(503, "the server is shutting down", code="shutting_down")
-        with self.lock:
+        with self.lock:  # draining is read under the lock: drain() cancels every ticket
+            if self.draining.is_set():
+                raise HTTPError(503, "the server is shutting down", code="shutting_down")
             if len(self.tickets) >= self.capacity:
                 raise QueueFullError(self.settings.max_queue)
             ticket = Ticket(self)
@@ -83,7 +83,7 @@ class ServerState:
 
     def drain(self) -> None:
         """Refuse new requests and stop every generation within a token."""
-        self.draining.set()
         with self.lock:
+            self.draining.set()
             for ticket in self.tickets:
                 ticket.cancel.set()
