@@ -22,6 +22,7 @@ verified (trust on first use is never silent).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -53,6 +54,8 @@ __all__ = [
     "HubClient",
     "HubFile",
     "HubResolution",
+    "ProgressCallback",
+    "PullProgress",
     "select_files",
     "sha256_file",
 ]
@@ -201,6 +204,52 @@ class _QuietProgress(_Progress):
     enabled = False
 
 
+@dataclass(frozen=True)
+class PullProgress:
+    """One step of a pull, for a progress callback (``/api/pull`` streams them as Ollama).
+
+    ``status`` is ``pulling manifest`` (resolving the reference), ``pulling`` (bytes of
+    ``file`` arriving: ``completed`` of ``total``), ``verifying sha256 digest`` or
+    ``writing manifest``.
+    """
+
+    status: str
+    file: str | None = None
+    """Path of the file in the repository (``pulling``, ``verifying sha256 digest``)."""
+    digest: str | None = None
+    """The file's sha256 (hex) when the Hub sent it, else ``None``."""
+    total: int | None = None
+    """Bytes of the file."""
+    completed: int | None = None
+    """Bytes received so far (the whole size once the file is in the cache)."""
+
+
+ProgressCallback = Callable[[PullProgress], None]
+"""Receives :class:`PullProgress` events, on the pulling thread."""
+
+
+def _report_bytes(progress: ProgressCallback, file: HubFile, done: int) -> None:
+    progress(PullProgress("pulling", file.path, file.sha256, file.size, done))
+
+
+def _reporting_tqdm(base: type[_Progress], report: Callable[[int], None]) -> type[_Progress]:
+    """``base`` (a tqdm class) that also reports the bytes counted so far to ``report``."""
+
+    class _Reporting(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.reported = int(kwargs.get("initial") or 0)  # a resumed download starts there
+            if self.reported:
+                report(self.reported)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.reported += int(n or 0)  # a disabled tqdm does not count: count here
+            report(self.reported)
+            return super().update(n)  # type: ignore[no-any-return]
+
+    return _Reporting
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, hf_errors.HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -346,11 +395,15 @@ class HubClient:
             return None, etag
         return None, None
 
-    def download(self, resolution: HubResolution) -> list[FetchedFile]:
+    def download(
+        self, resolution: HubResolution, *, progress: ProgressCallback | None = None
+    ) -> list[FetchedFile]:
         """Fetch every file of a resolution into the HF cache and verify it.
 
         Args:
             resolution: What :meth:`resolve` chose.
+            progress: Called with ``pulling`` events as bytes arrive (and once per file
+                already cached, complete), then ``verifying sha256 digest`` per file.
 
         Returns:
             For each file: its snapshot path, sha256, whether a Hub hash verified it
@@ -365,7 +418,15 @@ class HubClient:
         out = []
         for file in resolution.files:
             blobs_before = self._blob_names(resolution.repo_id)
-            path = self._download_one(resolution, file)
+            report: Callable[[int], None] | None = None
+            if progress is not None:
+                report = functools.partial(_report_bytes, progress, file)
+
+                report(0)
+            path = self._download_one(resolution, file, report)
+            if progress is not None and report is not None:
+                report(file.size)
+                progress(PullProgress("verifying sha256 digest", file.path, file.sha256))
             sha, verified = self._verify(resolution, file, path)
             blob = Path(os.readlink(path)).name if path.is_symlink() else None
             downloaded = blob is not None and blob not in blobs_before
@@ -379,8 +440,12 @@ class HubClient:
         except OSError:
             return set()
 
-    def _download_one(self, resolution: HubResolution, file: HubFile) -> Path:
-        tqdm_class = _Progress if self.settings.progress_bars else _QuietProgress
+    def _download_one(
+        self, resolution: HubResolution, file: HubFile, report: Callable[[int], None] | None = None
+    ) -> Path:
+        tqdm_class: type[_Progress] = _Progress if self.settings.progress_bars else _QuietProgress
+        if report is not None:
+            tqdm_class = _reporting_tqdm(tqdm_class, report)
         for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
             try:
                 return Path(

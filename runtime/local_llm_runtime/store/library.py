@@ -32,7 +32,7 @@ from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store import catalog
 from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 from local_llm_runtime.store.hf_cache import delete_snapshot_files
-from local_llm_runtime.store.hub import HubClient
+from local_llm_runtime.store.hub import HubClient, ProgressCallback, PullProgress
 from local_llm_runtime.store.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
 from local_llm_runtime.store.records import (
     FileRecord,
@@ -222,7 +222,9 @@ class ModelLibrary:
             raise catalog.not_found(ref, self._names())
         return entry.repo_id, entry.quant, entry.embedding
 
-    def pull(self, text: str, *, update: bool = False) -> ModelRecord:
+    def pull(
+        self, text: str, *, update: bool = False, progress: ProgressCallback | None = None
+    ) -> ModelRecord:
         """Download a model into the HF cache, verify it and record its name.
 
         A name already in the store with its files present is returned as is,
@@ -232,14 +234,26 @@ class ModelLibrary:
         Args:
             text: A catalog name or an ``hf.co/`` reference (or a stored name).
             update: Check the Hub for a newer commit even if the files are here.
+            progress: Called (on this thread) with each step: ``pulling manifest``,
+                ``pulling`` (bytes of each file), ``verifying sha256 digest``,
+                ``writing manifest`` (see :class:`~local_llm_runtime.store.hub.PullProgress`).
 
         Returns:
             The store record.
         """
         ref = self._parse_stored(text)
         name = self._stored_name(ref)
+        if progress is not None:
+            progress(PullProgress("pulling manifest"))
         existing = self.store.get(name)
         if existing is not None and not update and self.store.present(existing):
+            if progress is not None:
+                for stored in existing.files:
+                    progress(
+                        PullProgress(
+                            "pulling", stored.repo_path, stored.sha256, stored.size, stored.size
+                        )
+                    )
             return existing
         if existing is not None and existing.source == "file":
             if self.store.present(existing):
@@ -255,7 +269,7 @@ class ModelLibrary:
             repo_id, quant, embedding = self._hub_source(ref)
             revision = "main"
         resolution = self.hub.resolve(repo_id, quant, revision)
-        fetched = self.hub.download(resolution)
+        fetched = self.hub.download(resolution, progress=progress)
         files = [
             FileRecord(
                 sha256=f.sha256,
@@ -267,6 +281,8 @@ class ModelLibrary:
         ]
         if isinstance(ref, HubRef):  # the Hub's spelling of the id, whatever case was typed
             name = HubRef(resolution.repo_id, quant).key
+        if progress is not None:
+            progress(PullProgress("writing manifest"))
         after_commit: list[Callable[[], None]] = []
         with self.store.transaction(after_commit) as manifest:
             previous = manifest.models.get(store_key(name))
