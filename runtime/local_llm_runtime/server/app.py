@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from local_llm_runtime import __version__
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.server.errors import HTTPError, error_response, status_of
-from local_llm_runtime.server.state import ServerState
+from local_llm_runtime.server.state import ServerState, request_tickets
 from local_llm_runtime.server.streaming import ClientDisconnected
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
@@ -104,7 +104,8 @@ class GuardMiddleware:
                     raise _BodyTooLarge(413, self._message())
             return message
 
-        await self.app(scope, limited_receive, send)
+        with request_tickets():  # a ticket the route failed to hand on is released here
+            await self.app(scope, limited_receive, send)
 
     def _message(self) -> str:
         return f"request body too large: the limit is {self.limit} bytes (LOCAL_LLM_MAX_BODY)"

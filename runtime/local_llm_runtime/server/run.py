@@ -9,10 +9,15 @@ unloaded (the app's lifespan) and the process exits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Generator
 from types import FrameType
 from typing import TextIO
 
@@ -28,6 +33,8 @@ from local_llm_runtime.store.library import ModelLibrary
 __all__ = ["bind", "serve"]
 
 logger = logging.getLogger("local_llm_runtime.server")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 GRACEFUL_SHUTDOWN_S = 30
 """Seconds uvicorn waits for open connections after a drain before closing them."""
@@ -67,15 +74,57 @@ def bind(settings: ServerSettings) -> socket.socket:
 
 
 class _DrainingServer(uvicorn.Server):
-    """uvicorn's server, cancelling generations before it waits for connections."""
+    """uvicorn's server, cancelling generations before it waits for connections.
+
+    Two departures from :class:`uvicorn.Server`, both for a clean exit:
+
+    * the drain runs on the event loop (``call_soon_threadsafe``), not in the
+      signal handler: the handler interrupts the main thread anywhere, possibly
+      inside :meth:`ServerState.admit` holding the state's (non-reentrant) lock;
+    * the signal is not raised again after the graceful shutdown (uvicorn does,
+      so that the default handler runs: SIGTERM would then kill the process with
+      status -15 and SIGINT end in ``KeyboardInterrupt``); ``serve`` returns and
+      ``local-llm serve`` exits 0, as ``ollama serve`` does.
+    """
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self.local_llm_state = state
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.local_llm_state.drain()
+        if not self.should_exit:
+            logger.info("shutting down: stopping %d request(s)", self.local_llm_state.in_flight)
+        try:
+            asyncio.get_running_loop().call_soon_threadsafe(self.local_llm_state.drain)
+        except RuntimeError:  # no loop in this thread (called directly, not by a signal)
+            self.local_llm_state.drain()
         super().handle_exit(sig, frame)
+
+
+def _log_to_stderr(level: str) -> None:
+    """Show the server's own log lines (``unloaded ...``) as uvicorn shows its own."""
+    from uvicorn.logging import DefaultFormatter
+
+    package = logging.getLogger("local_llm_runtime")
+    if not any(getattr(h, "local_llm_serve", False) for h in package.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        handler.local_llm_serve = True  # type: ignore[attr-defined]
+        package.addHandler(handler)
+        package.propagate = False
+    package.setLevel(level.upper())
 
 
 def serve(
@@ -114,5 +163,6 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
     )
+    _log_to_stderr(log_level)
     server = _DrainingServer(config, app.state.server)
     server.run(sockets=[sock])

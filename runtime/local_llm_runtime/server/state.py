@@ -7,6 +7,12 @@ tickets exist at once: the first ``num_parallel`` are decoded, the rest wait for
 the model, and one more is refused with 503 at once, as Ollama's
 ``OLLAMA_MAX_QUEUE``, so a burst never piles up unbounded work.
 
+Every ticket is also released when its request's ASGI call ends
+(:func:`request_tickets`, entered by the app's guard middleware), so a route
+that raises between ``admit()`` and handing the ticket to ``stream_response``/
+``collect`` (e.g. the engine call itself raising for an unknown model) cannot
+leak its place.
+
 Drain: on SIGTERM/SIGINT :meth:`ServerState.drain` sets every ticket's cancel
 event; each generation stops within a token and its response ends normally
 (the final object/``[DONE]``), then the server exits and unloads the models.
@@ -15,6 +21,9 @@ event; each generation stops within a token and its response ends normally
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from local_llm_runtime.interface import EngineProtocol
@@ -22,7 +31,27 @@ from local_llm_runtime.server.errors import HTTPError, QueueFullError
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
 
-__all__ = ["ServerState", "Ticket"]
+__all__ = ["ServerState", "Ticket", "request_tickets"]
+
+_REQUEST_TICKETS: ContextVar[list[Ticket] | None] = ContextVar("request_tickets", default=None)
+
+
+@contextmanager
+def request_tickets() -> Iterator[list[Ticket]]:
+    """Release (and cancel) every ticket admitted within this block when it ends.
+
+    Entered around each request's ASGI call; releasing is idempotent, so the
+    normal release by ``stream_response``/``collect`` is unaffected.
+    """
+    tickets: list[Ticket] = []
+    token = _REQUEST_TICKETS.set(tickets)
+    try:
+        yield tickets
+    finally:
+        _REQUEST_TICKETS.reset(token)
+        for ticket in tickets:
+            ticket.cancel.set()
+            ticket.release()
 
 
 class Ticket:
@@ -66,14 +95,17 @@ class ServerState:
             QueueFullError: ``capacity`` requests are already admitted (503).
             HTTPError: The server is shutting down (503).
         """
-        if self.draining.is_set():
-            raise HTTPError(503, "the server is shutting down", code="shutting_down")
-        with self.lock:
+        with self.lock:  # draining is read under the lock: drain() cancels every ticket
+            if self.draining.is_set():
+                raise HTTPError(503, "the server is shutting down", code="shutting_down")
             if len(self.tickets) >= self.capacity:
                 raise QueueFullError(self.settings.max_queue)
             ticket = Ticket(self)
             self.tickets.add(ticket)
-            return ticket
+        owned = _REQUEST_TICKETS.get()
+        if owned is not None:
+            owned.append(ticket)
+        return ticket
 
     @property
     def in_flight(self) -> int:
@@ -83,7 +115,7 @@ class ServerState:
 
     def drain(self) -> None:
         """Refuse new requests and stop every generation within a token."""
-        self.draining.set()
         with self.lock:
+            self.draining.set()
             for ticket in self.tickets:
                 ticket.cancel.set()

@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from local_llm_runtime.server.errors import HTTPError, error_body, status_of
 from local_llm_runtime.server.state import Ticket
@@ -92,32 +93,34 @@ async def parse_body(request: Request, model: type[M]) -> M:
 async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
     """Await ``awaitable`` unless the client disconnects first.
 
+    The request's body must have been read (the watcher reads the connection's
+    next messages). An error of ``awaitable`` is raised as itself, not wrapped in
+    the task group's ``ExceptionGroup`` (an unknown model stays a 404).
+
     Raises:
         ClientDisconnected: The client went away (``awaitable`` was cancelled).
+        Exception: Whatever ``awaitable`` raised.
     """
     result: list[T] = []
-    gone = False
+    failure: list[Exception] = []
 
     async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal gone
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
-                gone = True
                 scope.cancel()
                 return
 
-    failure: list[Exception] = []
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
         try:
             result.append(await awaitable)
-        except Exception as exc:  # raised as is below, not wrapped in an ExceptionGroup
+        except Exception as exc:  # raised below, outside the group, as itself
             failure.append(exc)
         group.cancel_scope.cancel()
     if failure:
         raise failure[0]
-    if gone and not result:
+    if not result:  # the watcher cancelled the awaitable
         raise ClientDisconnected
     return result[0]
 
@@ -155,14 +158,25 @@ async def stream_response(
     Raises:
         ClientDisconnected: The client left before the first object.
     """
+    finished = False
 
     async def finish() -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
         ticket.cancel.set()  # a no-op after a normal end; stops the engine otherwise
-        try:
-            if close is not None:
-                await close()
-        finally:
-            ticket.release()
+        # Shielded: on a disconnect this runs in a cancelled task, and an unshielded
+        # await would be cancelled at once, leaving the engine stream open.
+        with anyio.CancelScope(shield=True):
+            try:
+                aclose = getattr(objects, "aclose", None)
+                if aclose is not None:  # the route's generator: its own cleanup runs now
+                    await aclose()
+                if close is not None:
+                    await close()
+            finally:
+                ticket.release()
 
     try:
         first = await until_disconnect(request, anext(objects))
@@ -172,7 +186,7 @@ async def stream_response(
         await finish()
         raise
 
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncGenerator[str, None]:
         try:
             if first is not None:
                 yield _frame(framing, first)
@@ -189,7 +203,37 @@ async def stream_response(
             yield _frame(framing, trailer)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type=_MEDIA[framing], headers=headers)
+    return _ClosingStream(body(), finish, media_type=_MEDIA[framing], headers=headers)
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that always closes its body and runs ``finish``.
+
+    Starlette stops iterating the body when the client disconnects, but leaves
+    the generator suspended (closed only when garbage-collected) or never
+    started (the client left before the first chunk was sent), so the ticket
+    and the engine stream would stay held; here they are released at once.
+    """
+
+    def __init__(
+        self,
+        content: AsyncGenerator[str, None],
+        finish: Callable[[], Awaitable[None]],
+        *,
+        media_type: str,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._content = content
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._content.aclose()
+                await self._finish()
 
 
 def _public(exc: BaseException) -> str:
