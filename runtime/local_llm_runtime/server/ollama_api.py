@@ -37,11 +37,12 @@ from local_llm_runtime.errors import LocalLLMError, ModelNotFoundError
 from local_llm_runtime.server import ollama_wire as wire
 from local_llm_runtime.server.app import server_state
 from local_llm_runtime.server.errors import HTTPError
+from local_llm_runtime.server.model_names import check_model_name
 from local_llm_runtime.server.state import ServerState, Ticket
 from local_llm_runtime.server.streaming import collect, parse_body, stream_response
 from local_llm_runtime.store.gguf_meta import read_gguf_info
 from local_llm_runtime.store.hub import PullProgress
-from local_llm_runtime.store.names import FileRef, parse_ref
+from local_llm_runtime.store.names import parse_ref
 from local_llm_runtime.types import Chunk, ModelInfo
 
 __all__ = ["router"]
@@ -58,23 +59,15 @@ async def version() -> dict[str, str]:
 
 
 def model_name(name: str, field: str = "model") -> str:
-    """A model name as clients may send it over HTTP (no paths, no ``..``).
+    """A model name as clients may send it over HTTP (:func:`.model_names.check_model_name`).
 
     Raises:
         HTTPError: 400 naming ``field``.
     """
     try:
-        ref = parse_ref(name)
+        return check_model_name(name)
     except ValueError as exc:
         raise HTTPError(400, f"{field}: {exc}", param=field) from None
-    if isinstance(ref, FileRef) or ".." in name or "\\" in name:
-        raise HTTPError(
-            400,
-            f"{field}: {name!r} is a file path; over HTTP a model is named (e.g. 'qwen2.5:7b'). "
-            "Give a GGUF file a name with POST /api/create {'model': NAME, 'from': PATH}.",
-            param=field,
-        )
-    return name
 
 
 async def _blocking(fn: Callable[[], Any]) -> Any:
@@ -219,22 +212,34 @@ async def generate(request: Request) -> Response:
 # ---- embeddings --------------------------------------------------------------------------------
 
 
-async def _check_length(state: ServerState, model: str, texts: list[str], options: Any) -> None:
-    """``truncate: false``: refuse a text longer than the context instead of cutting it."""
+async def _token_counts(
+    state: ServerState, model: str, texts: list[str], options: Any, *, truncate: bool
+) -> list[int]:
+    """Each text's tokens (the model's vocabulary only; no weights are loaded).
 
-    def check() -> None:
-        window = state.engine.model_info(model).context_window(options.get("num_ctx"))
-        for i, text in enumerate(texts):
-            n = len(state.engine.tokenize(model, text))
-            if n > window:
-                raise HTTPError(
-                    400,
-                    f"input.{i}: {n} tokens exceed the context length of {window} "
-                    "(send truncate: true, or raise options.num_ctx)",
-                    param=f"input.{i}",
-                )
+    With ``truncate`` false (``truncate: false``), a text longer than the context is
+    refused instead of cut.
 
-    await _blocking(check)
+    Raises:
+        HTTPError: 400 naming ``input.<i>`` for a text over the context.
+    """
+
+    def count() -> list[int]:
+        counts = [len(state.engine.tokenize(model, text)) for text in texts]
+        if not truncate:
+            window = state.engine.model_info(model).context_window(options.get("num_ctx"))
+            for i, n in enumerate(counts):
+                if n > window:
+                    raise HTTPError(
+                        400,
+                        f"input.{i}: {n} tokens exceed the context length of {window} "
+                        "(send truncate: true, or raise options.num_ctx)",
+                        param=f"input.{i}",
+                    )
+        return counts
+
+    counts: list[int] = await _blocking(count)
+    return counts
 
 
 @router.post("/api/embed")
@@ -260,8 +265,7 @@ async def embed(request: Request) -> Response:
                 "load_duration": wire.nanoseconds(load_s),
             }
         )
-    if not body.truncate:
-        await _check_length(state, model, texts, options)
+    counts = await _token_counts(state, model, texts, options, truncate=body.truncate)
     ticket = state.admit()
     vectors = await collect(
         request,
@@ -276,6 +280,7 @@ async def embed(request: Request) -> Response:
             "embeddings": vectors,
             "total_duration": wire.nanoseconds(total),
             "load_duration": 0,
+            "prompt_eval_count": sum(counts),
         }
     )
 

@@ -41,6 +41,7 @@ from local_llm_runtime.interface import JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.server.errors import HTTPError
+from local_llm_runtime.server.model_names import ModelName
 from local_llm_runtime.settings import parse_duration
 from local_llm_runtime.store.hub import PullProgress
 from local_llm_runtime.types import (
@@ -93,7 +94,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-ModelName = Annotated[str, Field(min_length=1)]
 Think = bool | Literal["high", "medium", "low"]
 Format = Literal["", "json"] | dict[str, Any]
 KeepAlive = float | int | str

@@ -57,6 +57,7 @@ from local_llm_runtime.errors import InvalidOptionError, UnknownOptionError
 from local_llm_runtime.interface import JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.server.errors import HTTPError
+from local_llm_runtime.server.model_names import ModelName
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -189,7 +190,7 @@ ResponseFormat = Annotated[
 class _Sampling(_Wire):
     """Fields both generation endpoints share (OpenAI's ranges; our extras last)."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -248,7 +249,7 @@ class CompletionRequest(_Sampling):
 class EmbeddingRequest(_Wire):
     """``POST /v1/embeddings`` body."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)

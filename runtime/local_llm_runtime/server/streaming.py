@@ -58,7 +58,7 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
         return "invalid request body", None
     first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
-    message = first.get("msg", "invalid value")
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         message = "unknown field"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

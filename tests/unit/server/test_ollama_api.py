@@ -329,6 +329,9 @@ def test_embed_and_legacy_embeddings(client: TestClient, engine: FakeEngine) -> 
     assert abs(sum(x * x for x in body["embeddings"][0]) - 1.0) < 1e-6
     assert body["embeddings"] == engine.embed("m", ["red apple", "blue sky"])
     assert isinstance(body["total_duration"], int) and body["model"] == "m"
+    assert body["prompt_eval_count"] == len(engine.tokenize("m", "red apple")) + len(
+        engine.tokenize("m", "blue sky")
+    )
     one = client.post("/api/embed", json={"model": "m", "input": "red apple", "dimensions": 4})
     vec = one.json()["embeddings"][0]
     assert len(vec) == 4 and abs(sum(x * x for x in vec) - 1.0) < 1e-6
