@@ -20,7 +20,12 @@ PATHS = [
 
 # (method, path, body with MODEL where the name goes, the field named in the error)
 ROUTES = [
-    ("POST", "/api/chat", {"model": "MODEL", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    (
+        "POST",
+        "/api/chat",
+        {"model": "MODEL", "messages": [{"role": "user", "content": "hi"}]},
+        "model",
+    ),
     ("POST", "/api/generate", {"model": "MODEL", "prompt": "hi"}, "model"),
     ("POST", "/api/embed", {"model": "MODEL", "input": "hi"}, "model"),
     ("POST", "/api/embeddings", {"model": "MODEL", "prompt": "hi"}, "model"),
@@ -30,7 +35,12 @@ ROUTES = [
     ("POST", "/api/copy", {"source": "MODEL", "destination": "x"}, "source"),
     ("POST", "/api/copy", {"source": "x", "destination": "MODEL"}, "destination"),
     ("POST", "/api/create", {"model": "MODEL", "from": "x", "stream": False}, "model"),
-    ("POST", "/v1/chat/completions", {"model": "MODEL", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "MODEL", "messages": [{"role": "user", "content": "hi"}]},
+        "model",
+    ),
     ("POST", "/v1/completions", {"model": "MODEL", "prompt": "hi"}, "model"),
     ("POST", "/v1/embeddings", {"model": "MODEL", "input": "hi"}, "model"),
 ]
@@ -46,12 +56,16 @@ def test_rule_refuses_paths(name: str) -> None:
         check_model_name(name)
 
 
-@pytest.mark.parametrize("name", ["qwen2.5:7b", "hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M", "my-model", "llama3.2"])
+@pytest.mark.parametrize(
+    "name", ["qwen2.5:7b", "hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M", "my-model", "llama3.2"]
+)
 def test_rule_keeps_names(name: str) -> None:
     assert check_model_name(name) == name
 
 
-@pytest.mark.parametrize(("method", "path", "body", "field"), ROUTES, ids=[f"{r[1]}:{r[3]}" for r in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"), ROUTES, ids=[f"{r[1]}:{r[3]}" for r in ROUTES]
+)
 @pytest.mark.parametrize("name", PATHS[:3])
 def test_every_route_refuses_a_path_as_model_with_400_and_runs_nothing(
     client: TestClient,
