@@ -203,9 +203,18 @@ class EngineProtocol(Protocol):
         ...
 
     def preload(
-        self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
+        self,
+        model: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        embedding: bool = False,
+        keep_alive: float | str | None = None,
     ) -> RunningModel:
-        """Load a model now (normally the first request does)."""
+        """Load a model now (normally the first request does).
+
+        ``keep_alive`` as in :meth:`chat_stream` (Ollama's empty request with
+        ``keep_alive: -1`` keeps a model loaded for good).
+        """
         ...
 
     def ps(self) -> list[RunningModel]:

@@ -530,11 +530,16 @@ class FakeEngine:
         return info
 
     def preload(
-        self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
+        self,
+        model: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        embedding: bool = False,
+        keep_alive: float | str | None = None,
     ) -> RunningModel:
-        """Mark the model loaded (no file is read)."""
+        """Mark the model loaded (no file is read); ``keep_alive=0`` unloads it instead."""
         checked = validate_options(options or {})
-        return self._load(model, embedding, checked, None)
+        return self._load(model, embedding, checked, keep_alive)
 
     def ps(self) -> list[RunningModel]:
         """The models preloaded or used by requests and not unloaded since."""

@@ -490,13 +490,22 @@ class LlamaEngine:
         return len(vocab.tokens(_Request(prompt=prompt)))
 
     def preload(
-        self, model: str, *, options: Mapping[str, Any] | None = None, embedding: bool = False
+        self,
+        model: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        embedding: bool = False,
+        keep_alive: float | str | None = None,
     ) -> RunningModel:
-        """Load a model now (normally the first request does)."""
+        """Load a model now (normally the first request does).
+
+        ``keep_alive``: how long it then stays loaded (as a request's; negative: forever).
+        """
         local = self.library.resolve(model)
         load, _sampling, keep = split_options(local.parameters, options)
         load = replace(load, embedding=embedding)
-        with self.pool.lease(local, load, keep_alive=self._keep_alive(None, keep)) as (entry, *_):
+        ttl = self._keep_alive(keep_alive, keep)
+        with self.pool.lease(local, load, keep_alive=ttl) as (entry, *_):
             return entry.running()
 
     def model_info(self, model: str) -> ModelInfo:

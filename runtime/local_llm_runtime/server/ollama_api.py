@@ -86,7 +86,9 @@ async def _load_or_unload(
         await _blocking(functools.partial(state.engine.model_info, model))  # 404 if unknown
         await _blocking(functools.partial(state.engine.unload, model))
         return wire.load_response(model, chat=chat, unload=True)
-    await _blocking(functools.partial(state.engine.preload, model, options=options))
+    await _blocking(
+        functools.partial(state.engine.preload, model, options=options, keep_alive=keep_alive)
+    )
     elapsed = time.perf_counter() - started
     return wire.load_response(model, chat=chat, unload=False, load_s=elapsed, total_s=elapsed)
 
@@ -254,7 +256,9 @@ async def embed(request: Request) -> Response:
     started = time.perf_counter()
     if not texts or texts == [""]:
         await _blocking(
-            functools.partial(state.engine.preload, model, options=options, embedding=True)
+            functools.partial(
+                state.engine.preload, model, options=options, embedding=True, keep_alive=keep_alive
+            )
         )
         load_s = time.perf_counter() - started
         return JSONResponse(
@@ -295,7 +299,9 @@ async def embeddings(request: Request) -> Response:
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     if not body.prompt:
         await _blocking(
-            functools.partial(state.engine.preload, model, options=options, embedding=True)
+            functools.partial(
+                state.engine.preload, model, options=options, embedding=True, keep_alive=keep_alive
+            )
         )
         return JSONResponse({"embedding": []})
     ticket = state.admit()
