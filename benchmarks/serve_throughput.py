@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from local_llm_runtime import RuntimeSettings
 from local_llm_runtime.backends import create_engine
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.server import create_app
+from local_llm_runtime.server.run import listen
 from local_llm_runtime.settings import ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.types import FinalChunk, TextDelta
@@ -138,8 +138,7 @@ def over_http(
 def start_server(engine: EngineProtocol, library: ModelLibrary) -> tuple[uvicorn.Server, str]:
     settings = ServerSettings(max_queue=64)
     app = create_app(engine, library=library, settings=settings, runtime=library.settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listen("127.0.0.1", 0)  # as `local-llm serve` binds
     config = uvicorn.Config(app, log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.server import create_app
+from local_llm_runtime.server.run import listen
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.testing import FakeEngine
@@ -61,9 +62,7 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, *, log_level: str = "warning") -> None:
         self.app = app
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = listen("127.0.0.1", 0)  # as `local-llm serve` binds (TCP_NODELAY)
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)

@@ -120,3 +120,18 @@ def test_server_settings_from_env() -> None:
 def test_server_thread_serves_on_a_free_loopback_port() -> None:
     with ServerThread(make_app()) as server:
         assert httpx.get(server.url + "/").text == "Ollama is running"
+
+
+def test_connections_of_the_listening_socket_have_nagle_off() -> None:
+    # asyncio sets TCP_NODELAY only on connections of a socket whose proto is TCP; without
+    # it every two-part response waited ~40 ms for the client's delayed ACK.
+    import socket
+
+    with ServerThread(make_app()) as server, httpx.Client(base_url=server.url) as client:
+        assert server.sock.proto == socket.IPPROTO_TCP
+        assert client.get("/api/version").status_code == 200  # the connection stays open
+        connections = list(server.server.server_state.connections)
+        assert connections
+        for protocol in connections:
+            conn = protocol.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
