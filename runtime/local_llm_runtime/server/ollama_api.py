@@ -40,6 +40,7 @@ from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.model_names import check_model_name
 from local_llm_runtime.server.state import ServerState, Ticket
 from local_llm_runtime.server.streaming import collect, parse_body, stream_response
+from local_llm_runtime.server.vectors import shorten
 from local_llm_runtime.store.gguf_meta import read_gguf_info
 from local_llm_runtime.store.hub import PullProgress
 from local_llm_runtime.store.names import parse_ref
@@ -276,7 +277,7 @@ async def embed(request: Request) -> Response:
         ticket,
         state.engine.aembed(model, texts, normalize=True, options=options, keep_alive=keep_alive),
     )
-    vectors = wire.truncate_dimensions(vectors, body.dimensions)
+    vectors = shorten(vectors, body.dimensions)
     total = time.perf_counter() - started
     return JSONResponse(
         {

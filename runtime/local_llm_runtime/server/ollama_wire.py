@@ -84,7 +84,6 @@ __all__ = [
     "refuse_unsupported",
     "running_model",
     "to_engine_messages",
-    "truncate_dimensions",
 ]
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -585,29 +584,6 @@ def load_response(
     if not unload:
         out["total_duration"] = nanoseconds(total_s)
         out["load_duration"] = nanoseconds(load_s)
-    return out
-
-
-def truncate_dimensions(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
-    """The first ``dimensions`` components of each (normalized) vector, renormalized.
-
-    Raises:
-        HTTPError: 400 when ``dimensions`` is more than the model's width.
-    """
-    if dimensions is None or not vectors:
-        return vectors
-    width = len(vectors[0])
-    if dimensions > width:
-        raise HTTPError(
-            400,
-            f"dimensions: {dimensions} is more than the model's {width}",
-            param="dimensions",
-        )
-    out = []
-    for vector in vectors:
-        cut = vector[:dimensions]
-        norm = sum(x * x for x in cut) ** 0.5
-        out.append([x / norm for x in cut] if norm > 0 else cut)
     return out
 
 

@@ -43,7 +43,6 @@ failing on half a JSON document.
 from __future__ import annotations
 
 import base64
-import math
 import struct
 import time
 import uuid
@@ -58,6 +57,7 @@ from local_llm_runtime.interface import JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.model_names import ModelName
+from local_llm_runtime.server.vectors import shorten
 from local_llm_runtime.types import (
     ChatResult,
     Chunk,
@@ -692,15 +692,6 @@ class CompletionChunker:
         return out
 
 
-def _resize(vector: list[float], dimensions: int | None) -> list[float]:
-    """Keep the first ``dimensions`` values and L2-renormalize (OpenAI's shortening)."""
-    if dimensions is None or dimensions == len(vector):
-        return vector
-    head = vector[:dimensions]
-    norm = math.sqrt(sum(x * x for x in head))
-    return [x / norm for x in head] if norm > 0 else head
-
-
 def _base64(vector: Sequence[float]) -> str:
     """Little-endian float32 bytes in base64, as OpenAI sends ``encoding_format=base64``."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
@@ -726,17 +717,8 @@ def embedding_list(
     Raises:
         HTTPError: 400 when ``dimensions`` exceeds the model's width.
     """
-    width = len(vectors[0]) if vectors else 0
-    if dimensions is not None and dimensions > width:
-        raise HTTPError(
-            400,
-            f"dimensions: {dimensions} is more than this model's {width} dimensions; "
-            f"give at most {width}",
-            param="dimensions",
-        )
     data = []
-    for i, vector in enumerate(vectors):
-        values = _resize(list(vector), dimensions)
+    for i, values in enumerate(shorten(vectors, dimensions)):
         data.append(
             {
                 "object": "embedding",

@@ -272,11 +272,14 @@ def test_create_request_takes_from() -> None:
 
 
 def test_dimensions_truncate_and_renormalize() -> None:
-    out = wire.truncate_dimensions([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]], 1)
+    from local_llm_runtime.server.vectors import shorten
+
+    out = shorten([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]], 1)
     assert out == [[1.0], [1.0]]
-    assert wire.truncate_dimensions([[1.0]], None) == [[1.0]]
+    assert shorten([[0.6, 0.8]], 2) == [[0.6, 0.8]]
+    assert shorten([[1.0]], None) == [[1.0]]
     with pytest.raises(HTTPError, match="dimensions"):
-        wire.truncate_dimensions([[1.0]], 2)
+        shorten([[1.0]], 2)
 
 
 def test_parameters_text_and_modelfile() -> None:
