@@ -14,7 +14,7 @@ its cancel event stops the engine when the client leaves or the server drains.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -40,6 +40,7 @@ from local_llm_runtime.server.openai_wire import (
     now,
     text_completion,
 )
+from local_llm_runtime.server.state import Ticket
 from local_llm_runtime.server.streaming import collect, parse_body, stream_response
 from local_llm_runtime.streams import AsyncChunkStream
 
@@ -54,6 +55,28 @@ async def _objects(
     async for chunk in stream:
         for obj in chunker.convert(chunk):
             yield obj
+
+
+async def _sse(
+    request: Request,
+    ticket: Ticket,
+    open_stream: Callable[[], AsyncChunkStream],
+    chunker: ChatChunker | CompletionChunker,
+) -> Response:
+    """Stream an engine stream as SSE chunks ending in ``data: [DONE]``; the ticket is freed."""
+    try:
+        stream = open_stream()
+    except BaseException:
+        ticket.release()
+        raise
+    return await stream_response(
+        request,
+        ticket,
+        _objects(stream, chunker),
+        framing="sse",
+        close=stream.aclose,
+        trailer="[DONE]",
+    )
 
 
 @router.post("/chat/completions")
@@ -77,20 +100,12 @@ async def chat_completions(request: Request) -> Response:
         )
         body = chat_completion(result, id=new_id("chatcmpl"), created=now(), model=req.model)
         return JSONResponse(body)
-    try:
-        stream = state.engine.achat_stream(req.model, args.messages, **kwargs)
-    except BaseException:
-        ticket.release()
-        raise
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    chunker = ChatChunker(model=req.model, include_usage=include_usage)
-    return await stream_response(
+    return await _sse(
         request,
         ticket,
-        _objects(stream, chunker),
-        framing="sse",
-        close=stream.aclose,
-        trailer="[DONE]",
+        lambda: state.engine.achat_stream(req.model, args.messages, **kwargs),
+        ChatChunker(model=req.model, include_usage=include_usage),
     )
 
 
@@ -108,20 +123,12 @@ async def completions(request: Request) -> Response:
         )
         body = text_completion(result, id=new_id("cmpl"), created=now(), model=req.model)
         return JSONResponse(body)
-    try:
-        stream = state.engine.agenerate_stream(req.model, args.prompt, **kwargs)
-    except BaseException:
-        ticket.release()
-        raise
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    chunker = CompletionChunker(model=req.model, include_usage=include_usage)
-    return await stream_response(
+    return await _sse(
         request,
         ticket,
-        _objects(stream, chunker),
-        framing="sse",
-        close=stream.aclose,
-        trailer="[DONE]",
+        lambda: state.engine.agenerate_stream(req.model, args.prompt, **kwargs),
+        CompletionChunker(model=req.model, include_usage=include_usage),
     )
 
 
