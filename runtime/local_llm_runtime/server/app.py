@@ -239,7 +239,7 @@ def create_app(
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
     for route in app.routes:  # HEAD wherever GET is, as Ollama's router and HTTP allow
-        if isinstance(route, APIRoute) and "GET" in route.methods:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
             route.methods.add("HEAD")
 
     app.add_middleware(GuardMiddleware, settings=settings)
