@@ -236,11 +236,11 @@ def create_app(
         """Ollama's health check: 200 ``Ollama is running`` (clients test the text)."""
         return Response("Ollama is running", media_type="text/plain")
 
-    app.include_router(ollama_api.router)
-    app.include_router(openai_api.router)
-    for route in app.routes:  # HEAD wherever GET is, as Ollama's router and HTTP allow
-        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
-            route.methods.add("HEAD")
+    for router in (ollama_api.router, openai_api.router):
+        for route in router.routes:  # HEAD wherever GET is, as Ollama's router and HTTP allow
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+                route.methods.add("HEAD")
+        app.include_router(router)
 
     app.add_middleware(GuardMiddleware, settings=settings)
     app.add_middleware(
