@@ -280,3 +280,37 @@ def test_a_utf8_bom_before_the_json_is_tolerated(
 ) -> None:
     response = client.post(path, content=b"\xef\xbb\xbf" + json.dumps(body).encode())
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False}),
+        ("/api/chat", {"messages": []}),  # a load request
+        ("/api/generate", {"prompt": "hi", "stream": False}),
+        ("/api/embed", {"input": "hi"}),
+        ("/api/embeddings", {"prompt": "hi"}),
+    ],
+)
+def test_num_ctx_past_the_trained_context_is_capped_not_a_failed_load(
+    tiny_gguf: Any, path: str, extra: dict[str, Any]
+) -> None:
+    # 2**31 - 1 made llama.cpp's context allocation fail (a 500); 10**7 would take GBs
+    from local_llm_runtime.backends import create_engine
+    from local_llm_runtime.settings import RuntimeSettings
+    from local_llm_runtime.store.library import ModelLibrary
+
+    runtime = RuntimeSettings.from_env()
+    library = ModelLibrary(runtime)
+    library.create("tiny:1", str(tiny_gguf))
+    engine = create_engine()
+    try:
+        trained = engine.model_info("tiny:1").context_length
+        assert trained
+        client = TestClient(make_app(engine, library=library, runtime=runtime))
+        body = {"model": "tiny:1", "options": {"num_ctx": 2**31 - 1, "num_predict": 2}, **extra}
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        assert [m["context_length"] for m in client.get("/api/ps").json()["models"]] == [trained]
+    finally:
+        engine.unload()
