@@ -41,6 +41,7 @@ __all__ = [
     "collect",
     "describe_errors",
     "dumps",
+    "nests_deeper",
     "parse_body",
     "stream_response",
     "until_disconnect",
@@ -73,7 +74,7 @@ def _should_be(message: str) -> str:
     message = message.removeprefix("Input should be ").removeprefix("Value error, ")
     message = re.sub(r" or instance of \w+$", "", message)
     message = message.replace("a valid dictionary", "an object").replace("a valid list", "an array")
-    return message.replace("a valid ", "a ")
+    return message.replace("a valid integer", "an integer").replace("a valid ", "a ")
 
 
 def describe_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
@@ -126,7 +127,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise HTTPError(400, _TOO_DEEP) from None
     if not isinstance(data, dict):
         raise HTTPError(400, "the request body must be a JSON object")
-    if _nests_deeper(data, MAX_JSON_DEPTH):
+    if nests_deeper(data, MAX_JSON_DEPTH):
         raise HTTPError(400, _TOO_DEEP)
     try:
         return model.model_validate(data)
@@ -153,9 +154,13 @@ _TOO_DEEP = (
 )
 
 
-def _nests_deeper(data: Any, limit: int) -> bool:
-    """Whether ``data`` (decoded JSON) has containers nested more than ``limit`` deep."""
-    level: list[Any] = [data]
+def nests_deeper(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` (decoded JSON) has containers nested more than ``limit`` deep.
+
+    Also checked on JSON sent inside a string (tool-call ``arguments``), which
+    the engine decodes and walks as the body's own JSON.
+    """
+    level: list[Any] = [data] if isinstance(data, dict | list) else []
     depth = 0
     while level:
         depth += 1

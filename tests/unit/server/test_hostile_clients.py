@@ -159,6 +159,23 @@ def test_json_nested_past_the_limit_is_a_400_on_every_route(
     assert client.get("/").status_code == 200
 
 
+def _calls(arguments: str) -> list[dict[str, Any]]:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]}]
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+@pytest.mark.parametrize("depth", [DEEP + 1, 100_000])
+def test_deep_json_inside_a_string_of_tool_call_arguments_is_a_400(
+    client: TestClient, path: str, depth: int
+) -> None:
+    arguments = json.dumps(_nested(depth)) if depth < 1000 else "[" * depth + "]" * depth
+    body = {**(CHAT if path.startswith("/api") else OAI), "messages": _calls(arguments)}
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert "arguments" in response.text
+
+
 @pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions", "/api/show"])
 def test_json_too_deep_for_the_json_parser_itself_is_a_400(client: TestClient, path: str) -> None:
     response = client.post(path, content="[" * 100_000 + "]" * 100_000)
