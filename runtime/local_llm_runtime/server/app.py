@@ -34,7 +34,11 @@ from local_llm_runtime import __version__
 from local_llm_runtime.errors import LocalLLMError
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.server.errors import HTTPError, error_response, status_of
-from local_llm_runtime.server.state import ServerState, request_tickets
+from local_llm_runtime.server.state import (
+    ServerState,
+    release_request_tickets,
+    request_tickets,
+)
 from local_llm_runtime.server.streaming import ClientDisconnected, describe_errors
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
@@ -190,6 +194,7 @@ def create_app(
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> Response:
+        release_request_tickets()
         return error_response(request, exc.status, exc.message, param=exc.param, code=exc.code)
 
     @app.exception_handler(StarletteHTTPException)
@@ -217,6 +222,7 @@ def create_app(
         return Response(status_code=499)  # the client left while sending its body
 
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        release_request_tickets()
         status, code = status_of(exc)
         if status >= 500:
             logger.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
