@@ -23,17 +23,23 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from local_llm_runtime import __version__
+from local_llm_runtime.errors import LocalLLMError
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.server.errors import HTTPError, error_response, status_of
-from local_llm_runtime.server.state import ServerState, request_tickets
-from local_llm_runtime.server.streaming import ClientDisconnected
+from local_llm_runtime.server.state import (
+    ServerState,
+    release_request_tickets,
+    request_tickets,
+)
+from local_llm_runtime.server.streaming import ClientDisconnected, describe_errors
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
 
@@ -55,6 +61,18 @@ class _BodyTooLarge(StarletteHTTPException):
     pass
 
 
+def _bearer(value: bytes) -> bytes:
+    """An ``Authorization`` header normalized to ``Bearer <token>``.
+
+    The scheme is case-insensitive and the spaces around the token are not part
+    of it (RFC 9110 section 11.1), so ``bearer  KEY`` is ``Bearer KEY``.
+    """
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return value
+    return b"Bearer " + token.strip()
+
+
 class GuardMiddleware:
     """API key and body size checks, as pure ASGI (streams pass through untouched)."""
 
@@ -71,7 +89,7 @@ class GuardMiddleware:
         path: str = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
         if self.expected is not None and not hmac.compare_digest(
-            headers.get(b"authorization", b""), self.expected
+            _bearer(headers.get(b"authorization", b"")), self.expected
         ):
             response = error_response(
                 path,
@@ -80,6 +98,16 @@ class GuardMiddleware:
                 headers={"WWW-Authenticate": "Bearer"},
             )
             await response(scope, receive, send)
+            return
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity"):
+            message = (
+                f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
+                "send the JSON body uncompressed"
+            )
+            await error_response(path, 415, message, code="unsupported_media_type")(
+                scope, receive, send
+            )
             return
         length = headers.get(b"content-length")
         if length is not None:
@@ -166,6 +194,7 @@ def create_app(
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> Response:
+        release_request_tickets()
         return error_response(request, exc.status, exc.message, param=exc.param, code=exc.code)
 
     @app.exception_handler(StarletteHTTPException)
@@ -177,25 +206,35 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path"))
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
-        return error_response(request, 400, message, param=where or None)
+        errors = [
+            {**e, "loc": tuple(p for p in e.get("loc", ()) if p not in ("body", "path"))}
+            for e in exc.errors()
+        ]
+        message, where = describe_errors(errors)
+        return error_response(request, 400, message, param=where)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(_request: Request, _exc: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(ClientDisconnect)
+    async def _gone_reading(_request: Request, _exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # the client left while sending its body
+
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        release_request_tickets()
         status, code = status_of(exc)
         if status >= 500:
             logger.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
-        from local_llm_runtime.errors import LocalLLMError
-
         message = str(exc) if isinstance(exc, LocalLLMError) else "internal server error"
         return error_response(request, status, message, code=code)
+
+    # Runtime errors are answers (404 unknown model, 400 bad schema...): handled by
+    # class, so Starlette does not re-raise them to uvicorn, which would log each
+    # one as "Exception in ASGI application" with a trace. ``Exception`` (a bug)
+    # still reaches uvicorn's log after its 500 is sent.
+    app.add_exception_handler(LocalLLMError, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/", include_in_schema=False)
     @app.head("/", include_in_schema=False)
@@ -203,8 +242,11 @@ def create_app(
         """Ollama's health check: 200 ``Ollama is running`` (clients test the text)."""
         return Response("Ollama is running", media_type="text/plain")
 
-    app.include_router(ollama_api.router)
-    app.include_router(openai_api.router)
+    for router in (ollama_api.router, openai_api.router):
+        for route in router.routes:  # HEAD wherever GET is, as Ollama's router and HTTP allow
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+                route.methods.add("HEAD")
+        app.include_router(router)
 
     app.add_middleware(GuardMiddleware, settings=settings)
     app.add_middleware(

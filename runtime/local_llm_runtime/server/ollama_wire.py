@@ -422,10 +422,14 @@ def to_engine_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 def _arguments(value: Mapping[str, Any] | str, where: str) -> dict[str, Any]:
     if isinstance(value, str):
+        from local_llm_runtime.server.streaming import nests_deeper
+
         try:
             decoded = json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             decoded = None
+        if nests_deeper(decoded):
+            decoded = None  # deeper than a request body may be: refused as one
         if not isinstance(decoded, dict):
             raise HTTPError(
                 400, f"{where}.function.arguments: must be a JSON object", param=where

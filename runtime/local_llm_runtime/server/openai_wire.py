@@ -43,6 +43,7 @@ failing on half a JSON document.
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import uuid
@@ -371,6 +372,8 @@ def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         if message.name is not None:
             item["name"] = message.name
         if message.tool_calls:
+            for j, call in enumerate(message.tool_calls):
+                _check_arguments_depth(call.function.arguments, f"messages.{i}.tool_calls.{j}")
             item["tool_calls"] = [
                 {
                     "id": call.id,
@@ -383,6 +386,24 @@ def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
             item["tool_call_id"] = message.tool_call_id
         out.append(item)
     return out
+
+
+def _check_arguments_depth(arguments: str | dict[str, Any], where: str) -> None:
+    """400 when a JSON-string ``arguments`` nests deeper than a body may (see ``parse_body``)."""
+    from local_llm_runtime.server.streaming import MAX_JSON_DEPTH, nests_deeper
+
+    if not isinstance(arguments, str):
+        return
+    try:
+        too_deep = nests_deeper(json.loads(arguments))
+    except RecursionError:
+        too_deep = True
+    except ValueError:
+        return  # not JSON: the engine reports it as it does in-process
+    if too_deep:
+        param = f"{where}.function.arguments"
+        message = f"{param}: its JSON nests more than {MAX_JSON_DEPTH} levels deep"
+        raise HTTPError(400, message, param=param)
 
 
 def _response_format(fmt: Any) -> JsonFormat | None:

@@ -31,7 +31,7 @@ from local_llm_runtime.server.errors import HTTPError, QueueFullError
 from local_llm_runtime.settings import RuntimeSettings, ServerSettings
 from local_llm_runtime.store.library import ModelLibrary
 
-__all__ = ["ServerState", "Ticket", "request_tickets"]
+__all__ = ["ServerState", "Ticket", "release_request_tickets", "request_tickets"]
 
 _REQUEST_TICKETS: ContextVar[list[Ticket] | None] = ContextVar("request_tickets", default=None)
 
@@ -52,6 +52,17 @@ def request_tickets() -> Iterator[list[Ticket]]:
         for ticket in tickets:
             ticket.cancel.set()
             ticket.release()
+
+
+def release_request_tickets() -> None:
+    """Release (and cancel) the current request's tickets now: an error answers it.
+
+    Called by the app's error handlers before the error is sent, so a client
+    that gets its 4xx and retries at once finds its place free.
+    """
+    for ticket in _REQUEST_TICKETS.get() or ():
+        ticket.cancel.set()
+        ticket.release()
 
 
 class Ticket:

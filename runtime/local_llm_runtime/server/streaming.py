@@ -16,7 +16,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -31,7 +39,9 @@ from local_llm_runtime.server.state import Ticket
 __all__ = [
     "ClientDisconnected",
     "collect",
+    "describe_errors",
     "dumps",
+    "nests_deeper",
     "parse_body",
     "stream_response",
     "until_disconnect",
@@ -51,18 +61,50 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def validation_message(exc: ValidationError) -> tuple[str, str | None]:
-    """One line naming the first bad field, and that field's dotted path."""
-    errors = exc.errors(include_url=False)
+_UNION_TAG = re.compile(r"[A-Z][A-Za-z0-9]*|str|int|float|bool|none|bytes|.*\[.*")
+"""How pydantic names the member of a union in an error's ``loc`` (``str``,
+``list[str]``, ``literal['','json']``, a model's class name): not a field of the request."""
+
+
+def _field_path(loc: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if not (isinstance(p, str) and _UNION_TAG.fullmatch(p)))
+
+
+def _should_be(message: str) -> str:
+    message = message.removeprefix("Input should be ").removeprefix("Value error, ")
+    message = re.sub(r" or instance of \w+$", "", message)
+    message = message.replace("a valid dictionary", "an object").replace("a valid list", "an array")
+    return message.replace("a valid integer", "an integer").replace("a valid ", "a ")
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """One line naming the first bad field, and that field's dotted path.
+
+    A field of several types (a union) fails once per type; its errors are one
+    message ("should be a string, or an array"), and the path names the field
+    only, never pydantic's names of the union's members.
+    """
     if not errors:
         return "invalid request body", None
     first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    path = _field_path(first.get("loc", ()))
+    same = [e for e in errors if _field_path(e.get("loc", ())) == path]
+    where = ".".join(str(part) for part in path)
     if first.get("type") == "extra_forbidden":
         message = "unknown field"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    elif len(same) > 1 or path != tuple(first.get("loc", ())):
+        alternatives = dict.fromkeys(_should_be(str(e.get("msg", ""))) for e in same)
+        message = "should be " + ", or ".join(alternatives)
+    else:
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    others = len({_field_path(e.get("loc", ())) for e in errors} - {path})
+    more = f" (and {others} more)" if others else ""
     return (f"{where}: {message}{more}" if where else f"{message}{more}"), where or None
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    """One line naming the first bad field, and that field's dotted path."""
+    return describe_errors(exc.errors(include_url=False))
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -76,18 +118,60 @@ async def parse_body(request: Request, model: type[M]) -> M:
     if not raw.strip():
         raise HTTPError(400, "missing request body: send a JSON object")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # a leading BOM is tolerated
     except UnicodeDecodeError:
         raise HTTPError(400, "the request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise HTTPError(400, f"invalid JSON in the request body: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise HTTPError(400, _TOO_DEEP) from None
     if not isinstance(data, dict):
         raise HTTPError(400, "the request body must be a JSON object")
+    if nests_deeper(data, MAX_JSON_DEPTH):
+        raise HTTPError(400, _TOO_DEEP)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         message, param = validation_message(exc)
         raise HTTPError(400, message, param=param) from None
+    except RecursionError:
+        raise HTTPError(400, _TOO_DEEP) from None
+
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects/arrays a request body may have.
+
+Everything downstream that walks a request's JSON recursively (tool schemas,
+``format`` schemas to grammars, chat templates rendering tool-call arguments,
+argument validation) then stays far from Python's recursion limit, where it
+would fail with a 500; real requests nest a few levels (OpenAI's structured
+outputs allow 5 levels of schema nesting).
+"""
+
+_TOO_DEEP = (
+    f"the request body's JSON nests more than {MAX_JSON_DEPTH} levels deep "
+    "(objects and arrays); flatten it"
+)
+
+
+def nests_deeper(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` (decoded JSON) has containers nested more than ``limit`` deep.
+
+    Also checked on JSON sent inside a string (tool-call ``arguments``), which
+    the engine decodes and walks as the body's own JSON.
+    """
+    level: list[Any] = [data] if isinstance(data, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nxt: list[Any] = []
+        for item in level:
+            values = item.values() if isinstance(item, dict) else item
+            nxt.extend(v for v in values if isinstance(v, dict | list))
+        level = nxt
+    return False
 
 
 async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
