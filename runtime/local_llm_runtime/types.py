@@ -76,11 +76,12 @@ class ModelInfo:
     def context_window(self, num_ctx: int | None = None) -> int:
         """The context a request gets (tokens), as the in-process engine loads it.
 
-        ``num_ctx`` when set, else :attr:`default_num_ctx` capped by :attr:`context_length`.
+        ``num_ctx`` when set, else :attr:`default_num_ctx`; either capped by
+        :attr:`context_length` when set (as the in-process engine caps it).
         """
-        if num_ctx:
-            return num_ctx
         trained = self.context_length
+        if num_ctx:
+            return min(num_ctx, trained) if trained else num_ctx
         return min(self.default_num_ctx, trained) if trained else self.default_num_ctx
 
     @property

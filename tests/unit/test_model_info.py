@@ -20,8 +20,27 @@ def test_a_chat_model_from_its_header(tiny_gguf: Path) -> None:
     assert info.embedding_length == 64
     assert info.architecture == "llama"
     assert info.context_window() == 2048  # min(default 4096, trained)
-    assert info.context_window(8192) == 8192  # an explicit num_ctx is what loads
+    assert info.context_window(1024) == 1024  # an explicit num_ctx is what loads...
+    assert info.context_window(8192) == 2048  # ...capped at the trained context
     assert engine.ps() == []  # nothing was loaded
+
+
+@pytest.mark.parametrize("num_ctx", [4096, 2**31 - 1])
+def test_a_num_ctx_past_the_trained_context_loads_the_trained_one(
+    tiny_gguf: Path, num_ctx: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Any path that sets num_ctx (a request, a stored create parameter, an adapter field):
+    # the load is planned in one place, so one rule covers them all.
+    engine = LlamaEngine()
+    try:
+        running = engine.preload(str(tiny_gguf), options={"num_ctx": num_ctx})
+        assert running.num_ctx == 2048
+        assert running.num_ctx == engine.model_info(str(tiny_gguf)).context_window(num_ctx)
+        assert "trained context" in caplog.text
+        assert engine.chat(str(tiny_gguf), [{"role": "user", "content": "hi"}],
+                           options={"num_ctx": num_ctx, "num_predict": 2}).usage.completion_tokens <= 2  # fmt: skip
+    finally:
+        engine.unload()
 
 
 def test_template_decides_tools(tiny_gguf_factory: Callable[..., Path]) -> None:

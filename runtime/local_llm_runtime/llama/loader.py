@@ -134,13 +134,27 @@ def _supported_kv_type(model: LocalModel, options: LoadOptions) -> LoadOptions:
 def planned_num_ctx(options: LoadOptions, trained_ctx: int) -> int:
     """The context a model is loaded with: ``num_ctx``, else the trained one up to 4096.
 
+    ``num_ctx`` is capped at the trained context when that is known, as Ollama caps
+    it: positions past it were never trained, and the KV cache a huge ``num_ctx``
+    sizes (from a request, a stored ``create`` parameter or an adapter field) would
+    fail the load or take the machine's memory. The cap is logged.
+
     Args:
         options: The load options (``num_ctx`` may be ``None``).
         trained_ctx: The model's trained context (``{arch}.context_length``);
             ``0`` or less when unknown.
     """
+    if options.num_ctx:
+        if 0 < trained_ctx < options.num_ctx:
+            logger.warning(
+                "num_ctx %d is more than the model's trained context; using %d",
+                options.num_ctx,
+                trained_ctx,
+            )
+            return trained_ctx
+        return options.num_ctx
     trained = trained_ctx if trained_ctx > 0 else DEFAULT_NUM_CTX
-    return options.num_ctx or min(DEFAULT_NUM_CTX, trained)
+    return min(DEFAULT_NUM_CTX, trained)
 
 
 def _batcher(llm: llama_cpp.Llama, parallel: int, num_ctx: int, num_batch: int) -> BatchDecoder:

@@ -75,24 +75,6 @@ async def _blocking(fn: Callable[[], Any]) -> Any:
     return await anyio.to_thread.run_sync(fn)
 
 
-async def _bounded(state: ServerState, model: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with ``num_ctx`` capped at the model's trained context, as Ollama does.
-
-    A client's ``num_ctx`` sizes the KV cache the server allocates: past the
-    trained context it buys nothing and, large enough, makes the load fail
-    (a 500) or exhausts the machine's memory for every other client.
-    """
-    asked = options.get("num_ctx")
-    if not asked:
-        return options
-    info = await _blocking(functools.partial(state.engine.model_info, model))  # 404 if unknown
-    trained = info.context_length
-    if trained and asked > trained:
-        logger.warning("%s: num_ctx %d capped at the trained context %d", model, asked, trained)
-        return {**options, "num_ctx": trained}
-    return options
-
-
 # ---- generation --------------------------------------------------------------------------------
 
 
@@ -160,7 +142,7 @@ async def chat(request: Request) -> Response:
     state = server_state(request)
     model = model_name(body.model)
     messages = wire.to_engine_messages(body.messages)
-    options = await _bounded(state, model, wire.engine_options(body.options))
+    options = wire.engine_options(body.options)
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     fmt = wire.engine_format(body.format)
     if not messages:
@@ -198,7 +180,7 @@ async def generate(request: Request) -> Response:
     wire.refuse_unsupported(body)
     state = server_state(request)
     model = model_name(body.model)
-    options = await _bounded(state, model, wire.engine_options(body.options))
+    options = wire.engine_options(body.options)
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     fmt = wire.engine_format(body.format)
     if not body.prompt:
@@ -269,7 +251,7 @@ async def embed(request: Request) -> Response:
     body = await parse_body(request, wire.EmbedRequest)
     state = server_state(request)
     model = model_name(body.model)
-    options = await _bounded(state, model, wire.engine_options(body.options))
+    options = wire.engine_options(body.options)
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     started = time.perf_counter()
@@ -314,7 +296,7 @@ async def embeddings(request: Request) -> Response:
     body = await parse_body(request, wire.EmbeddingsRequest)
     state = server_state(request)
     model = model_name(body.model)
-    options = await _bounded(state, model, wire.engine_options(body.options))
+    options = wire.engine_options(body.options)
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     if not body.prompt:
         await _blocking(

@@ -70,3 +70,19 @@ def test_a_real_stream_and_a_whole_answer(real_client: TestClient) -> None:
     whole = real_client.post("/api/chat", json={**body, "stream": False}).json()
     assert whole["done"] is True and whole["eval_count"] <= 4
     assert whole["prompt_eval_count"] > 0 and whole["eval_duration"] >= 0
+
+
+def test_a_stored_num_ctx_past_the_trained_context_still_loads(
+    real_client: TestClient, tiny_gguf: Path
+) -> None:
+    created = real_client.post(
+        "/api/create",
+        json={"model": "huge:1", "from": str(tiny_gguf), "parameters": {"num_ctx": 2**31 - 1},
+              "stream": False},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    body = {"model": "huge:1", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    answer = real_client.post("/api/generate", json=body)
+    assert answer.status_code == 200, answer.text
+    (entry,) = [m for m in real_client.get("/api/ps").json()["models"] if m["name"] == "huge:1"]
+    assert entry["context_length"] == 2048
