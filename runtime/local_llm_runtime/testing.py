@@ -46,9 +46,10 @@ What it does, so tests exercise the same paths as with a real model:
   (finish ``cancelled``), ``timeout`` (``RequestTimeoutError``),
   ``parallel_tool_calls=False`` (only the first call), ``reasoning``
   (``hide`` drops reasoning, ``inline`` puts it in the text as ``<think>...</think>``).
-  Every option is validated as by the real engine (``InvalidOptionError``);
-  the others (``temperature``, ``seed``, ``format``...) are only recorded:
-  script valid JSON yourself when a test uses ``format``.
+  Every option is validated as by the real engine (``InvalidOptionError``),
+  and so is ``format`` as a JSON schema; the others (``temperature``, ``seed``...)
+  are only recorded, and no grammar runs: script valid JSON yourself when a test
+  uses ``format``.
 * **Tool calls** must be answers to requests that offer tools: a scripted call
   of a tool the request did not offer (or with ``tool_choice="none"``) raises
   :class:`FakeEngineError`, which catches a chain that forgot ``bind_tools``.
@@ -94,7 +95,12 @@ from local_llm_runtime.errors import ModelNotFoundError
 from local_llm_runtime.interface import EngineProtocol, JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.reasoning import ReasoningMode
-from local_llm_runtime.prompt.tool_schema import normalize_tools, tool_schemas, validate_arguments
+from local_llm_runtime.prompt.tool_schema import (
+    check_json_schema,
+    normalize_tools,
+    tool_schemas,
+    validate_arguments,
+)
 from local_llm_runtime.streams import AsyncChunkStream, ChunkStream, RequestSignal
 from local_llm_runtime.types import (
     ChatResult,
@@ -630,6 +636,8 @@ class FakeEngine:
     ) -> _Plan:
         checked = validate_messages(messages)
         normalized = normalize_tools(tools)
+        if format is not None:
+            check_json_schema(format, "format")
         valid = validate_options(options or {})
         self._load(model, False, valid, keep_alive)
         response = self._record(
@@ -662,6 +670,8 @@ class FakeEngine:
         timeout: float | None = None,
     ) -> _Plan:
         validate_prompt(prompt)
+        if format is not None:
+            check_json_schema(format, "format")
         valid = validate_options(options or {})
         self._load(model, False, valid, keep_alive)
         response = self._record(

@@ -53,7 +53,7 @@ from local_llm_runtime.prompt.tool_calls import (
     json_schema_gbnf,
     tool_call_gbnf,
 )
-from local_llm_runtime.prompt.tool_schema import normalize_tools
+from local_llm_runtime.prompt.tool_schema import check_json_schema, normalize_tools
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
 from local_llm_runtime.store.library import LocalModel, ModelLibrary
@@ -245,6 +245,8 @@ class LlamaEngine:
         """
         del timeout  # @stream_method turned it into the deadline of ``cancel``
         checked = validate_messages(messages)
+        if format is not None:
+            check_json_schema(format, "format")
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)
@@ -314,6 +316,8 @@ class LlamaEngine:
         """
         del timeout  # @stream_method turned it into the deadline of ``cancel``
         validate_prompt(prompt)
+        if format is not None:
+            check_json_schema(format, "format")
         local = self.library.resolve(model)
         load, sampling, model_keep_alive = split_options(local.parameters, options)
         ttl = self._keep_alive(keep_alive, model_keep_alive)

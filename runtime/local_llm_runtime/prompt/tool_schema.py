@@ -28,7 +28,13 @@ from typing import Any
 
 from local_llm_runtime.errors import InvalidOptionError
 
-__all__ = ["closed_schema", "normalize_tools", "tool_schemas", "validate_arguments"]
+__all__ = [
+    "check_json_schema",
+    "closed_schema",
+    "normalize_tools",
+    "tool_schemas",
+    "validate_arguments",
+]
 
 
 def _empty_parameters() -> dict[str, Any]:
@@ -76,6 +82,52 @@ def _clean(node: Any, _key: str = "") -> Any:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _schema_problem(schema_json: str) -> str | None:
+    from jsonschema import SchemaError, validators
+
+    schema = json.loads(schema_json)
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        where = "#/" + "/".join(str(part) for part in exc.absolute_path)
+        return f"{exc.message} (at {where.rstrip('/')})"
+    except RecursionError:
+        return "it nests too deeply"
+    return None
+
+
+def check_json_schema(schema: Any, where: str) -> None:
+    """Refuse a caller's JSON schema that is not one (checked against its meta-schema).
+
+    Every schema a caller hands over goes through this before use: a tool's
+    ``parameters`` (:func:`normalize_tools`) and a response ``format``, so a typo such
+    as ``{"type": "strng"}`` is an error naming it, not a grammar that silently
+    allows anything. ``"json"`` and booleans (any JSON) pass.
+
+    Args:
+        schema: The schema (draft 2020-12 unless its ``$schema`` names another).
+        where: What it is, for the message (``"format"``, ``"tool 'f' parameters"``).
+
+    Raises:
+        InvalidOptionError: Not a mapping, or invalid under its meta-schema.
+    """
+    if schema == "json" or isinstance(schema, bool):
+        return
+    if not isinstance(schema, Mapping):
+        raise InvalidOptionError(
+            f"{where} must be a JSON schema (an object) or 'json', not {type(schema).__name__}."
+        )
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidOptionError(f"{where} is not a JSON-serializable schema.") from None
+    problem = _schema_problem(text)
+    if problem is not None:
+        raise InvalidOptionError(f"{where} is not a valid JSON schema: {problem}.")
+
+
 def _parameters(name: str, params: Any) -> dict[str, Any]:
     if params is None:
         return _empty_parameters()
@@ -117,17 +169,29 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
         mappings dropped at every level.
 
     Raises:
-        InvalidOptionError: If a tool has no name, gives its schema under two keys,
-            or its schema is not an object schema.
+        InvalidOptionError: If a tool has no (or an empty) name, two tools share a name,
+            a tool gives its schema under two keys, or its schema is not an object
+            schema or not a valid JSON schema (:func:`check_json_schema`).
     """
     out: list[dict[str, Any]] = []
+    names: set[str] = set()
     for tool in tools or ():
         function = tool.get("function", tool)
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        if (
+            not isinstance(function, Mapping)
+            or not isinstance(function.get("name"), str)
+            or not function["name"].strip()
+        ):
             raise InvalidOptionError(
                 f"A tool needs a name: expected {{'type': 'function', 'function': "
                 f"{{'name': ..., 'parameters': ...}}}}, got {dict(tool)!r:.200}."
             )
+        if function["name"] in names:
+            raise InvalidOptionError(
+                f"Two tools are named {function['name']!r}: the model could not tell which "
+                "to call; give each tool its own name."
+            )
+        names.add(function["name"])
         given = [key for key in _PARAMETER_KEYS if function.get(key) is not None]
         if len(given) > 1:
             raise InvalidOptionError(
@@ -136,6 +200,7 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
             )
         fn = {k: v for k, v in function.items() if k not in _PARAMETER_KEYS and v is not None}
         fn["parameters"] = _parameters(fn["name"], function.get(given[0]) if given else None)
+        check_json_schema(fn["parameters"], f"Tool {fn['name']!r}: 'parameters'")
         out.append({"type": "function", "function": fn})
     return out
 
