@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -112,7 +113,10 @@ def test_interactive_slash_commands_like_ollama(tiny_name: str) -> None:
         )
         shown = say(b"/show parameters", b">>> ")
         assert b"num_predict" in shown and b"3" in shown
-        assert b"eval count:           3 token(s)" in say(b"hello", b">>> ")  # the option applies
+        # the option applies: at most 3 tokens (the random tiny model may sample its
+        # end-of-generation token sooner)
+        counted = re.search(rb"(?m)^eval count:\s+(\d+) token", say(b"hello", b">>> "))
+        assert counted is not None and 1 <= int(counted.group(1)) <= 3
         assert b"Error: " in say(
             b"/set parameter tempreature 1", b">>> "
         )  # and the session goes on
