@@ -249,3 +249,18 @@ def test_construction_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
         RemoteEngine()
     monkeypatch.setenv("LOCAL_LLM_BASE_URL", "http://nowhere.invalid:1/v1")
     assert RemoteEngine().remote.base_url.endswith("/v1")  # no I/O at construction
+
+
+def test_async_calls_from_several_event_loops_each_get_a_client() -> None:
+    # One engine is shared by every adapter; callers may run ainvoke under several
+    # asyncio.run calls: a client whose connections belong to the first (closed) loop
+    # fails in the next.
+    from local_llm_runtime.testing import FakeEngine
+    from tests.support.server import ServerThread, make_app
+
+    with ServerThread(make_app(FakeEngine(responses=["Hello!"], cycle=True))) as server:
+        remote = RemoteSettings(base_url=server.url + "/v1", model_map={"m": "m"})
+        engine = RemoteEngine(remote=remote)
+        messages = [{"role": "user", "content": "hi"}]
+        for _ in range(3):
+            assert asyncio.run(engine.achat("m", messages)).text == "Hello!"
