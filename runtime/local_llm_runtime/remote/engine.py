@@ -156,6 +156,8 @@ class RemoteEngine:
     # ---- dialect and names (sync and async twins) ----------------------------------
 
     def _detect_from(self, response: httpx.Response | None) -> Dialect:
+        if response is not None and response.status_code in (401, 403):
+            raise error_for(response)
         if response is not None and response.status_code == 200:
             try:
                 body = response.json()

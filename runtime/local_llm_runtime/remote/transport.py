@@ -30,6 +30,7 @@ import email.utils
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -212,7 +213,9 @@ class Transport:
         self._transport = transport
         self._async_transport = async_transport
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self.sleep: Callable[[float], None] = time.sleep
         self.asleep: Callable[[float], Any] = asyncio.sleep
         self.backoff_base = BACKOFF_BASE
@@ -246,25 +249,33 @@ class Transport:
 
     @property
     def aclient(self) -> httpx.AsyncClient:
-        """The async client (created on first use; bound to the loop that first uses it)."""
-        if self._aclient is None:
-            self._aclient = httpx.AsyncClient(
+        """The async client of the running event loop (one per loop, created on first use).
+
+        An ``httpx.AsyncClient`` belongs to the loop that opened its connections; one
+        engine is shared by every adapter, and LangChain/LlamaIndex callers may run
+        ``ainvoke`` under several ``asyncio.run`` calls, so each loop gets its own.
+        """
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
                 headers=self._headers(), timeout=self._timeout(), transport=self._async_transport
             )
-        return self._aclient
+            self._aclients[loop] = client
+        return client
 
     def close(self) -> None:
-        """Close the sync client (the async one closes with :meth:`aclose`)."""
+        """Close the sync client (async ones close with :meth:`aclose`, or with their loop)."""
         if self._client is not None:
             self._client.close()
             self._client = None
 
     async def aclose(self) -> None:
-        """Close both clients."""
+        """Close the sync client and the running loop's async client."""
         self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def url(self, path: str) -> str:
         """The full URL of ``path`` (``/v1/...``, ``/api/...``) on this server."""
