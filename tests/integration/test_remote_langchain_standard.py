@@ -109,11 +109,3 @@ class TestRemoteLocalEmbeddingsIntegration(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict[str, Any]:
         return {"model": MODEL, "base_url": _server_url() + "/v1"}
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="RemoteEngine's async httpx client is bound to the first event loop that used "
-        "it; the process-wide engine then fails in the next loop ('Event loop is closed')",
-    )
-    async def test_aembed_documents(self, model: LocalEmbeddings) -> None:
-        await super().test_aembed_documents(model)
