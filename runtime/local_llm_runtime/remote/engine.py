@@ -715,9 +715,10 @@ class RemoteEngine:
             return None
         with self._lock:
             if self._local is None:
-                from local_llm_runtime.llama.engine import LlamaEngine
+                # Through the composition root, never a static import of a backend.
+                from local_llm_runtime.backends import create_engine
 
-                self._local = LlamaEngine(self.settings, library=library)
+                self._local = create_engine("llama", self.settings)
             return self._local
 
     def _server_tokenize(self, served: str, text: str, special: bool) -> list[int] | None:
