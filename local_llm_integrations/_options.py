@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
@@ -40,6 +50,7 @@ __all__ = [
     "LocalModelOptions",
     "OptionFields",
     "ReasoningSetting",
+    "RemoteFields",
     "ENGINE_FIELD_DOC",
     "EngineSetting",
     "adapter_option_fields",
@@ -284,8 +295,8 @@ ReasoningSetting = bool | Literal["separate", "hide", "inline"] | None
 
 ENGINE_FIELD_DOC = (
     "The engine that serves this model (an instance of any EngineProtocol implementation): "
-    "None (default) is the process-wide in-process llama.cpp engine, "
-    "local_llm_runtime.default_engine(), looked up at call time; pass "
+    "None (default) is the remote engine of base_url when it is set, else the process-wide "
+    "engine, local_llm_runtime.default_engine(), looked up at call time; pass "
     "local_llm_runtime.testing.FakeEngine(...) in tests, or another backend. Not serialized, "
     "not in the JSON schema; a pickled copy keeps it only if the engine itself pickles "
     "(otherwise the copy uses the process-wide engine, with a warning)."
@@ -308,16 +319,105 @@ EngineSetting = Annotated[EngineProtocol | None, PlainValidator(_check_engine), 
 """The adapters' ``engine`` field type: an engine instance or ``None`` (no JSON schema)."""
 
 
-def engine_or_default(engine: EngineProtocol | None) -> EngineProtocol:
-    """``engine``, or the process-wide in-process engine when it is ``None``.
+def engine_or_default(
+    engine: EngineProtocol | None,
+    base_url: str | None = None,
+    api_key: SecretStr | None = None,
+) -> EngineProtocol:
+    """``engine``; else the remote engine of ``base_url``; else the process-wide engine.
 
-    Looked up at call time: constructing an adapter imports no llama_cpp.
+    Looked up at call time: constructing an adapter imports no llama_cpp and
+    opens no connection. The remote engine of a configuration is created once per
+    process and shared by every adapter configured the same way
+    (:func:`local_llm_runtime.backends.remote_engine`); the process-wide engine is
+    remote when ``LOCAL_LLM_BASE_URL`` is set, in-process llama.cpp otherwise.
+
+    Raises:
+        InvalidOptionError: For a malformed ``LOCAL_LLM_*`` remote variable (named).
     """
     if engine is not None:
         return engine
+    if base_url is not None:
+        from local_llm_runtime.backends import remote_engine, remote_settings_for
+
+        return remote_engine(remote_settings_for(base_url, api_key))
     import local_llm_runtime
 
     return local_llm_runtime.default_engine()
+
+
+_URL = re.compile(r"https?://[^/\s]+\S*")
+
+
+class RemoteFields(BaseModel):
+    """``base_url`` / ``api_key``: serve an adapter from an existing server instead.
+
+    Mixed into every adapter. With ``base_url`` set, calls go to that
+    OpenAI-compatible or Ollama server (vLLM, SGLang, llama-server, Ollama,
+    ``local-llm serve``) through the remote engine of that configuration, shared
+    process-wide; without it, nothing changes (``LOCAL_LLM_BASE_URL``, or in-process
+    llama.cpp). Setting both ``engine`` and ``base_url`` is an error.
+    """
+
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of an existing OpenAI-compatible or Ollama server that serves this model "
+            "(http://gpu-box:8000/v1, http://host:11434); None (default): "
+            "LOCAL_LLM_BASE_URL if set, else in-process llama.cpp. The dialect, model map, "
+            "timeouts and retries come from the LOCAL_LLM_* variables."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description=(
+            "Key for base_url's server (sent as a bearer token); never shown or serialized. "
+            "None: LOCAL_LLM_API_KEY when base_url is LOCAL_LLM_BASE_URL's server, else none."
+        ),
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _URL.fullmatch(value):
+            raise ValueError(
+                f"base_url must be an http(s) URL such as http://gpu-box:8000/v1, not {value!r}."
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _engine_or_base_url(self) -> Any:
+        _check_one_source(getattr(self, "engine", None), self.base_url)
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assigning ``engine`` or ``base_url`` keeps the two exclusive.
+
+        Raises:
+            ValueError: When both would be set.
+        """
+        if name == "engine" and value is not None:
+            _check_one_source(value, self.base_url)
+        elif name == "base_url" and value is not None:
+            _check_one_source(getattr(self, "engine", None), value)
+        super().__setattr__(name, value)
+
+    def serving_engine(self) -> EngineProtocol:
+        """The engine this adapter calls (see :func:`engine_or_default`)."""
+        return engine_or_default(getattr(self, "engine", None), self.base_url, self.api_key)
+
+
+def _check_one_source(engine: Any, base_url: str | None) -> None:
+    if engine is not None and base_url is not None:
+        raise ValueError(
+            f"engine and base_url={base_url!r} both say which engine serves the model; "
+            "pass only one of them (base_url selects a remote engine for that server)."
+        )
 
 
 def known_arguments(cls: type[BaseModel], extra: Iterable[str] = ()) -> frozenset[str]:
@@ -366,7 +466,7 @@ def reasoning_mode(setting: ReasoningSetting) -> Literal["separate", "hide", "in
     )
 
 
-class LocalModelOptions(LangChainOptionFields):
+class LocalModelOptions(LangChainOptionFields, RemoteFields):
     """The options every LangChain adapter accepts (see Ollama's Modelfile parameters).
 
     The Ollama-named option fields (``temperature`` ... ``keep_alive``) come from
@@ -406,11 +506,20 @@ class LocalModelOptions(LangChainOptionFields):
         super().__init__(**data)
         self.check_option_values()
 
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """LangChain's serialization writes a reference to the variable, never the key."""
+        return {"api_key": "LOCAL_LLM_API_KEY"}
+
     @model_validator(mode="after")
     def _maybe_preload(self) -> LocalModelOptions:
         if self.preload:
-            engine_or_default(self.engine).preload(self.model, options=self.engine_options())
+            self.serving_engine().preload(self.model, options=self.engine_options())
         return self
+
+    def _server(self) -> dict[str, str]:
+        """``{"base_url": ...}`` when remote (part of the LLM cache key), else ``{}``."""
+        return {"base_url": self.base_url} if self.base_url else {}
 
     def engine_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The Ollama-named options that are set, with per-call overrides applied."""

@@ -35,7 +35,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
-from local_llm_integrations._options import LocalModelOptions, engine_or_default, reasoning_mode
+from local_llm_integrations._options import LocalModelOptions, reasoning_mode
 from local_llm_integrations.langchain._convert import (
     message_chunk,
     restore_invalid_tool_calls,
@@ -96,7 +96,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, **self.engine_options()}
+        return {"model": self.model, **self._server(), **self.engine_options()}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -122,7 +122,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
 
         Reads the model's vocabulary only; the weights are not loaded.
         """
-        return engine_or_default(self.engine).tokenize(self.model, text)
+        return self.serving_engine().tokenize(self.model, text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -133,7 +133,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         rendering in the template is counted too.
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools] if tools else None
-        return engine_or_default(self.engine).count_chat_tokens(
+        return self.serving_engine().count_chat_tokens(
             self.model, to_runtime_messages(messages), tools=formatted
         )
 
@@ -176,7 +176,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         model, runtime_messages, call = self._request(messages, stop, kwargs)
         # Closed on every path (an exception in the caller's loop, an abandoned
         # generator): the stream holds the model until it is closed.
-        with engine_or_default(self.engine).chat_stream(
+        with self.serving_engine().chat_stream(
             model, runtime_messages, timeout=self.timeout, **call
         ) as stream:
             for chunk in stream:
@@ -193,7 +193,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         model, runtime_messages, call = self._request(messages, stop, kwargs)
-        async with engine_or_default(self.engine).achat_stream(
+        async with self.serving_engine().achat_stream(
             model, runtime_messages, timeout=self.timeout, **call
         ) as stream:
             async for chunk in stream:

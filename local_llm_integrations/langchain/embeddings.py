@@ -10,8 +10,8 @@ from pydantic import ConfigDict, Field, model_validator
 from local_llm_integrations._options import (
     EmbeddingOptionFields,
     EngineSetting,
+    RemoteFields,
     check_constructor_arguments,
-    engine_or_default,
 )
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.types import EmbeddingTask
@@ -19,7 +19,7 @@ from local_llm_runtime.types import EmbeddingTask
 __all__ = ["LocalEmbeddings"]
 
 
-class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
+class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
     """Embed text with a local GGUF model (an embedding model, or a chat model with mean pooling).
 
     Runs on its own pool entry (llama.cpp embedding mode), batched, one vector
@@ -84,7 +84,7 @@ class LocalEmbeddings(EmbeddingOptionFields, Embeddings):
         return self
 
     def _serving_engine(self) -> EngineProtocol:
-        return engine_or_default(self.engine)
+        return self.serving_engine()
 
     def _options(self) -> dict[str, Any]:
         return self.option_values(("load",))

@@ -11,7 +11,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
-from local_llm_integrations._options import LocalModelOptions, engine_or_default
+from local_llm_integrations._options import LocalModelOptions
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
 from local_llm_runtime.validation import check_arguments
 
@@ -56,11 +56,11 @@ class LocalLLM(LocalModelOptions, BaseLLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "raw": self.raw, **self.engine_options()}
+        return {"model": self.model, "raw": self.raw, **self._server(), **self.engine_options()}
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` from the model's own tokenizer (not GPT-2's)."""
-        return engine_or_default(self.engine).tokenize(self.model, text)
+        return self.serving_engine().tokenize(self.model, text)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -104,7 +104,7 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
-        with engine_or_default(self.engine).generate_stream(
+        with self.serving_engine().generate_stream(
             model, prompt, timeout=self.timeout, **call
         ) as stream:
             for chunk in stream:
@@ -123,7 +123,7 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
-        async with engine_or_default(self.engine).agenerate_stream(
+        async with self.serving_engine().agenerate_stream(
             model, prompt, timeout=self.timeout, **call
         ) as stream:
             async for chunk in stream:

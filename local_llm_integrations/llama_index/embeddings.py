@@ -17,8 +17,8 @@ from local_llm_integrations._options import (
     ENGINE_FIELD_DOC,
     EmbeddingOptionFields,
     EngineSetting,
+    RemoteFields,
     check_constructor_arguments,
-    engine_or_default,
 )
 from local_llm_runtime.interface import EngineProtocol
 from local_llm_runtime.types import EmbeddingTask
@@ -26,7 +26,7 @@ from local_llm_runtime.types import EmbeddingTask
 __all__ = ["LocalEmbedding"]
 
 
-class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
+class LocalEmbedding(EmbeddingOptionFields, RemoteFields, BaseEmbedding):
     """Text and query embeddings from a local GGUF model (embedding or generative).
 
     The load options (``num_ctx``, ``num_batch``, ``num_gpu``, ``num_thread``) and
@@ -114,7 +114,7 @@ class LocalEmbedding(EmbeddingOptionFields, BaseEmbedding):
         return "LocalEmbedding"
 
     def _serving_engine(self) -> EngineProtocol:
-        return engine_or_default(self.engine)
+        return self.serving_engine()
 
     def _options(self) -> dict[str, Any]:
         return self.option_values(("load",))

@@ -40,8 +40,8 @@ from local_llm_integrations._options import (
     ENGINE_FIELD_DOC,
     EngineSetting,
     LlamaIndexOptionFields,
+    RemoteFields,
     check_constructor_arguments,
-    engine_or_default,
 )
 from local_llm_integrations.llama_index._convert import (
     ChatAccumulator,
@@ -77,7 +77,7 @@ dispatcher = get_dispatcher(__name__)
 _FIELD_ALIASES = {"max_tokens": "num_predict", "thinking": "reasoning", "context_window": "num_ctx"}
 
 
-class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
+class LocalLLM(LlamaIndexOptionFields, RemoteFields, FunctionCallingLLM):
     """A local GGUF model for LlamaIndex, in-process, with Ollama's names and options.
 
     Every instance naming the same model (and every LangChain adapter in the
@@ -190,7 +190,7 @@ class LocalLLM(LlamaIndexOptionFields, FunctionCallingLLM):
         return "LocalLLM"
 
     def _serving_engine(self) -> EngineProtocol:
-        return engine_or_default(self.engine)
+        return self.serving_engine()
 
     @property
     def metadata(self) -> LLMMetadata:

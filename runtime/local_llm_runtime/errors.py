@@ -28,9 +28,11 @@ __all__ = [
     "OfflineError",
     "QuantizationNotFoundError",
     "RequestTimeoutError",
+    "ServerUnavailableError",
     "StoreError",
     "StreamReclaimedError",
     "TemplateError",
+    "ToolCallMissingError",
     "UnknownOptionError",
     "UnsupportedSchemaError",
 ]
@@ -228,3 +230,42 @@ class UnsupportedSchemaError(InvalidOptionError):
 
 class LlamaBindingError(ModelLoadError):
     """The installed llama-cpp-python lacks a function (or signature) the runtime calls."""
+
+
+class ServerUnavailableError(LocalLLMError, ConnectionError):
+    """A remote server (``base_url``) could not be reached, or kept failing after retries.
+
+    Attributes:
+        url: The URL that was tried (never with credentials).
+        status: The last HTTP status (``None``: no answer at all).
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+
+class ToolCallMissingError(InvalidToolCallError):
+    """A tool call was forced (``tool_choice`` required or a name) but the answer has none.
+
+    Raised by the remote backend when the server ignores ``tool_choice`` (Ollama
+    does) or did not honour it, instead of passing a plain answer off as the call.
+
+    Attributes:
+        tool_choice: What was forced.
+    """
+
+    def __init__(self, tool_choice: str, server: str) -> None:
+        self.tool_choice = tool_choice
+        self.tool_name = "" if tool_choice in ("required", "any") else tool_choice
+        self.arguments = {}
+        self.error = "no tool call"
+        forced = "a tool call" if not self.tool_name else f"a call of tool {self.tool_name!r}"
+        LocalLLMError.__init__(
+            self,
+            f"tool_choice forced {forced}, but the answer from {server} has none (the "
+            "server does not enforce tool_choice; Ollama ignores it). Ask again, use a "
+            "server that enforces it (vLLM, llama-server, local-llm serve over /v1), or "
+            "run the model in-process.",
+        )

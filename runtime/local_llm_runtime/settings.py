@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_HF_ENDPOINT",
     "DEFAULT_HOST",
     "KV_CACHE_TYPES",
+    "RemoteDialect",
+    "RemoteSettings",
     "RuntimeSettings",
     "ServerSettings",
     "parse_duration",
@@ -353,4 +355,123 @@ class ServerSettings(BaseModel):
             api_key=SecretStr(key) if key else None,
             max_queue=max_queue,
             max_body_bytes=_positive_int(env, "LOCAL_LLM_MAX_BODY", 32 * 1024 * 1024),
+        )
+
+
+RemoteDialect = Literal["auto", "openai", "ollama"]
+
+
+def _model_map(raw: str | None) -> dict[str, str]:
+    """``LOCAL_LLM_MODEL_MAP``: ``local=served,local2=served2`` or a JSON object."""
+    if raw is None or not raw.strip():
+        return {}
+    text = raw.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidOptionError(f"LOCAL_LLM_MODEL_MAP is not valid JSON: {exc.msg}.") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise InvalidOptionError("LOCAL_LLM_MODEL_MAP must map names to names (strings).")
+        return dict(data)
+    out: dict[str, str] = {}
+    for pair in text.split(","):
+        local, sep, served = pair.partition("=")
+        if not sep or not local.strip() or not served.strip():
+            raise InvalidOptionError(
+                f"LOCAL_LLM_MODEL_MAP entry {pair.strip()!r} is not LOCAL=SERVED "
+                "(e.g. qwen2.5:7b=Qwen/Qwen2.5-7B-Instruct)."
+            )
+        out[local.strip()] = served.strip()
+    return out
+
+
+class RemoteSettings(BaseModel):
+    """Where the remote backend sends requests (an OpenAI-compatible or Ollama server).
+
+    Set per adapter (``base_url=``, ``api_key=``) or for the whole process through
+    the environment (:meth:`from_env`); without a base URL nothing is remote.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    """The server's URL, e.g. ``http://gpu-box:8000/v1`` (vLLM, llama-server) or
+    ``http://host:11434`` (Ollama, ``local-llm serve``) (``LOCAL_LLM_BASE_URL``)."""
+
+    api_key: SecretStr | None = None
+    """Sent as ``Authorization: Bearer`` (``LOCAL_LLM_API_KEY``); never logged."""
+
+    dialect: RemoteDialect = "auto"
+    """``openai`` (``/v1/...``), ``ollama`` (``/api/...``) or ``auto``: detected once
+    from the URL and the server (``LOCAL_LLM_REMOTE_DIALECT``)."""
+
+    model_map: dict[str, str] = Field(default_factory=dict)
+    """Local name -> the name the server serves (``LOCAL_LLM_MODEL_MAP``:
+    ``qwen2.5:7b=Qwen/Qwen2.5-7B-Instruct,...`` or a JSON object)."""
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to establish a connection (``LOCAL_LLM_REMOTE_CONNECT_TIMEOUT``)."""
+
+    read_timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for the next bytes of a response (``LOCAL_LLM_REMOTE_READ_TIMEOUT``)."""
+
+    max_retries: int = Field(default=2, ge=0)
+    """Retries, with exponential backoff, on connection errors, 429 and 503, before any
+    output was received (``LOCAL_LLM_REMOTE_MAX_RETRIES``)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RemoteSettings | None:
+        """The environment's remote settings; ``None`` when ``LOCAL_LLM_BASE_URL`` is unset.
+
+        Raises:
+            InvalidOptionError: For a malformed value (the message names the variable).
+        """
+        env = os.environ if env is None else env
+        base_url = (env.get("LOCAL_LLM_BASE_URL") or "").strip()
+        if not base_url:
+            return None
+        if not re.match(r"https?://[^/\s]+", base_url):
+            raise InvalidOptionError(
+                f"LOCAL_LLM_BASE_URL={base_url!r} is not an http(s) URL "
+                "(e.g. http://gpu-box:8000/v1)."
+            )
+        dialect = (env.get("LOCAL_LLM_REMOTE_DIALECT") or "auto").strip().lower()
+        if dialect not in ("auto", "openai", "ollama"):
+            raise InvalidOptionError(
+                f"LOCAL_LLM_REMOTE_DIALECT={dialect!r} is not one of auto, openai, ollama."
+            )
+        key = (env.get("LOCAL_LLM_API_KEY") or "").strip()
+        timeouts: dict[str, float] = {}
+        for name, var in (
+            ("connect_timeout", "LOCAL_LLM_REMOTE_CONNECT_TIMEOUT"),
+            ("read_timeout", "LOCAL_LLM_REMOTE_READ_TIMEOUT"),
+        ):
+            raw = env.get(var)
+            if raw and raw.strip():
+                try:
+                    seconds = parse_duration(raw)
+                except InvalidOptionError as exc:
+                    raise InvalidOptionError(f"{var}: {exc}") from None
+                if seconds <= 0:
+                    raise InvalidOptionError(f"{var} must be positive.")
+                timeouts[name] = seconds
+        retries_raw = (env.get("LOCAL_LLM_REMOTE_MAX_RETRIES") or "").strip()
+        try:
+            retries = int(retries_raw) if retries_raw else 2
+        except ValueError:
+            raise InvalidOptionError(
+                f"LOCAL_LLM_REMOTE_MAX_RETRIES={retries_raw!r} is not an integer."
+            ) from None
+        return cls(
+            base_url=base_url.rstrip("/"),
+            api_key=SecretStr(key) if key else None,
+            dialect=dialect,  # type: ignore[arg-type]
+            model_map=_model_map(env.get("LOCAL_LLM_MODEL_MAP")),
+            max_retries=max(0, retries),
+            **timeouts,
         )

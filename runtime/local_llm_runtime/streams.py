@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -47,6 +47,7 @@ from local_llm_runtime.types import Chunk, FinalChunk, Timings, Usage
 __all__ = [
     "MAX_WORKERS",
     "AsyncChunkStream",
+    "NativeAsyncChunkStream",
     "ChunkStream",
     "QueueLeftError",
     "RequestSignal",
@@ -501,6 +502,90 @@ class AsyncChunkStream(AsyncIterator[Chunk]):
         tb: TracebackType | None,
     ) -> None:
         self._close()
+
+
+class NativeAsyncChunkStream(AsyncChunkStream):
+    """An :class:`AsyncChunkStream` over a native async generator: no worker thread.
+
+    For backends whose I/O is itself async (the remote backend over
+    ``httpx.AsyncClient``). Same behaviour as the threaded stream: ``async for``,
+    ``async with`` and :meth:`aclose` (which closes the generator, and so its
+    HTTP response); cancelling the consuming task cancels the generator where it
+    waits; past the request's deadline reading raises
+    :class:`~local_llm_runtime.errors.RequestTimeoutError`. The caller's cancel
+    event is the generator's to check (it ends with a ``cancelled`` final chunk).
+
+    Args:
+        start: Creates the async generator of chunks, given the request's signal
+            (called on the first read, in the consuming task).
+        signal: The request's cancel flag and deadline (its clock started at the call).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[RequestSignal], AsyncGenerator[Chunk, None]],
+        signal: RequestSignal,
+    ) -> None:
+        self.signal = signal
+        self._start = start
+        self._agen: AsyncGenerator[Chunk, None] | None = None
+        self._finished = False
+
+    async def __anext__(self) -> Chunk:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._agen is None:
+            self._agen = self._start(self.signal)
+        agen = self._agen
+        deadline = self.signal.deadline
+        try:
+            if deadline is None:
+                chunk = await agen.__anext__()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(agen.__anext__(), remaining)
+        except StopAsyncIteration:
+            self._finished = True
+            raise
+        except asyncio.TimeoutError:
+            await self._end()
+            if self.signal.timed_out:
+                raise self.signal.timeout_error() from None
+            raise
+        except BaseException:
+            await self._end()
+            raise
+        return chunk
+
+    async def _end(self) -> None:
+        self._finished = True
+        self.signal.set()
+        if self._agen is not None:
+            await self._agen.aclose()
+
+    def _close(self) -> None:
+        self._finished = True
+        self.signal.set()
+
+    def __del__(self) -> None:
+        # The event loop's async-generator hooks close an unfinished generator.
+        signal = self.__dict__.get("signal")
+        if signal is not None:
+            signal.set()
+
+    async def aclose(self) -> None:
+        """Stop generating and close the generator (and its HTTP response) now."""
+        await self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._end()
 
 
 def stream_method(fn: Callable[P, Iterator[Chunk]]) -> Callable[P, ChunkStream]:

@@ -1,6 +1,6 @@
 """The architecture's arrows, enforced (DESIGN.md "The house").
 
-adapters -> interface -> backends (llama/, later remote/) -> llama_cpp; store/ and
+adapters -> interface -> backends (llama/ -> llama_cpp; remote/ -> HTTP only); store/ and
 prompt/ are pure and never reach a backend. Two complementary checks:
 
 * static: the import-linter contracts in ``pyproject.toml``, one test each
@@ -38,6 +38,7 @@ def test_every_arrow_rule_has_a_contract() -> None:
         "adapters-on-interface",
         "cli-on-interface",
         "server-on-interface",
+        "remote-without-llama",
         "prompt-without-store",
         "runtime-without-frameworks",
     }
