@@ -149,9 +149,28 @@ def validate_texts(texts: object) -> list[str]:
     return out
 
 
+SYNONYMS: dict[str, str] = {
+    "api_base": "base_url",  # LlamaIndex OpenAI/OpenAILike, old openai SDK
+    "openai_api_base": "base_url",  # LangChain ChatOpenAI
+    "host": "base_url",  # ollama.Client
+    "endpoint": "base_url",
+    "url": "base_url",
+    "openai_api_key": "api_key",  # LangChain ChatOpenAI
+    "max_new_tokens": "num_predict",  # transformers
+}
+"""Other libraries' names for our arguments: suggested before spelling neighbours."""
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
-    """The known name closest to ``name`` (``difflib``), or ``None`` if none is close."""
+    """The known name closest to ``name``, or ``None`` if none is close.
+
+    Another library's name for the same thing (:data:`SYNONYMS`) first, then the
+    same name in another case, then a spelling neighbour (``difflib``).
+    """
     candidates = sorted(set(known))
+    synonym = SYNONYMS.get(name.lower())
+    if synonym in candidates:
+        return synonym
     lowered = {k.lower(): k for k in candidates}
     if name.lower() in lowered:
         return lowered[name.lower()]

@@ -337,7 +337,10 @@ MISSPELT: list[tuple[str, dict[str, Any], str | None]] = [
     ("ChatLocal", {"max_token": 5}, "max_tokens"),
     ("ChatLocal", {"numctx": 512}, "num_ctx"),
     ("ChatLocal", {"Temperature": 0.3}, "temperature"),
-    ("ChatLocal", {"api_base": "http://x"}, None),
+    ("ChatLocal", {"api_base": "http://x"}, "base_url"),  # another library's name first
+    ("ChatLocal", {"openai_api_key": "k"}, "api_key"),
+    ("IndexLLM", {"api_base": "http://x"}, "base_url"),
+    ("ChatLocal", {"frobnicate": 1}, None),
     ("LocalLLM", {"temprature": 0.3}, "temperature"),
     ("LocalLLM", {"systen": "be brief"}, "system"),
     ("LocalEmbeddings", {"dimensions": 64}, None),
