@@ -1,0 +1,284 @@
+"""A demanding user against the remote backend: broken, stalled and odd servers.
+
+A raw loopback TCP server (:class:`RawServer`) sends exactly the bytes each case
+needs (a reset mid-stream, a clean close without the end marker, a stall), and
+records when the client hangs up; recorded answers (``httpx.MockTransport``)
+cover odd bodies. The rule under test: an answer is only passed on as complete
+when the server said it was complete; everything else is a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+
+import httpx
+import pytest
+
+from local_llm_runtime.errors import (
+    LocalLLMError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+)
+from local_llm_runtime.remote import RemoteEngine
+from local_llm_runtime.settings import RemoteSettings
+from local_llm_runtime.types import FinalChunk, TextDelta
+
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def ev(data: object) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def nd(data: object) -> bytes:
+    return (json.dumps(data) + "\n").encode()
+
+
+def chunked(piece: bytes) -> bytes:
+    return f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+
+
+OPENAI_PART = [
+    ev({"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}),
+    ev({"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": None}]}),
+]
+OLLAMA_PART = [
+    nd({"model": "m", "message": {"role": "assistant", "content": "Hel"}, "done": False}),
+    nd({"model": "m", "message": {"role": "assistant", "content": "lo"}, "done": False}),
+]
+MODELS = json.dumps({"object": "list", "data": [{"id": "m"}], "models": [{"name": "m"}]}).encode()
+
+
+class RawServer:
+    """One-request-at-a-time HTTP/1.1 server on loopback that plays ``mode`` for generation.
+
+    Modes: ``reset`` (two events then a TCP reset), ``eof`` (two events, then a clean
+    close of a ``Connection: close`` body without the end marker), ``chunked-eof``
+    (two events then the terminating chunk, no end marker), ``stall`` (two events,
+    then nothing until the client hangs up).
+    """
+
+    def __init__(self, mode: str, dialect: str) -> None:
+        self.mode = mode
+        self.dialect = dialect
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[str] = []
+        self.hung_up = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(body) < length:
+                body += conn.recv(65536)
+            path = head.split(b" ")[1].decode()
+            self.requests.append(path)
+            if path.endswith(("/models", "/api/tags")):
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(MODELS)}\r\nconnection: close\r\n\r\n".encode()
+                    + MODELS
+                )
+                return
+            part = OPENAI_PART if self.dialect == "openai" else OLLAMA_PART
+            ctype = b"text/event-stream" if self.dialect == "openai" else b"application/x-ndjson"
+            if self.mode == "eof":
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\nconnection: close\r\n\r\n"
+                )
+                for piece in part:
+                    conn.sendall(piece)
+                return
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: "
+                + ctype
+                + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for piece in part:
+                conn.sendall(chunked(piece))
+            if self.mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            if self.mode == "chunked-eof":
+                conn.sendall(b"0\r\n\r\n")
+                time.sleep(0.2)
+                return
+            # stall: wait for the client to hang up
+            conn.settimeout(30)
+            try:
+                while conn.recv(1):
+                    pass
+            except OSError:
+                pass
+            self.hung_up.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def engine_for(server: RawServer, **fields: object) -> RemoteEngine:
+    base = server.url + "/v1" if server.dialect == "openai" else server.url
+    remote = RemoteSettings(base_url=base, dialect=server.dialect, **fields)  # type: ignore[arg-type]
+    engine = RemoteEngine(remote=remote)
+    engine.http.sleep = lambda s: None  # type: ignore[assignment]
+    return engine
+
+
+@pytest.fixture(params=["openai", "ollama"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.parametrize("mode", ["reset", "eof", "chunked-eof"])
+def test_a_broken_answer_is_a_typed_error_not_a_short_answer(dialect: str, mode: str) -> None:
+    server = RawServer(mode, dialect)
+    try:
+        engine = engine_for(server)
+        with pytest.raises(ServerUnavailableError, match="incomplete"):
+            engine.chat("m", USER)
+        seen: list[object] = []
+
+        def consume() -> None:
+            with engine.chat_stream("m", USER) as stream:
+                seen.extend(stream)
+
+        with pytest.raises(ServerUnavailableError, match="incomplete"):
+            consume()
+        assert [c.text for c in seen if isinstance(c, TextDelta)] == ["Hel", "lo"]
+        assert not any(isinstance(c, FinalChunk) for c in seen)
+        with pytest.raises(ServerUnavailableError, match="incomplete"):
+            asyncio.run(engine.achat("m", USER))
+        # Output had started: never sent twice.
+        generation = [p for p in server.requests if not p.endswith(("/models", "/api/tags"))]
+        assert len(generation) == 3
+    finally:
+        server.close()
+
+
+def test_a_stalled_stream_times_out_and_hangs_up(dialect: str) -> None:
+    server = RawServer("stall", dialect)
+    try:
+        engine = engine_for(server, read_timeout=0.5)
+        with pytest.raises(ServerUnavailableError, match="did not answer in time"):
+            engine.chat("m", USER)
+        assert server.hung_up.wait(10)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_the_request_timeout_is_honoured_mid_stream(dialect: str, how: str) -> None:
+    server = RawServer("stall", dialect)
+    try:
+        engine = engine_for(server, read_timeout=60)
+        started = time.monotonic()
+
+        def call() -> object:
+            if how == "sync":
+                return engine.chat("m", USER, timeout=0.5)
+            return asyncio.run(engine.achat("m", USER, timeout=0.5))
+
+        with pytest.raises(RequestTimeoutError):
+            call()
+        assert time.monotonic() - started < 30  # not the 60 s read timeout
+        assert server.hung_up.wait(10)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_closing_a_stream_hangs_up_on_the_server(dialect: str, how: str) -> None:
+    server = RawServer("stall", dialect)
+    try:
+        engine = engine_for(server, read_timeout=60)
+        if how == "sync":
+            stream = engine.chat_stream("m", USER)
+            assert isinstance(next(stream), TextDelta)
+            stream.close()
+        else:
+
+            async def main() -> None:
+                stream = engine.achat_stream("m", USER)
+                assert isinstance(await stream.__anext__(), TextDelta)
+                await stream.aclose()
+
+            asyncio.run(main())
+        assert server.hung_up.wait(10)
+    finally:
+        server.close()
+
+
+def _recorded(body: bytes, ctype: str, status: int = 200) -> RemoteEngine:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, content=MODELS)
+        return httpx.Response(status, content=body, headers={"content-type": ctype})
+
+    remote = RemoteSettings(base_url="http://gpu-box:8000/v1")
+    return RemoteEngine(
+        remote=remote,
+        transport=httpx.MockTransport(handler),
+        async_transport=httpx.MockTransport(handler),
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "words"),
+    [
+        (b"<html><body>Welcome to nginx</body></html>", "text/html", "text/html"),
+        (b'{"choices": [{"message": {"content": "x"}}]}', "application/json", "application/json"),
+        (b"data: {oops\n\n", "text/event-stream", "not JSON"),
+        (b"data: [1, 2]\n\n", "text/event-stream", "list"),
+    ],
+)
+def test_a_200_that_is_not_a_stream_names_what_came(body: bytes, ctype: str, words: str) -> None:
+    engine = _recorded(body, ctype)
+    for call in (lambda: engine.chat("m", USER), lambda: asyncio.run(engine.achat("m", USER))):
+        with pytest.raises(ServerUnavailableError) as info:
+            call()
+        assert words in str(info.value)
+        assert "broke" not in str(info.value)
+        assert isinstance(info.value, LocalLLMError)
+
+
+def test_finish_reason_length_is_kept() -> None:
+    body = ev({"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": "length"}]})
+    result = _recorded(body + b"data: [DONE]\n\n", "text/event-stream").chat("m", USER)
+    assert (result.text, result.finish_reason) == ("Hel", "length")
+
+
+def test_done_marker_alone_ends_an_answer() -> None:
+    # A server that sends [DONE] but never a finish_reason: complete by the protocol.
+    result = _recorded(OPENAI_PART[0] + b"data: [DONE]\n\n", "text/event-stream").chat("m", USER)
+    assert (result.text, result.finish_reason) == ("Hel", "stop")
+
+
+def test_a_finish_reason_without_done_marker_ends_an_answer() -> None:
+    body = ev({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]})
+    result = _recorded(body, "text/event-stream").chat("m", USER)
+    assert (result.text, result.finish_reason) == ("Hi", "stop")
