@@ -15,6 +15,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -282,3 +284,105 @@ def test_a_finish_reason_without_done_marker_ends_an_answer() -> None:
     body = ev({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]})
     result = _recorded(body, "text/event-stream").chat("m", USER)
     assert (result.text, result.finish_reason) == ("Hi", "stop")
+
+
+# ---- base_url: one rule for the adapters, RemoteSettings and LOCAL_LLM_BASE_URL ----------
+
+SECRET = "pw-s3cret-77"
+KEY = "sk-never-shown-42"
+
+
+def _url_sources() -> list[Callable[[str], str]]:
+    from local_llm_integrations import ChatLocal
+    from local_llm_integrations.llama_index import LocalEmbedding, LocalLLM
+
+    return [
+        lambda url: RemoteSettings(base_url=url).base_url,
+        lambda url: RemoteSettings.from_env({"LOCAL_LLM_BASE_URL": url}).base_url,  # type: ignore[union-attr]
+        lambda url: str(ChatLocal(model="m", base_url=url).base_url),
+        lambda url: str(LocalLLM(model="m", base_url=url).base_url),
+        lambda url: str(LocalEmbedding(model_name="m", base_url=url).base_url),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("http://h:8000/v1", "http://h:8000/v1"),
+        ("http://h:8000/v1/", "http://h:8000/v1"),
+        ("  http://h:8000/v1/  ", "http://h:8000/v1"),
+        ("http://h:8000/v1/chat/completions", "http://h:8000/v1"),
+        ("http://h:8000/v1/completions/", "http://h:8000/v1"),
+        ("http://h:8000/v1/embeddings", "http://h:8000/v1"),
+        ("http://h:8000/v1/models", "http://h:8000/v1"),
+        ("https://gw.example/team/v1/chat/completions", "https://gw.example/team/v1"),
+        ("http://h:11434/api/chat", "http://h:11434"),
+        ("http://h:11434/api/generate", "http://h:11434"),
+        ("http://h:11434/", "http://h:11434"),
+        ("https://h", "https://h"),
+    ],
+)
+def test_base_url_variants_reach_the_server_root(given: str, used: str) -> None:
+    for source in _url_sources():
+        assert source(given) == used
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        f"http://bob:{SECRET}@h:8000/v1",
+        f"https://{SECRET}@h/v1",
+        f"ftp://bob:{SECRET}@h",
+        f"h:8000/{SECRET}",
+    ],
+)
+def test_a_refused_base_url_never_shows_credentials(given: str) -> None:
+    for source in _url_sources():
+        with pytest.raises(ValueError, match=r"http|api_key") as info:
+            source(given)
+        if "@" in given:
+            assert SECRET not in str(info.value)
+
+
+def test_a_pasted_endpoint_url_works_against_serve(dialect: str, tiny_gguf: Path) -> None:
+    from local_llm_runtime.store.library import ModelLibrary
+    from local_llm_runtime.testing import FakeEngine
+    from tests.support.server import ServerThread, make_app
+
+    ModelLibrary().create("tiny:1b", str(tiny_gguf))
+    with ServerThread(make_app(FakeEngine(responses=["Hello!"], cycle=True))) as server:
+        pasted = server.url + ("/v1/chat/completions" if dialect == "openai" else "/api/chat")
+        engine = RemoteEngine(remote=RemoteSettings(base_url=pasted))
+        assert engine.chat("tiny:1b", USER).text == "Hello!"
+        assert engine.dialect() == dialect
+
+
+def test_the_api_key_is_never_logged_or_shown(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import pickle
+
+    from local_llm_integrations import ChatLocal
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, content=MODELS)
+        return httpx.Response(401, json={"error": {"message": "bad key"}})
+
+    caplog.set_level(logging.DEBUG)
+    remote = RemoteSettings(base_url="http://gpu-box:8000/v1", api_key=KEY)  # type: ignore[arg-type]
+    engine = RemoteEngine(
+        remote=remote,
+        transport=httpx.MockTransport(handler),
+        async_transport=httpx.MockTransport(handler),
+    )
+    shown: list[str] = [repr(engine), repr(engine.remote), repr(engine.http), str(remote)]
+    for call in (lambda: engine.chat("m", USER), lambda: asyncio.run(engine.achat("m", USER))):
+        with pytest.raises(LocalLLMError) as info:
+            call()
+        shown.append(str(info.value))
+    chat = ChatLocal(model="m", base_url="http://gpu-box:8000/v1", api_key=KEY)
+    shown += [repr(chat), str(chat.model_dump()), chat.model_dump_json(), str(chat.to_json())]
+    assert pickle.loads(pickle.dumps(chat)).api_key.get_secret_value() == KEY  # type: ignore[union-attr]
+    shown += [r.getMessage() for r in caplog.records]
+    assert caplog.records  # httpx logged the requests
+    assert not [s for s in shown if KEY in s]
