@@ -25,8 +25,10 @@ What differs from in-process, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import (
@@ -427,6 +429,7 @@ class RemoteEngine:
                 )
             except ModelNotFoundError as exc:
                 raise self._not_found(call, exc) from None
+            watcher = _HangUp(signal, response)
             try:
                 sse = path.startswith("/v1/")
                 if not _streamable(response, sse=sse):
@@ -439,7 +442,13 @@ class RemoteEngine:
                     yield from self._apply(path, assembler, data)
                 self._check_complete(assembler)
                 yield from self._finish(call, assembler.end())
+            except (httpx.TransportError, ServerUnavailableError):
+                if watcher.fired and not signal.timed_out:  # cancelled or closed mid-read
+                    yield from assembler.end(cancelled=True)
+                    return
+                raise
             finally:
+                watcher.stop()
                 response.close()
         except ServerUnavailableError:
             if signal.timed_out:
@@ -992,6 +1001,49 @@ class RemoteEngine:
     async def aclose(self) -> None:
         """Close both HTTP clients."""
         await self.http.aclose()
+
+
+class _HangUp:
+    """Hang up a sync response when its request is cancelled, closed or past its deadline.
+
+    A sync read blocks in the socket until bytes come (up to the read timeout), so a
+    ``cancel`` event set, or ``stream.close()`` called, from another thread while the
+    server is silent would wait for the read timeout (600 s by default). A daemon
+    thread polls the signal every :attr:`TICK` seconds and shuts the socket down,
+    which ends the blocked read at once and tells the server (it sees the
+    disconnect). Responses without a socket (``httpx.MockTransport``) are left alone.
+    """
+
+    TICK = 0.05
+
+    def __init__(self, signal: RequestSignal, response: httpx.Response) -> None:
+        self.fired = False
+        self._signal = signal
+        self._response = response
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        stream = response.extensions.get("network_stream")
+        self._sock = stream.get_extra_info("socket") if stream is not None else None
+        if self._sock is not None:
+            threading.Thread(
+                target=self._watch, args=(self._sock,), daemon=True, name="remote-hang-up"
+            ).start()
+
+    def _watch(self, sock: socket.socket) -> None:
+        while not self._done.wait(self.TICK):
+            if self._signal.is_set():
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self.fired = True
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def stop(self) -> None:
+        """The response is done with: stop watching (never hang up after this)."""
+        with self._lock:
+            self._done.set()
 
 
 _NOT_NDJSON = ("text/html", "application/xml", "text/xml")

@@ -235,6 +235,32 @@ def test_closing_a_stream_hangs_up_on_the_server(dialect: str, how: str) -> None
         server.close()
 
 
+@pytest.mark.parametrize("how", ["cancel-event", "close-from-another-thread"])
+def test_a_stalled_sync_stream_stops_when_cancelled_from_another_thread(
+    dialect: str, how: str
+) -> None:
+    # The read is blocked in the socket: only hanging up ends it before the read timeout.
+    server = RawServer("stall", dialect)
+    try:
+        engine = engine_for(server, read_timeout=60)
+        started = time.monotonic()
+        if how == "cancel-event":
+            cancel = threading.Event()
+            threading.Timer(0.3, cancel.set).start()
+            result = engine.chat("m", USER, cancel=cancel)
+            assert (result.text, result.finish_reason) == ("Hello", "cancelled")
+        else:
+            stream = engine.chat_stream("m", USER)
+            assert isinstance(next(stream), TextDelta)
+            threading.Timer(0.3, stream.close).start()
+            rest = list(stream)  # "lo" was sent before the stall
+            assert [c.text for c in rest if isinstance(c, TextDelta)] == ["lo"]
+        assert time.monotonic() - started < 30  # not the 60 s read timeout
+        assert server.hung_up.wait(10)
+    finally:
+        server.close()
+
+
 def _recorded(body: bytes, ctype: str, status: int = 200) -> RemoteEngine:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
