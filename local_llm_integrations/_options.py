@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
@@ -38,6 +37,7 @@ from local_llm_runtime.options import (
     field_destination,
     validate_options,
 )
+from local_llm_runtime.settings import check_base_url
 from local_llm_runtime.validation import check_arguments
 
 __all__ = [
@@ -346,9 +346,6 @@ def engine_or_default(
     return local_llm_runtime.default_engine()
 
 
-_URL = re.compile(r"https?://[^/\s]+\S*")
-
-
 class RemoteFields(BaseModel):
     """``base_url`` / ``api_key``: serve an adapter from an existing server instead.
 
@@ -358,6 +355,9 @@ class RemoteFields(BaseModel):
     process-wide; without it, nothing changes (``LOCAL_LLM_BASE_URL``, or in-process
     llama.cpp). Setting both ``engine`` and ``base_url`` is an error.
     """
+
+    # A rejected base_url may hold credentials: validation errors never echo inputs.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     base_url: str | None = Field(
         default=None,
@@ -383,12 +383,10 @@ class RemoteFields(BaseModel):
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip()
-        if not _URL.fullmatch(value):
-            raise ValueError(
-                f"base_url must be an http(s) URL such as http://gpu-box:8000/v1, not {value!r}."
-            )
-        return value.rstrip("/")
+        try:
+            return check_base_url(value)
+        except InvalidOptionError as exc:
+            raise ValueError(f"base_url: {exc}") from None
 
     @model_validator(mode="after")
     def _engine_or_base_url(self) -> Any:

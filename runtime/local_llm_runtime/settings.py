@@ -14,10 +14,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from local_llm_runtime.errors import InvalidOptionError
 
@@ -390,6 +390,50 @@ def _model_map(raw: str | None) -> dict[str, str]:
     return out
 
 
+_ENDPOINT = re.compile(
+    r"(/v1)?/(chat/completions|completions|embeddings|models)$"
+    r"|/api/(chat|generate|embed|embeddings|tags|show|version|ps)$"
+)
+"""An endpoint path pasted after the server's URL (``.../v1/chat/completions``)."""
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any user info (``user:password@``) replaced by ``***@``, for messages."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def check_base_url(value: str) -> str:
+    """A remote server's URL, normalised: no trailing ``/``, no pasted endpoint path.
+
+    ``http://host:8000/v1/chat/completions`` -> ``http://host:8000/v1``;
+    ``http://host:11434/api/chat`` -> ``http://host:11434``.
+
+    Raises:
+        InvalidOptionError: Not an http(s) URL, or one with user info (a credential in
+            the URL would be shown in reprs, logs and serialized adapters: use ``api_key``).
+            The message never contains the user info.
+    """
+    value = value.strip()
+    if not re.match(r"https?://[^/\s]+\S*$", value, re.IGNORECASE):
+        raise InvalidOptionError(
+            f"{masked_url(value)!r} is not an http(s) URL (e.g. http://gpu-box:8000/v1)."
+        )
+    if _USERINFO.match(value):
+        raise InvalidOptionError(
+            f"{masked_url(value)!r} has credentials in it; remove 'user:password@' and pass "
+            "the key as api_key= (LOCAL_LLM_API_KEY), sent as a bearer token and never shown."
+        )
+    value = value.rstrip("/")
+    if "?" not in value and "#" not in value:
+        match = _ENDPOINT.search(value)
+        path_at = value.find("/", value.index("://") + 3)
+        if match and path_at != -1 and match.start() >= path_at:
+            ending = match.group(0)
+            value = value[: match.start()] + ("/v1" if ending.startswith("/v1") else "")
+    return value.rstrip("/")
+
+
 class RemoteSettings(BaseModel):
     """Where the remote backend sends requests (an OpenAI-compatible or Ollama server).
 
@@ -397,7 +441,8 @@ class RemoteSettings(BaseModel):
     the environment (:meth:`from_env`); without a base URL nothing is remote.
     """
 
-    model_config = ConfigDict(frozen=True)
+    # A rejected base_url may hold credentials: errors never echo the input.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     base_url: str
     """The server's URL, e.g. ``http://gpu-box:8000/v1`` (vLLM, llama-server) or
@@ -424,6 +469,15 @@ class RemoteSettings(BaseModel):
     """Retries, with exponential backoff, on connection errors, 429 and 503, before any
     output was received (``LOCAL_LLM_REMOTE_MAX_RETRIES``)."""
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "base_url" else value
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RemoteSettings | None:
         """The environment's remote settings; ``None`` when ``LOCAL_LLM_BASE_URL`` is unset.
@@ -435,11 +489,10 @@ class RemoteSettings(BaseModel):
         base_url = (env.get("LOCAL_LLM_BASE_URL") or "").strip()
         if not base_url:
             return None
-        if not re.match(r"https?://[^/\s]+", base_url):
-            raise InvalidOptionError(
-                f"LOCAL_LLM_BASE_URL={base_url!r} is not an http(s) URL "
-                "(e.g. http://gpu-box:8000/v1)."
-            )
+        try:
+            base_url = check_base_url(base_url)
+        except InvalidOptionError as exc:
+            raise InvalidOptionError(f"LOCAL_LLM_BASE_URL: {exc}") from None
         dialect = (env.get("LOCAL_LLM_REMOTE_DIALECT") or "auto").strip().lower()
         if dialect not in ("auto", "openai", "ollama"):
             raise InvalidOptionError(

@@ -550,8 +550,10 @@ class NativeAsyncChunkStream(AsyncChunkStream):
             self._finished = True
             raise
         except asyncio.TimeoutError:
+            # Read before _end(): closing marks the signal closed, which is not a timeout.
+            timed_out = self.signal.timed_out
             await self._end()
-            if self.signal.timed_out:
+            if timed_out:
                 raise self.signal.timeout_error() from None
             raise
         except BaseException:

@@ -77,6 +77,9 @@ class Assembler:
     _text: list[str] = field(default_factory=list)
     _splitter: ThinkSplitter | None = None
     _done: bool = False
+    complete: bool = False
+    """Whether the server said the answer is whole (a finish reason, ``[DONE]``,
+    Ollama's ``done``); an answer that ends without it was cut off."""
 
     def __post_init__(self) -> None:
         # A server without a reasoning parser sends "<think>...</think>" in the text.
@@ -133,6 +136,11 @@ class Assembler:
         """The server's finish reason (``stop``, ``length``, ``tool_calls``...)."""
         if reason:
             self._finish = reason
+            self.complete = True
+
+    def ended(self) -> None:
+        """The server's end-of-answer marker (``[DONE]``, Ollama's ``done: true``)."""
+        self.complete = True
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> None:
         """Usage as the server reported it."""

@@ -25,11 +25,20 @@ What differs from in-process, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -420,19 +429,35 @@ class RemoteEngine:
                 )
             except ModelNotFoundError as exc:
                 raise self._not_found(call, exc) from None
+            watcher = _HangUp(signal, response)
             try:
-                for data in _sync_events(response, sse=path.startswith("/v1/")):
+                sse = path.startswith("/v1/")
+                if not _streamable(response, sse=sse):
+                    response.read()
+                    raise self._not_a_stream(response)
+                for data in _sync_events(response, sse=sse, done=assembler.ended):
                     if signal.is_set():
                         yield from assembler.end(cancelled=True)
                         return
                     yield from self._apply(path, assembler, data)
+                self._check_complete(assembler)
                 yield from self._finish(call, assembler.end())
+            except (httpx.TransportError, ServerUnavailableError):
+                if watcher.fired and not signal.timed_out:  # cancelled or closed mid-read
+                    yield from assembler.end(cancelled=True)
+                    return
+                raise
             finally:
+                watcher.stop()
                 response.close()
         except ServerUnavailableError:
             if signal.timed_out:
                 raise signal.timeout_error() from None
             raise
+        except httpx.TimeoutException as exc:
+            if signal.timed_out:
+                raise signal.timeout_error() from None
+            raise self._stalled(path, exc) from None
         except httpx.TransportError as exc:
             if signal.timed_out:
                 raise signal.timeout_error() from None
@@ -457,13 +482,18 @@ class RemoteEngine:
             except ModelNotFoundError as exc:
                 raise self._not_found(call, exc) from None
             try:
-                async for data in _async_events(response, sse=path.startswith("/v1/")):
+                sse = path.startswith("/v1/")
+                if not _streamable(response, sse=sse):
+                    await response.aread()
+                    raise self._not_a_stream(response)
+                async for data in _async_events(response, sse=sse, done=assembler.ended):
                     if signal.is_set():
                         for chunk in assembler.end(cancelled=True):
                             yield chunk
                         return
                     for chunk in self._apply(path, assembler, data):
                         yield chunk
+                self._check_complete(assembler)
                 for chunk in self._finish(call, assembler.end()):
                     yield chunk
             finally:
@@ -472,16 +502,44 @@ class RemoteEngine:
             if signal.timed_out:
                 raise signal.timeout_error() from None
             raise
+        except httpx.TimeoutException as exc:
+            if signal.timed_out:
+                raise signal.timeout_error() from None
+            raise self._stalled(path, exc) from None
         except httpx.TransportError as exc:
             if signal.timed_out:
                 raise signal.timeout_error() from None
             raise self._lost(exc) from None
 
-    def _lost(self, exc: Exception) -> ServerUnavailableError:
+    def _lost(self, exc: Exception | None) -> ServerUnavailableError:
+        how = (
+            f"broke during the answer ({type(exc).__name__})"
+            if exc is not None
+            else "closed before the end of the answer (no finish reason, [DONE] or done)"
+        )
         return ServerUnavailableError(
-            f"The connection to the server at {self.server} broke during the answer "
-            f"({type(exc).__name__}); the answer is incomplete: ask again, and check the "
-            "server's health.",
+            f"The connection to the server at {self.server} {how}; the answer is incomplete: "
+            "ask again, and check the server's health (or the proxy in front of it).",
+            url=self.server,
+        )
+
+    def _check_complete(self, assembler: Assembler) -> None:
+        """A stream that ends without the server's end marker was cut off: never a whole answer."""
+        if not assembler.complete:
+            raise self._lost(None)
+
+    def _stalled(self, path: str, exc: Exception) -> ServerUnavailableError:
+        error = self.http._timed_out(path, exc)
+        error.args = (f"{error.args[0]} The answer is incomplete.",)
+        return error
+
+    def _not_a_stream(self, response: httpx.Response) -> ServerUnavailableError:
+        ctype = response.headers.get("content-type", "no content-type")
+        text = " ".join(response.text.split())[:200]
+        return ServerUnavailableError(
+            f"The server at {display_url(response.request.url)} answered {ctype} instead of a "
+            f"stream ({text!r}); is base_url a model server (not a proxy's page), and the "
+            "dialect right (LOCAL_LLM_REMOTE_DIALECT)?",
             url=self.server,
         )
 
@@ -945,8 +1003,68 @@ class RemoteEngine:
         await self.http.aclose()
 
 
-def _sync_events(response: httpx.Response, *, sse: bool) -> Iterator[Mapping[str, Any]]:
-    """The JSON objects of an SSE stream (``data:`` lines, until ``[DONE]``) or NDJSON."""
+class _HangUp:
+    """Hang up a sync response when its request is cancelled, closed or past its deadline.
+
+    A sync read blocks in the socket until bytes come (up to the read timeout), so a
+    ``cancel`` event set, or ``stream.close()`` called, from another thread while the
+    server is silent would wait for the read timeout (600 s by default). A daemon
+    thread polls the signal every :attr:`TICK` seconds and shuts the socket down,
+    which ends the blocked read at once and tells the server (it sees the
+    disconnect). Responses without a socket (``httpx.MockTransport``) are left alone.
+    """
+
+    TICK = 0.05
+
+    def __init__(self, signal: RequestSignal, response: httpx.Response) -> None:
+        self.fired = False
+        self._signal = signal
+        self._response = response
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        stream = response.extensions.get("network_stream")
+        self._sock = stream.get_extra_info("socket") if stream is not None else None
+        if self._sock is not None:
+            threading.Thread(
+                target=self._watch, args=(self._sock,), daemon=True, name="remote-hang-up"
+            ).start()
+
+    def _watch(self, sock: socket.socket) -> None:
+        while not self._done.wait(self.TICK):
+            if self._signal.is_set():
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self.fired = True
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def stop(self) -> None:
+        """The response is done with: stop watching (never hang up after this)."""
+        with self._lock:
+            self._done.set()
+
+
+_NOT_NDJSON = ("text/html", "application/xml", "text/xml")
+"""Types that are never Ollama's NDJSON (an error page of a proxy in front of the server)."""
+
+
+def _streamable(response: httpx.Response, *, sse: bool) -> bool:
+    """Whether a 2xx answer is a stream (SSE for OpenAI, NDJSON for Ollama), by its type."""
+    ctype = str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+    if sse:
+        return ctype == "text/event-stream"  # what httpx-sse reads
+    return ctype not in _NOT_NDJSON
+
+
+def _sync_events(
+    response: httpx.Response, *, sse: bool, done: Callable[[], None]
+) -> Iterator[Mapping[str, Any]]:
+    """The JSON objects of an SSE stream (``data:`` lines, until ``[DONE]``) or NDJSON.
+
+    ``done`` is called on ``[DONE]`` (the stream's end marker).
+    """
     if sse:
         from httpx_sse import EventSource
 
@@ -955,6 +1073,7 @@ def _sync_events(response: httpx.Response, *, sse: bool) -> Iterator[Mapping[str
             if not data:
                 continue
             if data == "[DONE]":
+                done()
                 return
             yield _json_object(data)
     else:
@@ -963,7 +1082,9 @@ def _sync_events(response: httpx.Response, *, sse: bool) -> Iterator[Mapping[str
                 yield _json_object(line)
 
 
-async def _async_events(response: httpx.Response, *, sse: bool) -> AsyncIterator[Mapping[str, Any]]:
+async def _async_events(
+    response: httpx.Response, *, sse: bool, done: Callable[[], None]
+) -> AsyncIterator[Mapping[str, Any]]:
     """Async :func:`_sync_events`."""
     if sse:
         from httpx_sse import EventSource
@@ -973,6 +1094,7 @@ async def _async_events(response: httpx.Response, *, sse: bool) -> AsyncIterator
             if not data:
                 continue
             if data == "[DONE]":
+                done()
                 return
             yield _json_object(data)
     else:

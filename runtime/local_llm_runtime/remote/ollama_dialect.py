@@ -163,6 +163,7 @@ def apply_line(assembler: Assembler, data: Mapping[str, Any]) -> list[Chunk]:
             arguments=arguments if isinstance(arguments, Mapping | str) else {},
         )
     if data.get("done"):
+        assembler.ended()
         assembler.finish(data.get("done_reason"))
         if data.get("prompt_eval_count") is not None or data.get("eval_count") is not None:
             prompt = int(data.get("prompt_eval_count") or 0)

@@ -161,7 +161,7 @@ def error_for(response: httpx.Response, *, model: str | None = None) -> LocalLLM
     if _CONTEXT_WORDS.search(message) and status < 500:
         return _context_error(message, body)
     if status == 404:
-        about = f"model {model!r}" if model else "this request"
+        about = f"model {model!r}" if model else "such endpoint"
         return ModelNotFoundError(f"The server at {where} has no {about} ({message}).")
     if status < 500:
         return InvalidOptionError(
