@@ -198,16 +198,14 @@ def test_the_request_timeout_is_honoured_mid_stream(dialect: str, how: str) -> N
     server = RawServer("stall", dialect)
     try:
         engine = engine_for(server, read_timeout=60)
-        started = time.monotonic()
 
         def call() -> object:
             if how == "sync":
                 return engine.chat("m", USER, timeout=0.5)
             return asyncio.run(engine.achat("m", USER, timeout=0.5))
 
-        with pytest.raises(RequestTimeoutError):
+        with pytest.raises(RequestTimeoutError):  # not the 60 s read timeout's error
             call()
-        assert time.monotonic() - started < 30  # not the 60 s read timeout
         assert server.hung_up.wait(10)
     finally:
         server.close()
@@ -243,11 +241,11 @@ def test_a_stalled_sync_stream_stops_when_cancelled_from_another_thread(
     server = RawServer("stall", dialect)
     try:
         engine = engine_for(server, read_timeout=60)
-        started = time.monotonic()
         if how == "cancel-event":
             cancel = threading.Event()
             threading.Timer(0.3, cancel.set).start()
             result = engine.chat("m", USER, cancel=cancel)
+            # cancelled, not the 60 s read timeout's ServerUnavailableError
             assert (result.text, result.finish_reason) == ("Hello", "cancelled")
         else:
             stream = engine.chat_stream("m", USER)
@@ -255,7 +253,6 @@ def test_a_stalled_sync_stream_stops_when_cancelled_from_another_thread(
             threading.Timer(0.3, stream.close).start()
             rest = list(stream)  # "lo" was sent before the stall
             assert [c.text for c in rest if isinstance(c, TextDelta)] == ["lo"]
-        assert time.monotonic() - started < 30  # not the 60 s read timeout
         assert server.hung_up.wait(10)
     finally:
         server.close()
