@@ -36,13 +36,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from local_llm_runtime.errors import RequestTimeoutError, StreamReclaimedError
-from local_llm_runtime.types import Chunk, FinalChunk, Timings, Usage
+from local_llm_runtime.types import ChatResult, Chunk, FinalChunk, Timings, Usage, aggregate
 
 __all__ = [
     "MAX_WORKERS",
@@ -51,6 +51,7 @@ __all__ = [
     "ChunkStream",
     "QueueLeftError",
     "RequestSignal",
+    "WholeResults",
     "current_request",
     "workers",
 ]
@@ -613,3 +614,42 @@ def stream_method(fn: Callable[P, Iterator[Chunk]]) -> Callable[P, ChunkStream]:
         return ChunkStream(chunks, signal, idle_timeout=idle_timeout)
 
     return wrapper
+
+
+class WholeResults:
+    """The whole-answer methods of an engine, derived from its streams (one way to aggregate).
+
+    ``chat``/``generate``/``achat``/``agenerate`` of
+    :class:`~local_llm_runtime.interface.EngineProtocol` are the aggregate
+    (:func:`~local_llm_runtime.types.aggregate`) of the matching stream with the same
+    keyword arguments, closed when done. A backend mixes this in and writes only
+    the streams.
+    """
+
+    # What the backend provides (any signature that takes these arguments).
+    chat_stream: Callable[..., ChunkStream]
+    generate_stream: Callable[..., ChunkStream]
+    achat_stream: Callable[..., AsyncChunkStream]
+    agenerate_stream: Callable[..., AsyncChunkStream]
+
+    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
+        """The whole :meth:`chat_stream` answer (same arguments)."""
+        with self.chat_stream(model, messages, **kwargs) as stream:
+            return aggregate(stream)
+
+    def generate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
+        """The whole :meth:`generate_stream` answer (same arguments)."""
+        with self.generate_stream(model, prompt, **kwargs) as stream:
+            return aggregate(stream)
+
+    async def achat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> ChatResult:
+        """Async :meth:`chat`."""
+        async with self.achat_stream(model, messages, **kwargs) as stream:
+            return aggregate([c async for c in stream])
+
+    async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
+        """Async :meth:`generate`."""
+        async with self.agenerate_stream(model, prompt, **kwargs) as stream:
+            return aggregate([c async for c in stream])

@@ -60,11 +60,11 @@ from local_llm_runtime.store.library import LocalModel, ModelLibrary
 from local_llm_runtime.streams import (
     AsyncChunkStream,
     RequestSignal,
+    WholeResults,
     run_blocking,
     stream_method,
 )
 from local_llm_runtime.types import (
-    ChatResult,
     Chunk,
     EmbeddingTask,
     FinalChunk,
@@ -74,7 +74,6 @@ from local_llm_runtime.types import (
     Timings,
     ToolChoice,
     Usage,
-    aggregate,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
@@ -152,7 +151,7 @@ def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
 
 
-class LlamaEngine:
+class LlamaEngine(WholeResults):
     """The in-process backend: llama.cpp generation over a shared :class:`ModelPool`.
 
     Implements :class:`~local_llm_runtime.interface.EngineProtocol`. Also exported
@@ -276,11 +275,6 @@ class LlamaEngine:
             ),
         )
 
-    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
-        """Non-streaming :meth:`chat_stream` (same arguments)."""
-        with self.chat_stream(model, messages, **kwargs) as stream:
-            return aggregate(stream)
-
     @stream_method
     def generate_stream(
         self,
@@ -336,11 +330,6 @@ class LlamaEngine:
 
         return self._run(local, load, sampling, ttl, cancel, build)
 
-    def generate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
-        """Non-streaming :meth:`generate_stream` (same arguments)."""
-        with self.generate_stream(model, prompt, **kwargs) as stream:
-            return aggregate(stream)
-
     # ---- public: async --------------------------------------------------------
 
     def achat_stream(
@@ -365,13 +354,6 @@ class LlamaEngine:
             RequestSignal(cancel, timeout),
         )
 
-    async def achat(
-        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
-    ) -> ChatResult:
-        """Async :meth:`chat`."""
-        async with self.achat_stream(model, messages, **kwargs) as stream:
-            return aggregate([c async for c in stream])
-
     def agenerate_stream(
         self,
         model: str,
@@ -386,11 +368,6 @@ class LlamaEngine:
             lambda signal: self.generate_stream(model, prompt, cancel=signal, **kwargs),
             RequestSignal(cancel, timeout),
         )
-
-    async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
-        """Async :meth:`generate`."""
-        async with self.agenerate_stream(model, prompt, **kwargs) as stream:
-            return aggregate([c async for c in stream])
 
     # ---- public: embeddings ---------------------------------------------------
 

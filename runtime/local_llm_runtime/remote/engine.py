@@ -66,17 +66,16 @@ from local_llm_runtime.streams import (
     AsyncChunkStream,
     NativeAsyncChunkStream,
     RequestSignal,
+    WholeResults,
     stream_method,
 )
 from local_llm_runtime.types import (
-    ChatResult,
     Chunk,
     EmbeddingTask,
     ModelInfo,
     RunningModel,
     ToolCallDelta,
     ToolChoice,
-    aggregate,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
@@ -116,7 +115,7 @@ def _l2(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else vector
 
 
-class RemoteEngine:
+class RemoteEngine(WholeResults):
     """The engine interface over a remote server (see the module doc).
 
     Args:
@@ -590,11 +589,6 @@ class RemoteEngine:
         )
         return self._run(call, cancel)
 
-    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> ChatResult:
-        """The whole :meth:`chat_stream` answer."""
-        with self.chat_stream(model, messages, **kwargs) as stream:
-            return aggregate(stream)
-
     @stream_method
     def generate_stream(
         self,
@@ -627,11 +621,6 @@ class RemoteEngine:
         )
         return self._run(call, cancel)
 
-    def generate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
-        """The whole :meth:`generate_stream` answer."""
-        with self.generate_stream(model, prompt, **kwargs) as stream:
-            return aggregate(stream)
-
     def achat_stream(
         self,
         model: str,
@@ -646,13 +635,6 @@ class RemoteEngine:
         call = self._chat_call(model, messages, **kwargs)
         return NativeAsyncChunkStream(lambda s: self._arun(call, s), signal)
 
-    async def achat(
-        self, model: str, messages: Sequence[Mapping[str, Any]], **kwargs: Any
-    ) -> ChatResult:
-        """Async :meth:`chat`."""
-        async with self.achat_stream(model, messages, **kwargs) as stream:
-            return aggregate([c async for c in stream])
-
     def agenerate_stream(
         self,
         model: str,
@@ -666,11 +648,6 @@ class RemoteEngine:
         signal = RequestSignal(cancel, timeout)
         call = self._generate_call(model, prompt, **kwargs)
         return NativeAsyncChunkStream(lambda s: self._arun(call, s), signal)
-
-    async def agenerate(self, model: str, prompt: str, **kwargs: Any) -> ChatResult:
-        """Async :meth:`generate`."""
-        async with self.agenerate_stream(model, prompt, **kwargs) as stream:
-            return aggregate([c async for c in stream])
 
     # ---- embeddings -------------------------------------------------------------------
 
