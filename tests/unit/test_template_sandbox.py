@@ -95,6 +95,28 @@ def test_hostile_template_raises_template_error(name: str) -> None:
         template.render([{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% for i in [0] recursive %}{{ loop([i]) }}{% endfor %}",
+        "{% macro f(n) %}{% if n < 100 %}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+    ],
+)
+def test_deep_calls_stop_at_the_call_depth_not_pythons_recursion_limit(source: str) -> None:
+    """A recursion is refused by its nesting depth (64), before Python's own limit is near:
+    a ``RecursionError`` also fires in unrelated finalizers (seen in CI as an unraisable error)."""
+    with pytest.raises(TemplateError, match="nests calls more than 64 deep"):
+        ChatTemplate(source).render([{"role": "user", "content": "hi"}])
+
+
+def test_calls_nested_within_the_depth_render() -> None:
+    source = (
+        "{% macro f(n) %}{% if n < 60 %}{{ f(n + 1) }}{% else %}{{ n }}{% endif %}{% endmacro %}"
+    )
+    assert ChatTemplate(source + "{{ f(0) }}").render([{"role": "user", "content": "hi"}]) == "60"
+
+
 REAL = {
     "chatml default": CHATML_TEMPLATE,
     "tiny chatml": TINY_CHATML,

@@ -94,6 +94,10 @@ _MAX_STEPS = 250_000
 """Loop iterations, ``range`` items, calls and filter applications one render may take,
 beyond :data:`_STEPS_PER_VALUE` for each value of its input."""
 _STEPS_PER_VALUE = 64
+_MAX_CALL_DEPTH = 64
+"""Calls (macros, recursive ``loop``) one render may have open at once: about seven Python
+frames each, so a hostile recursion stops as a :class:`TemplateError` long before Python's own
+limit, whose ``RecursionError`` can also surface in unrelated finalizers."""
 _MAX_OUTPUT = 1 << 22
 """Characters a render may produce (or any string or list it builds hold), beyond
 four times the characters of its input (messages and tools)."""
@@ -107,6 +111,7 @@ class _Budget:
     def __init__(self, max_chars: int = _MAX_OUTPUT, max_steps: int = _MAX_STEPS) -> None:
         self.steps = self.max_steps = max_steps
         self.max_chars = max_chars
+        self.depth = 0
 
     def step(self, n: int = 1) -> None:
         self.steps -= n
@@ -289,7 +294,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         bound = getattr(target, "__self__", None)
         if isinstance(bound, str):
             _check_string_method(getattr(target, "__name__", ""), bound, args, budget)
-        return budget.size(super().call(__context, __obj, *args, **kwargs))
+        if budget.depth >= _MAX_CALL_DEPTH:
+            raise TemplateError(
+                f"The chat template nests calls more than {_MAX_CALL_DEPTH} deep (a hostile or "
+                "broken template). Use another model file or give the model a template of your own."
+            )
+        budget.depth += 1
+        try:
+            return budget.size(super().call(__context, __obj, *args, **kwargs))
+        finally:
+            budget.depth -= 1
 
 
 _FILTER_JOIN = FILTERS["join"]
