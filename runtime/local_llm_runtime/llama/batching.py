@@ -43,6 +43,7 @@ import llama_cpp
 
 from local_llm_runtime.errors import GenerationError
 from local_llm_runtime.llama.sampling import Sampler, common_prefix
+from local_llm_runtime.llama.threads import ThreadGovernor
 
 __all__ = ["BatchDecoder", "SlotRun"]
 
@@ -160,12 +161,22 @@ class BatchDecoder:
         n_slots: Sequences served at once.
         num_ctx: Positions per sequence.
         n_batch: Most tokens per ``llama_decode`` call.
+        governor: Sets the thread counts before each decode from the CPUs other
+            processes leave free; ``None`` keeps the context's own counts.
 
     Raises:
         RuntimeError: llama.cpp could not create the batched context.
     """
 
-    def __init__(self, llm: llama_cpp.Llama, *, n_slots: int, num_ctx: int, n_batch: int) -> None:
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        *,
+        n_slots: int,
+        num_ctx: int,
+        n_batch: int,
+        governor: ThreadGovernor | None = None,
+    ) -> None:
         self.synchronous = n_slots == 1
         """One slot: no decoding thread; iterating a run drives the steps."""
         if self.synchronous:
@@ -183,6 +194,7 @@ class BatchDecoder:
         )
         self.n_slots = n_slots
         self.num_ctx = num_ctx
+        self.governor = governor
         self._n_batch = n_batch
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._memory = llama_cpp.llama_get_memory(self.ctx)
@@ -441,6 +453,8 @@ class BatchDecoder:
         is cancelled meanwhile, llama.cpp's abort callback stops it mid-way. (Not
         installed for pure generation steps: it is asked before every graph node.)
         """
+        if self.governor is not None:
+            self.governor.apply(self.ctx, llama_cpp.llama_set_n_threads)
         if not abortable:
             return int(llama_cpp.llama_decode(self.ctx, self._batch))
         callback = llama_cpp.ggml_abort_callback(lambda _data: all(map(_abandoned, runs)))

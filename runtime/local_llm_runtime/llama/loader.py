@@ -21,7 +21,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
-from local_llm_runtime.llama import binding, cpu, gpu, llama_log, repack
+from local_llm_runtime.llama import binding, cpu, gpu, llama_log, repack, threads
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info
@@ -157,10 +157,27 @@ def planned_num_ctx(options: LoadOptions, trained_ctx: int) -> int:
     return min(DEFAULT_NUM_CTX, trained)
 
 
-def _batcher(llm: llama_cpp.Llama, parallel: int, num_ctx: int, num_batch: int) -> BatchDecoder:
-    """The model's decoder; closes ``llm`` if it cannot be made (a failed load attempt)."""
+def _batcher(
+    llm: llama_cpp.Llama, parallel: int, num_ctx: int, options: LoadOptions
+) -> BatchDecoder:
+    """The model's decoder; closes ``llm`` if it cannot be made (a failed load attempt).
+
+    Without a ``num_thread`` option its thread counts follow the CPUs other
+    processes leave free (:mod:`~local_llm_runtime.llama.threads`), up to the
+    counts the model was built with.
+    """
     try:
-        return BatchDecoder(llm, n_slots=parallel, num_ctx=num_ctx, n_batch=min(num_batch, num_ctx))
+        params = llm.context_params
+        governor = threads.governor_for(
+            options.num_thread, int(params.n_threads), int(params.n_threads_batch)
+        )
+        return BatchDecoder(
+            llm,
+            n_slots=parallel,
+            num_ctx=num_ctx,
+            n_batch=min(options.num_batch, num_ctx),
+            governor=governor,
+        )
     except BaseException:
         llm.close()
         raise
@@ -278,14 +295,12 @@ class ModelLoader:
                 # The Llama object supplies weights and vocabulary; a small
                 # context of its own keeps its KV cache and buffers small.
                 llm = self.build(model, options, _SCRATCH_CTX, layers, metadata)
-                batcher = _batcher(llm, parallel, num_ctx, options.num_batch)
+                batcher = _batcher(llm, parallel, num_ctx, options)
             else:
                 llm = self.build(model, options, num_ctx, layers, metadata)
                 # One slot decodes the Llama's own context (a batch of one);
                 # embedding instances are read by llama-cpp-python's embed().
-                batcher = (
-                    None if options.embedding else _batcher(llm, 1, num_ctx, options.num_batch)
-                )
+                batcher = None if options.embedding else _batcher(llm, 1, num_ctx, options)
         return llm, batcher, time.monotonic() - started
 
     def _decide_offload(
