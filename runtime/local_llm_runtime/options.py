@@ -226,7 +226,8 @@ class ModelOptions(BaseModel):
         "load",
         "CPU threads",
         "CPU threads. Default: the physical cores for generation (as llama.cpp and "
-        "Ollama) and every CPU for prompts; a value sets both.",
+        "Ollama) and every CPU for prompts, lowered before each step to the CPUs other "
+        "processes leave free (no collapse on a busy machine); a value fixes both.",
         ge=1,
         le=MAX_THREADS,
     )

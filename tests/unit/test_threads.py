@@ -124,8 +124,35 @@ def test_apply_sets_the_counts_only_when_they_change(clock: list[float]) -> None
     calls: list[tuple[object, int, int]] = []
     for step in range(5):
         clock[0] = float(step)
-        gov.apply("ctx", lambda ctx, n, nb: calls.append((ctx, n, nb)))
+        with gov.decoding("ctx", lambda ctx, n, nb: calls.append((ctx, n, nb))):
+            pass
     assert calls == [("ctx", 2, 2), ("ctx", 1, 1), ("ctx", 2, 2)]
+
+
+def test_decodes_in_one_process_split_the_free_cpus(clock: list[float]) -> None:
+    """Two models decoding at once in this process (embeddings beside a chat) share the cores."""
+    chat = ThreadGovernor(2, 2, sample=lambda: None)
+    embed = ThreadGovernor(2, 2, sample=lambda: None)
+    calls: list[tuple[object, int, int]] = []
+
+    def record(ctx: object, n: int, nb: int) -> None:
+        calls.append((ctx, n, nb))
+
+    with chat.decoding("chat", record):
+        with embed.decoding("embed", record):
+            pass
+        assert threads._ACTIVE[0] == 1
+    with chat.decoding("chat", record):
+        pass
+    assert threads._ACTIVE[0] == 0
+    assert calls == [("chat", 2, 2), ("embed", 1, 1)]  # chat's 2 unchanged: not set again
+
+
+def test_the_active_count_survives_a_failed_decode(clock: list[float]) -> None:
+    gov = ThreadGovernor(2, 2, sample=lambda: None)
+    with pytest.raises(RuntimeError), gov.decoding("ctx", lambda *a: None):
+        raise RuntimeError("decode failed")
+    assert threads._ACTIVE[0] == 0
 
 
 def test_cgroup_quota(tmp_path: Path) -> None:
@@ -168,11 +195,11 @@ def test_decodes_run_with_the_governors_counts(
         assert batcher is not None and batcher.governor is not None
         # Pretend another process took all but one CPU: the next decode uses one thread.
         batcher.governor.max_threads = batcher.governor.max_threads_batch = 2
-        monkeypatch.setattr(batcher.governor, "update", lambda: (1, 1))
+        monkeypatch.setattr(batcher.governor, "update", lambda sharing=1: (1, 1))
         engine.chat(str(tiny_gguf), [{"role": "user", "content": "yo"}], options={"num_predict": 2})
         assert llama_cpp.llama_n_threads(batcher.ctx) == 1
         assert llama_cpp.llama_n_threads_batch(batcher.ctx) == 1
-        monkeypatch.setattr(batcher.governor, "update", lambda: (2, 2))
+        monkeypatch.setattr(batcher.governor, "update", lambda sharing=1: (2, 2))
         engine.chat(str(tiny_gguf), [{"role": "user", "content": "ho"}], options={"num_predict": 2})
         assert llama_cpp.llama_n_threads(batcher.ctx) == 2
         engine.unload()

@@ -45,7 +45,7 @@ from local_llm_runtime.errors import GenerationError
 from local_llm_runtime.llama.sampling import Sampler, common_prefix
 from local_llm_runtime.llama.threads import ThreadGovernor
 
-__all__ = ["BatchDecoder", "SlotRun"]
+__all__ = ["BatchDecoder", "SlotRun", "StepTimes"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,36 @@ class SlotRun:
     def close(self) -> None:
         """Stop this run and wait until the decoding thread has let go of it."""
         self._decoder._release(self)
+
+
+@dataclass
+class StepTimes:
+    """Seconds the decoder spent per phase of its steps, summed (``perf_counter``).
+
+    ``fill``: building the batch in Python; ``decode``: ``llama_decode`` (prefill
+    and generation, thread-count changes included); ``sample``: sampling every
+    finished row and handing its token over, with the bookkeeping after the
+    decode. Whatever else a step's wall time holds is waiting: for the lock, for
+    consumers, or (one slot) the consumer's own work between tokens.
+    """
+
+    steps: int = 0
+    tokens: int = 0
+    """Tokens decoded (prompt and generated)."""
+    rows: int = 0
+    """Rows sampled."""
+    fill: float = 0.0
+    decode: float = 0.0
+    sample: float = 0.0
+
+    def split(self) -> dict[str, float]:
+        """Milliseconds per step of each phase."""
+        n = max(1, self.steps)
+        return {
+            "fill_ms": 1e3 * self.fill / n,
+            "decode_ms": 1e3 * self.decode / n,
+            "sample_ms": 1e3 * self.sample / n,
+        }
 
 
 @dataclass(eq=False)
@@ -206,6 +236,8 @@ class BatchDecoder:
         self.max_active = 0
         """The most runs decoded in one step so far (for tests and ``ps``)."""
         self.steps = 0
+        self.times = StepTimes()
+        """Where the steps' time went (for benchmarks and ``ps``)."""
 
     @staticmethod
     def _new_context(llm: llama_cpp.Llama, n_slots: int, num_ctx: int, n_batch: int) -> Any:
@@ -380,10 +412,18 @@ class BatchDecoder:
 
     def _step(self, runs: list[SlotRun]) -> None:
         """Decode one batch for ``runs`` and hand each finished row's token to its run."""
+        times = self.times
+        started = time.perf_counter()
         added, outputs, n_prompt = self._fill(runs)
         self.max_active = max(self.max_active, len(runs))
         self.steps += 1
+        filled = time.perf_counter()
         code = self._decode(runs, abortable=n_prompt >= _ABORTABLE_PROMPT)
+        decoded = time.perf_counter()
+        times.fill += filled - started
+        times.decode += decoded - filled
+        times.tokens += int(self._batch.n_tokens)
+        times.rows += len(outputs)
         with self._cond:
             if code != 0:
                 self._fail(runs, added, code)
@@ -396,6 +436,8 @@ class BatchDecoder:
         for run, index in outputs:
             if not run.closing:
                 self._sample(run, index)
+        times.sample += time.perf_counter() - decoded
+        times.steps += 1
 
     def _fill(
         self, runs: list[SlotRun]
@@ -453,8 +495,12 @@ class BatchDecoder:
         is cancelled meanwhile, llama.cpp's abort callback stops it mid-way. (Not
         installed for pure generation steps: it is asked before every graph node.)
         """
-        if self.governor is not None:
-            self.governor.apply(self.ctx, llama_cpp.llama_set_n_threads)
+        if self.governor is None:
+            return self._decode_now(runs, abortable=abortable)
+        with self.governor.decoding(self.ctx, llama_cpp.llama_set_n_threads):
+            return self._decode_now(runs, abortable=abortable)
+
+    def _decode_now(self, runs: list[SlotRun], *, abortable: bool) -> int:
         if not abortable:
             return int(llama_cpp.llama_decode(self.ctx, self._batch))
         callback = llama_cpp.ggml_abort_callback(lambda _data: all(map(_abandoned, runs)))

@@ -17,8 +17,9 @@ process may run on (affinity, cgroup ``cpu.max`` quota) *other* processes used
 gives the next decode the CPUs left, at least one (``llama_set_n_threads``,
 which llama.cpp applies to the next graph). Two such processes settle at one
 thread each; next to a busy process a model keeps the core that is free; alone
-it uses all of them. A ``num_thread`` option fixes the count (no governor), as
-in Ollama and llama.cpp.
+it uses all of them. Several models decoding at once in this process (an
+embedding model beside a chat model) split the free CPUs between them. A
+``num_thread`` option fixes the count (no governor), as in Ollama and llama.cpp.
 
 Only Linux has ``/proc/stat``; elsewhere the count stays at its maximum.
 """
@@ -30,7 +31,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,15 +175,20 @@ class ThreadGovernor:
         """CPUs other processes used over the last interval."""
         self._applied: tuple[int, int] | None = None
 
-    @property
-    def counts(self) -> tuple[int, int]:
-        """``(n_threads, n_threads_batch)`` for the next decode."""
+    def counts(self, sharing: int = 1) -> tuple[int, int]:
+        """``(n_threads, n_threads_batch)`` for a decode that ``sharing`` decodes run beside.
+
+        Args:
+            sharing: Decodes of this process running at once (this one included):
+                the CPUs other processes leave free are split between them.
+        """
+        cpus = self.cpus / max(1, sharing)
         return (
-            threads_for(self.others, self.cpus, self.max_threads),
-            threads_for(self.others, self.cpus, self.max_threads_batch),
+            threads_for(self.others, cpus, self.max_threads),
+            threads_for(self.others, cpus, self.max_threads_batch),
         )
 
-    def update(self) -> tuple[int, int]:
+    def update(self, sharing: int = 1) -> tuple[int, int]:
         """Take a new reading if the last is older than the interval; the counts to use."""
         with self._lock:
             last = self._last
@@ -195,14 +202,35 @@ class ThreadGovernor:
                         used = (now.busy - last.busy) - (now.own - last.own)
                         self.others = max(0.0, used / elapsed)
                     self._last = now
-            return self.counts
+            return self.counts(sharing)
 
-    def apply(self, ctx: object, set_n_threads: Callable[[object, int, int], None]) -> None:
-        """Before a decode: set ``ctx``'s thread counts if they changed since the last one."""
-        counts = self.update()
-        if counts != self._applied:
-            set_n_threads(ctx, *counts)
-            self._applied = counts
+    @contextmanager
+    def decoding(
+        self, ctx: object, set_n_threads: Callable[[object, int, int], None]
+    ) -> Iterator[None]:
+        """Around one decode: set ``ctx``'s thread counts (if they changed) for it.
+
+        Decodes of several models in this process at once (an embedding model and a
+        chat model in one RAG app, two models in ``local-llm serve``) split the
+        free CPUs: their own threads are not "other processes" to the readings.
+        """
+        with _ACTIVE_LOCK:
+            _ACTIVE[0] += 1
+            sharing = _ACTIVE[0]
+        try:
+            counts = self.update(sharing)
+            if counts != self._applied:
+                set_n_threads(ctx, *counts)
+                self._applied = counts
+            yield
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE[0] -= 1
+
+
+_ACTIVE = [0]
+"""Decodes running in this process now (every model's governor counts here)."""
+_ACTIVE_LOCK = threading.Lock()
 
 
 def governor_for(
