@@ -6,12 +6,9 @@ never the other way round.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from local_llm_runtime.llama.engine import Engine, LlamaEngine
-
-from local_llm_runtime.backends import default_engine
 from local_llm_runtime.errors import (
     AuthenticationError,
     ChecksumMismatchError,
@@ -35,23 +32,27 @@ from local_llm_runtime.errors import (
     TemplateError,
     UnknownOptionError,
 )
-from local_llm_runtime.interface import EngineProtocol
-from local_llm_runtime.settings import RuntimeSettings
-from local_llm_runtime.store.library import LocalModel, ModelLibrary
-from local_llm_runtime.store.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
-from local_llm_runtime.store.records import ModelRecord
-from local_llm_runtime.types import (
-    ChatResult,
-    Chunk,
-    FinalChunk,
-    ModelInfo,
-    ReasoningDelta,
-    RunningModel,
-    TextDelta,
-    Timings,
-    ToolCallDelta,
-    Usage,
-)
+
+if TYPE_CHECKING:
+    from local_llm_runtime.backends import default_engine
+    from local_llm_runtime.interface import EngineProtocol
+    from local_llm_runtime.llama.engine import Engine, LlamaEngine
+    from local_llm_runtime.settings import RuntimeSettings
+    from local_llm_runtime.store.library import LocalModel, ModelLibrary
+    from local_llm_runtime.store.names import FileRef, HubRef, ModelRef, OllamaName, parse_ref
+    from local_llm_runtime.store.records import ModelRecord
+    from local_llm_runtime.types import (
+        ChatResult,
+        Chunk,
+        FinalChunk,
+        ModelInfo,
+        ReasoningDelta,
+        RunningModel,
+        TextDelta,
+        Timings,
+        ToolCallDelta,
+        Usage,
+    )
 
 __version__ = "0.1.0"
 
@@ -113,21 +114,77 @@ __all__ = [
 ]
 
 _LAZY = {
-    # The in-process engine imports llama_cpp (native library): load it on first
-    # use only, so store/CLI commands that never generate stay fast. Not a static
-    # import: the facade reaches backends only through local_llm_runtime.backends.
+    # Imported on first use (PEP 562), so that ``import local_llm_runtime`` -- and
+    # every adapter, CLI command and server module that imports one of its
+    # submodules -- pays only for what it uses. The in-process engine imports
+    # llama_cpp (a native library): it is never imported before a model is used.
     "Engine": "local_llm_runtime.llama.engine",
     "LlamaEngine": "local_llm_runtime.llama.engine",
+    "default_engine": "local_llm_runtime.backends",
+    "EngineProtocol": "local_llm_runtime.interface",
+    "RuntimeSettings": "local_llm_runtime.settings",
+    "LocalModel": "local_llm_runtime.store.library",
+    "ModelLibrary": "local_llm_runtime.store.library",
+    "FileRef": "local_llm_runtime.store.names",
+    "HubRef": "local_llm_runtime.store.names",
+    "ModelRef": "local_llm_runtime.store.names",
+    "OllamaName": "local_llm_runtime.store.names",
+    "parse_ref": "local_llm_runtime.store.names",
+    "ModelRecord": "local_llm_runtime.store.records",
+    **dict.fromkeys(
+        [
+            "ChatResult",
+            "Chunk",
+            "FinalChunk",
+            "ModelInfo",
+            "ReasoningDelta",
+            "RunningModel",
+            "TextDelta",
+            "Timings",
+            "ToolCallDelta",
+            "Usage",
+        ],
+        "local_llm_runtime.types",
+    ),
 }
+"""Public name -> the module that defines it (imported when the name is first read)."""
+
+_SUBMODULES = frozenset(
+    {
+        "backends",
+        "cli",
+        "errors",
+        "interface",
+        "llama",
+        "options",
+        "prompt",
+        "remote",
+        "server",
+        "settings",
+        "store",
+        "streams",
+        "testing",
+        "types",
+        "validation",
+    }
+)
+"""Subpackages reachable as attributes (``local_llm_runtime.backends``) before an import."""
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'local_llm_runtime' has no attribute {name!r}")
-    import importlib
+    globals()[name] = value  # later reads skip this function
+    return value
 
-    return getattr(importlib.import_module(module), name)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
 
 
 def resolve(model: str, *, pull: bool = True) -> LocalModel:
@@ -135,31 +192,43 @@ def resolve(model: str, *, pull: bool = True) -> LocalModel:
 
     See :meth:`ModelLibrary.resolve`.
     """
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().resolve(model, pull=pull)
 
 
 def pull(model: str, *, update: bool = False) -> ModelRecord:
     """Download and verify a model. See :meth:`ModelLibrary.pull`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().pull(model, update=update)
 
 
 def list_models() -> list[ModelRecord]:
     """The models in the store, newest first. See :meth:`ModelLibrary.list`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().list()
 
 
 def show(model: str) -> dict[str, Any]:
     """Describe a local model from its GGUF header. See :meth:`ModelLibrary.show`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().show(model)
 
 
 def remove(model: str) -> ModelRecord:
     """Remove a name from the store. See :meth:`ModelLibrary.remove`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().remove(model)
 
 
 def copy(source: str, destination: str) -> ModelRecord:
     """Copy a model to a new name. See :meth:`ModelLibrary.copy`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().copy(source, destination)
 
 
@@ -171,6 +240,8 @@ def create(
     parameters: dict[str, Any] | None = None,
 ) -> ModelRecord:
     """Create a named model from a file or another model. See :meth:`ModelLibrary.create`."""
+    from local_llm_runtime.store.library import ModelLibrary
+
     return ModelLibrary().create(name, source, system=system, parameters=parameters)
 
 
@@ -180,9 +251,13 @@ def ps() -> list[RunningModel]:
     Each entry has the name, file, size, context, GPU layers (and why) and
     when it expires.
     """
+    from local_llm_runtime.backends import default_engine
+
     return default_engine().ps()
 
 
 def unload(model: str | None = None) -> int:
     """Unload a model (or all) from memory now; returns how many instances."""
+    from local_llm_runtime.backends import default_engine
+
     return default_engine().unload(model)

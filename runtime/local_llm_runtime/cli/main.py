@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
-from local_llm_runtime.backends import create_engine
 from local_llm_runtime.cli import server_commands
 from local_llm_runtime.cli._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError
@@ -37,6 +36,9 @@ def make_engine(lib: ModelLibrary) -> EngineProtocol:
     backend is imported then, so store-only commands never load llama.cpp). The
     rest of the CLI uses only :class:`~local_llm_runtime.interface.EngineProtocol`.
     """
+    # Here, not at module level: list/show/pull/rm never import the engine's modules.
+    from local_llm_runtime.backends import create_engine
+
     return create_engine(settings=lib.settings)
 
 

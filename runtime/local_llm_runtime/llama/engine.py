@@ -25,23 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import llama_cpp
-
 from local_llm_runtime.errors import (
     ContextLengthExceededError,
     GenerationError,
     InvalidOptionError,
 )
-from local_llm_runtime.llama.batching import SlotRun
-from local_llm_runtime.llama.embedding import embed_texts
-from local_llm_runtime.llama.pool import (
-    LoadedModel,
-    LoadOptions,
-    ModelPool,
-    planned_num_ctx,
-)
-from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
-from local_llm_runtime.llama.sampling import Sampler, SamplingOptions
 from local_llm_runtime.options import split_by_destination, validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
 from local_llm_runtime.prompt.families import traits_for
@@ -77,6 +65,16 @@ from local_llm_runtime.types import (
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
 
+# The modules that import llama_cpp (a native library, ~0.3 s) are imported where
+# they are used -- the first load or request -- so constructing an engine (every
+# adapter's default) imports none of them.
+if TYPE_CHECKING:
+    import llama_cpp
+
+    from local_llm_runtime.llama.batching import SlotRun
+    from local_llm_runtime.llama.pool import LoadedModel, LoadOptions, ModelPool
+    from local_llm_runtime.llama.sampling import SamplingOptions
+
 __all__ = [
     "EmbeddingTask",
     "Engine",
@@ -103,6 +101,9 @@ def split_options(
     Returns:
         Load options (the pool key), sampling options and ``keep_alive``.
     """
+    from local_llm_runtime.llama.pool import LoadOptions
+    from local_llm_runtime.llama.sampling import SamplingOptions
+
     merged: dict[str, Any] = {}
     for layer in layers:
         if layer:
@@ -136,6 +137,8 @@ def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
     Raises:
         InvalidOptionError: If llama.cpp rejects it.
     """
+    import llama_cpp
+
     sampler = llama_cpp.llama_sampler_init_grammar(
         llm._model.vocab, grammar.encode("utf-8"), b"root"
     )
@@ -148,6 +151,8 @@ def _check_grammar(llm: llama_cpp.Llama, grammar: str) -> None:
 
 
 def _is_eog(llm: llama_cpp.Llama, token: int) -> bool:
+    import llama_cpp  # already imported by the load: a dictionary lookup
+
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
 
 
@@ -172,7 +177,23 @@ class LlamaEngine(WholeResults):
     ) -> None:
         self.settings = settings or RuntimeSettings.from_env()
         self.library = library or ModelLibrary(self.settings)
-        self.pool = pool or ModelPool(self.settings)
+        self._pool = pool
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ModelPool:
+        """The loaded-model pool, created on first use (it imports llama_cpp)."""
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from local_llm_runtime.llama.pool import ModelPool
+
+                    self._pool = ModelPool(self.settings)
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: ModelPool) -> None:
+        self._pool = pool
 
     # ---- public: chat / completion ------------------------------------------
 
@@ -419,6 +440,8 @@ class LlamaEngine(WholeResults):
                 prefix = traits_for(entry.metadata).embedding_prefixes.get(task)
             if prefix:
                 texts = [t if t.startswith(prefix) else prefix + t for t in texts]
+            from local_llm_runtime.llama.embedding import embed_texts
+
             raw = embed_texts(entry.llm, texts)
         vectors = [_pooled(v) for v in raw]
         if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract
@@ -465,6 +488,8 @@ class LlamaEngine(WholeResults):
         """
         checked = validate_messages(messages)
         local = self.library.resolve(model)
+        from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
+
         vocab = _prompt_vocab(self.pool.vocab(local))
         msgs = _with_default_system(local, checked)
         prompt = vocab.protected_template.render(msgs, tools=normalize_tools(tools))
@@ -514,10 +539,14 @@ class LlamaEngine(WholeResults):
 
     def ps(self) -> list[RunningModel]:
         """The models loaded in this process now."""
+        if self._pool is None:  # nothing was ever loaded: no need to import llama_cpp
+            return []
         return self.pool.ps()
 
     def unload(self, model: str | None = None) -> int:
         """Unload a model (by name or path), or every model."""
+        if self._pool is None:
+            return 0
         if model is None:
             return self.pool.unload()
         count = self.pool.unload(model)
@@ -563,6 +592,9 @@ class LlamaEngine(WholeResults):
             ContextLengthExceededError: The prompt does not fit the context the
                 model will be loaded with.
         """
+        from local_llm_runtime.llama.pool import planned_num_ctx
+        from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
+
         vocab = _prompt_vocab(self.pool.vocab(local))
         template = vocab.template
         request = build(vocab.protected_template)
@@ -650,6 +682,8 @@ class LlamaEngine(WholeResults):
         n_ctx = entry.num_ctx
         if not 0 <= sampling.repeat_last_n <= n_ctx:  # -1 (Ollama: the whole context) or more
             sampling = replace(sampling, repeat_last_n=n_ctx)  # llama.cpp allocates this window
+        from local_llm_runtime.llama.sampling import Sampler
+
         sampler = Sampler(
             entry.llm,
             sampling,

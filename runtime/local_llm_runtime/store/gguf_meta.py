@@ -5,10 +5,16 @@ section only; tensor data is never touched, so ``show`` on a 40 GB model is as
 fast as on a tiny one. Every length read from the file is checked against the
 file size first, so a truncated or hostile file raises
 :class:`~local_llm_runtime.errors.InvalidModelFileError` instead of crashing.
+
+A header is parsed once per file version: :func:`read_gguf_info` keeps the
+last results keyed by path, size, modification time and inode, so the several
+readers of one load (validation, context length, GPU offload plan, ``show``)
+share one walk of the vocabulary.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import struct
@@ -18,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from local_llm_runtime.errors import InvalidModelFileError
-from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE
 from local_llm_runtime.prompt.families import traits_for
 
 __all__ = ["FILE_TYPES", "GGUFInfo", "read_gguf_info", "summarize"]
@@ -53,6 +58,9 @@ _MAX_DEPTH = 4
 """Deepest nesting of arrays accepted (llama.cpp itself reads no array of arrays)."""
 _MIN_ITEM_BYTES = {_STRING: 8, _ARRAY: 12}
 """Smallest encoding of a string (its u64 length) and of an array (u32 type, u64 count)."""
+_U64 = struct.Struct("<Q")
+_CACHED_HEADERS = 32
+"""File versions whose parsed header :func:`read_gguf_info` keeps."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,9 @@ class GGUFInfo:
     """Elements over all tensors of this file (one shard of a split model)."""
     tensor_types: dict[int, int] = field(default_factory=dict)
     """How many tensors use each ggml type."""
+
+    # Instances are shared by every reader of the same file version (see
+    # read_gguf_info): treat ``metadata`` and ``tensor_types`` as read-only.
 
 
 class _Reader:
@@ -106,6 +117,22 @@ class _Reader:
     def skip_string(self) -> None:
         self.take(self.u64())
 
+    def skip_strings(self, count: int) -> None:
+        """Skip ``count`` strings (the vocabulary: 150k for Qwen) in one tight loop.
+
+        Only the final position is checked against the file size: a length that
+        points past the end makes the next length read fail, or the final check.
+        """
+        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
+        try:
+            for _ in range(count):
+                pos += 8 + unpack(buf, pos)[0]
+        except (struct.error, OverflowError):
+            raise self.fail("truncated") from None
+        if pos > len(buf):
+            raise self.fail("truncated")
+        self.pos = pos
+
     def value(self, kind: int, depth: int = 0) -> Any:
         if kind in _SCALARS:
             return self.scalar(kind)
@@ -138,15 +165,18 @@ class _Reader:
         if kind in _SCALARS:
             self.take(_SCALARS[kind][1] * count)
         elif kind == _STRING:
-            for _ in range(count):
-                self.skip_string()
+            self.skip_strings(count)
         else:
             for _ in range(count):
                 self.value(kind, depth)
 
 
 def read_gguf_info(path: str | Path) -> GGUFInfo:
-    """Read the header of one GGUF file.
+    """Read the header of one GGUF file, parsed once per file version.
+
+    The result is cached by path, size, modification time (ns) and inode, so a
+    file replaced or rewritten in place is parsed again; the returned object is
+    shared between callers and must not be modified.
 
     Args:
         path: The file (for a split model, any one shard).
@@ -158,6 +188,22 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         InvalidModelFileError: If the file is missing, empty, truncated or not GGUF.
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise InvalidModelFileError(f"{path} does not exist.") from None
+    except OSError:
+        return _read(path)  # not stat-able: let the read raise the precise error
+    return _read_version(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=_CACHED_HEADERS)
+def _read_version(path: Path, size: int, mtime_ns: int, inode: int) -> GGUFInfo:
+    del size, mtime_ns, inode  # the cache key: a new version of the file is parsed again
+    return _read(path)
+
+
+def _read(path: Path) -> GGUFInfo:
     try:
         with path.open("rb") as handle:
             size = path.stat().st_size
@@ -251,8 +297,14 @@ def summarize(infos: Sequence[GGUFInfo]) -> dict[str, Any]:
     has_template = bool(text)
     embedding = isinstance(pooling, int) and pooling > 0
     capabilities = ["embedding"] if embedding else ["completion"]
-    # A chat model without a template is rendered with ChatML, which has tools.
-    if "tools" in (text or ("" if embedding else CHATML_TEMPLATE)):
+    rendered_with = text
+    if not text and not embedding:
+        # A chat model without a template is rendered with ChatML, which has tools.
+        # (Imported here: chat_template imports jinja2, which a header does not need.)
+        from local_llm_runtime.prompt.chat_template import CHATML_TEMPLATE
+
+        rendered_with = CHATML_TEMPLATE
+    if "tools" in rendered_with:
         capabilities.append("tools")
     if traits_for(meta, template=text).think_tags is not None:
         capabilities.append("thinking")

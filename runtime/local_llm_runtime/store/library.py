@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local_llm_runtime.errors import (
     InvalidModelFileError,
@@ -31,8 +31,6 @@ from local_llm_runtime.options import validate_options
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store import catalog
 from local_llm_runtime.store.gguf_meta import read_gguf_info, summarize
-from local_llm_runtime.store.hf_cache import delete_snapshot_files
-from local_llm_runtime.store.hub import HubClient, ProgressCallback, PullProgress
 from local_llm_runtime.store.names import FileRef, HubRef, OllamaName, parse_name, parse_ref
 from local_llm_runtime.store.records import (
     FileRecord,
@@ -44,6 +42,11 @@ from local_llm_runtime.store.records import (
     now,
     store_key,
 )
+
+# The Hub client and the HF cache API import huggingface_hub (~0.15 s): imported
+# on first pull or removal, so resolving, listing and showing stored models never do.
+if TYPE_CHECKING:
+    from local_llm_runtime.store.hub import HubClient, ProgressCallback
 
 __all__ = ["LocalModel", "ModelLibrary"]
 
@@ -122,7 +125,16 @@ class ModelLibrary:
     ) -> None:
         self.settings = settings if settings is not None else RuntimeSettings.from_env()
         self.store = Store(self.settings)
-        self.hub = hub if hub is not None else HubClient(self.settings)
+        self._hub = hub
+
+    @property
+    def hub(self) -> HubClient:
+        """The Hub client, created on first use (no I/O: it connects per request)."""
+        if self._hub is None:
+            from local_llm_runtime.store.hub import HubClient
+
+            self._hub = HubClient(self.settings)
+        return self._hub
 
     # ---- names -------------------------------------------------------------
 
@@ -241,6 +253,8 @@ class ModelLibrary:
         Returns:
             The store record.
         """
+        from local_llm_runtime.store.hub import PullProgress
+
         ref = self._parse_stored(text)
         name = self._stored_name(ref)
         if progress is not None:
@@ -542,7 +556,11 @@ class ModelLibrary:
             for path in imported:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+            if not hub_files:  # nothing downloaded to delete: no need for huggingface_hub
+                return
             try:
+                from local_llm_runtime.store.hf_cache import delete_snapshot_files
+
                 delete_snapshot_files(cache, hub_files)
             except OSError as exc:  # the names are gone already; files stay behind
                 logger.warning("Could not delete files from the HF cache %s: %s", cache, exc)
