@@ -127,6 +127,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidOptionError(f"{name}={raw!r} is not an integer.") from None
+    if value < 0:
+        raise InvalidOptionError(f"{name}={raw!r} must be 0 (off) or more.")
+    return value
+
+
 class RuntimeSettings(BaseModel):
     """Typed view of the environment the runtime depends on."""
 
@@ -146,6 +159,11 @@ class RuntimeSettings(BaseModel):
 
     num_parallel: int = Field(default=1, ge=1)
     """Requests decoded together per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
+
+    cache_ram: int = Field(default=1024, ge=0)
+    """MiB of RAM for saved prompt states (``LOCAL_LLM_CACHE_RAM``, as llama-server's
+    ``--cache-ram``): with more conversations than slots, each keeps its prefix; ``0``
+    disables it. Shared by every loaded model; a model's states go when it is unloaded."""
 
     flash_attention: bool | None = None
     """Use llama.cpp's flash attention (``LOCAL_LLM_FLASH_ATTENTION``); unset: off,
@@ -233,6 +251,7 @@ class RuntimeSettings(BaseModel):
             keep_alive=keep_alive,
             max_loaded_models=_positive_int(env, "LOCAL_LLM_MAX_LOADED_MODELS", 3),
             num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
+            cache_ram=_non_negative_int(env, "LOCAL_LLM_CACHE_RAM", 1024),
             flash_attention=_tristate(env, "LOCAL_LLM_FLASH_ATTENTION"),
             kv_cache_type=_kv_cache_type(env),
             repack=_tristate(env, "LOCAL_LLM_REPACK"),

@@ -14,7 +14,11 @@ Requests reach a slot through the pool's lease (a FIFO semaphore with
 output pipeline (stop sequences, tool calls, reasoning) is the same as with one
 slot. A slot keeps its cache when its request ends, and a new request takes the
 free slot whose cached tokens share the longest prefix with its prompt, so
-interleaved conversations each keep their own prefix.
+interleaved conversations each keep their own prefix. With a prompt cache
+(:mod:`local_llm_runtime.llama.prompt_cache`, ``LOCAL_LLM_CACHE_RAM``) a slot's
+state is saved before its cells are cut for another prompt, and restored into
+a slot when it shares a longer prefix with a new prompt than the slot does, so
+more conversations than slots keep their prefixes.
 
 As with Ollama's and llama-server's parallel slots, a seeded request is
 reproducible only up to the batch it shares: llama.cpp's kernels are not
@@ -42,6 +46,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import GenerationError
+from local_llm_runtime.llama.prompt_cache import CachedPrompt, ModelPromptCache
 from local_llm_runtime.llama.sampling import Sampler, common_prefix
 
 __all__ = ["BatchDecoder", "SlotRun"]
@@ -79,6 +84,8 @@ class SlotRun:
     last: int | None = None
     """The last sampled token, evaluated in the next step."""
     started: bool = False
+    restore: CachedPrompt | None = None
+    """A cached state to copy into the slot before the run starts (prompt cache hit)."""
     finished: bool = False
     closing: bool = False
 
@@ -126,6 +133,11 @@ def _close_sampler(run: SlotRun) -> None:
 
 _SIMILARITY = 0.5
 """Reuse a slot's cache only if the prompt keeps at least this share of it."""
+
+
+_SAVE_MIN_CUT = 16
+"""Save a slot's state to the prompt cache only if more cells than this would be cut
+(a follow-up in the same conversation cuts a few at most: not worth a copy)."""
 
 
 def _spare(free: list[_Slot]) -> _Slot:
@@ -194,6 +206,8 @@ class BatchDecoder:
         self.max_active = 0
         """The most runs decoded in one step so far (for tests and ``ps``)."""
         self.steps = 0
+        self.prompt_cache: ModelPromptCache | None = None
+        """Where slot states are saved before being cut (set by the pool; ``None``: off)."""
 
     @staticmethod
     def _new_context(llm: llama_cpp.Llama, n_slots: int, num_ctx: int, n_batch: int) -> Any:
@@ -242,8 +256,10 @@ class BatchDecoder:
             free = [s for s in self._slots if s.run is None]
             if not free:
                 raise GenerationError("no free slot: hold a pool permit before starting a run")
+            restore = None
             if reuse and self._cut_ok:
                 slot, keep = _choose_slot(free, tokens)
+                restore, keep = self._cached(tokens, keep)
             else:
                 slot, keep = _spare(free), 0
             run = SlotRun(
@@ -255,6 +271,7 @@ class BatchDecoder:
                 reused=keep,
                 _decoder=self,
                 _slot=slot,
+                restore=restore,
             )
             slot.run = run
             slot.last_used = time.monotonic()
@@ -299,10 +316,40 @@ class BatchDecoder:
                     slot.run = None
             self._stopped = True
             self._cond.notify_all()
+        if self.prompt_cache is not None:
+            self.prompt_cache.drop()  # the model's saved states go with it
         llama_cpp.llama_batch_free(self._batch)
         if self._own_ctx:
             llama_cpp.llama_free(self.ctx)
         self.ctx = None
+
+    # ---- the prompt cache ------------------------------------------------------
+
+    def _cached(self, tokens: Sequence[int], keep: int) -> tuple[CachedPrompt | None, int]:
+        """A cached state to restore if it keeps more of ``tokens`` than a slot's ``keep``."""
+        if self.prompt_cache is None:
+            return None, keep
+        found = self.prompt_cache.best(tokens, more_than=keep)
+        return found if found is not None else (None, keep)
+
+    def _swap_cached(self, slot: _Slot, run: SlotRun) -> None:
+        """Before ``run`` starts (on the decoding thread): save what it cuts, restore its state."""
+        cache = self.prompt_cache
+        if cache is None or not self._cut_ok:
+            return
+        if slot.cells and (run.restore is not None or len(slot.cells) - run.reused > _SAVE_MIN_CUT):
+            try:
+                cache.save(self.ctx, slot.seq, slot.cells)
+            except Exception:  # a cache is an optimisation: never fail the request for it
+                logger.exception("Saving a prompt state failed")
+        entry, run.restore = run.restore, None
+        if entry is None:
+            return
+        if cache.restore(self.ctx, slot.seq, entry):
+            slot.cells[:] = entry.tokens
+        else:  # the sequence is empty now: evaluate the whole prompt
+            slot.cells.clear()
+            run.reused, run.pending = 0, list(run.prompt)
 
     # ---- the decoding thread -----------------------------------------------------
 
@@ -357,6 +404,7 @@ class BatchDecoder:
                     self._cond.notify_all()
                 continue
             if not run.started:
+                self._swap_cached(slot, run)
                 # Drop whatever the slot cached beyond the reused prefix.
                 if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1):
                     llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)

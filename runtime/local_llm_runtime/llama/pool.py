@@ -36,6 +36,7 @@ import llama_cpp
 from local_llm_runtime.llama import gpu, llama_log
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.llama.loader import Builder, LoadOptions, ModelLoader, planned_num_ctx
+from local_llm_runtime.llama.prompt_cache import MIB, PromptCache
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.library import LocalModel
 from local_llm_runtime.streams import QueueLeftError, current_request
@@ -230,6 +231,8 @@ class ModelPool:
         self._reaper_wakeup = threading.Event()
         self._reaper: threading.Thread | None = None
         self._vocabs: dict[str, llama_cpp.Llama] = {}
+        self.prompt_cache = PromptCache(self.settings.cache_ram * MIB)
+        """Saved prompt states of every loaded model (``LOCAL_LLM_CACHE_RAM``)."""
         llama_log.install()
 
     # ---- leasing -----------------------------------------------------------
@@ -311,6 +314,8 @@ class ModelPool:
         self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
     ) -> LoadedModel:
         loaded = self.loader.load(model, options)
+        if loaded.batcher is not None and self.prompt_cache.limit_bytes > 0:
+            loaded.batcher.prompt_cache = self.prompt_cache.for_model(repr(key))
         return LoadedModel(
             key=key,
             model=model,
