@@ -20,6 +20,7 @@ from local_llm_runtime.errors import InvalidOptionError
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.llama.prompt_cache import PromptCache
+from local_llm_runtime.llama.slot_files import SlotFiles
 from local_llm_runtime.types import ChatResult
 
 GREEDY = {"temperature": 0.0, "num_predict": 8}
@@ -31,9 +32,13 @@ CONVO_B: Messages = [{"role": "user", "content": "b " * 200}]
 CONVO_C: Messages = [{"role": "user", "content": "c " * 200}]
 
 
-def _engine(monkeypatch: pytest.MonkeyPatch, *, parallel: int = 1, cache_mib: int = 64) -> Engine:
+def _engine(
+    monkeypatch: pytest.MonkeyPatch, *, parallel: int = 1, cache_mib: int = 64, disk_mib: int = 0
+) -> Engine:
     monkeypatch.setenv("LOCAL_LLM_NUM_PARALLEL", str(parallel))
     monkeypatch.setenv("LOCAL_LLM_CACHE_RAM", str(cache_mib))
+    monkeypatch.setenv("LOCAL_LLM_CACHE_DISK", str(disk_mib))
+    monkeypatch.setenv("LOCAL_LLM_SLOT_SAVE_MIN", "100")
     return Engine(RuntimeSettings.from_env())
 
 
@@ -189,6 +194,95 @@ def test_seeded_requests_save_but_do_not_restore(
     assert a2.timings.prompt_tokens > 200
     assert engine.pool.prompt_cache.stats.restored == 0
     assert engine.pool.prompt_cache.stats.saved >= 1
+
+
+# ---- long shared prefixes saved to disk (LOCAL_LLM_SLOT_SAVE_PATH) -------------
+
+SYSTEM = "s " * 150  # a system prompt two conversations share (> LOCAL_LLM_SLOT_SAVE_MIN)
+
+
+def _with_system(text: str) -> Messages:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def _slot_files(engine: Engine) -> SlotFiles:
+    batcher = _batcher(engine)
+    assert batcher.prompt_cache is not None and batcher.prompt_cache.disk is not None
+    return batcher.prompt_cache.disk
+
+
+def _save_shared_prefix(make_engine: Callable[..., Engine], model: Path) -> list[Path]:
+    """Two conversations with one system prompt, then the engine is closed (a restart)."""
+    engine = make_engine(disk_mib=64)
+    engine.chat(str(model), _with_system("a " * 30), options=GREEDY)
+    engine.chat(str(model), _with_system("b " * 30), options=GREEDY)  # cuts A to the prefix
+    disk = _slot_files(engine)
+    disk.flush()
+    assert disk.saved == 1
+    files = sorted(disk.folder.glob("*.slot"))
+    engine.pool.close()
+    return files
+
+
+def test_a_shared_prefix_saved_to_disk_is_loaded_after_a_restart(
+    make_engine: Callable[..., Engine], tiny_gguf: Path
+) -> None:
+    (saved,) = _save_shared_prefix(make_engine, tiny_gguf)
+    restarted = make_engine(disk_mib=64)
+    c = restarted.chat(str(tiny_gguf), _with_system("c " * 30), options=GREEDY)
+    # the system prompt came from the file: only the user's turn was evaluated
+    assert c.usage.prompt_tokens - c.timings.prompt_tokens >= 150
+    assert _slot_files(restarted).loaded == 1 and saved.exists()
+    cold = make_engine()  # no disk: the same greedy answer from a full prefill
+    assert cold.chat(str(tiny_gguf), _with_system("c " * 30), options=GREEDY).text == c.text
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _flip_a_state_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"not a slot file at all")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_state_byte, _garbage])
+def test_a_damaged_file_is_ignored_and_removed(
+    make_engine: Callable[..., Engine], tiny_gguf: Path, damage: Callable[[Path], None]
+) -> None:
+    (saved,) = _save_shared_prefix(make_engine, tiny_gguf)
+    damage(saved)
+    restarted = make_engine(disk_mib=64)
+    c = restarted.chat(str(tiny_gguf), _with_system("c " * 30), options=GREEDY)
+    assert c.timings.prompt_tokens == c.usage.prompt_tokens  # evaluated in full
+    assert not saved.exists()
+    assert _slot_files(restarted).loaded == 0
+
+
+def test_disk_budget_removes_the_least_recently_used_file(
+    make_engine: Callable[..., Engine], tiny_gguf: Path
+) -> None:
+    (first,) = _save_shared_prefix(make_engine, tiny_gguf)
+    engine = make_engine(disk_mib=64)
+    disk = _slot_files_after(engine, tiny_gguf)
+    disk.limit_bytes = first.stat().st_size * 3 // 2  # room for one file
+    other = [{"role": "system", "content": "o " * 150}]
+    engine.chat(str(tiny_gguf), [*other, {"role": "user", "content": "a " * 30}], options=GREEDY)
+    engine.chat(str(tiny_gguf), [*other, {"role": "user", "content": "b " * 30}], options=GREEDY)
+    disk.flush()
+    assert disk.saved == 1
+    assert not first.exists()
+    assert len(list(disk.folder.glob("*.slot"))) == 1
+
+
+def _slot_files_after(engine: Engine, model: Path) -> SlotFiles:
+    engine.chat(str(model), [{"role": "user", "content": "x"}], options=GREEDY)  # loads it
+    return _slot_files(engine)
 
 
 # ---- the cache's own rules (real bytes, no llama.cpp) -------------------------

@@ -250,6 +250,8 @@ class BatchDecoder:
         """
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt has no tokens")
+        # A prefix saved to disk is read here, on the requesting thread, not under the lock.
+        saved = self._from_disk(tokens) if reuse and self._cut_ok else None
         with self._cond:
             if self._closed:
                 raise GenerationError("the model was unloaded; send the request again")
@@ -259,7 +261,7 @@ class BatchDecoder:
             restore = None
             if reuse and self._cut_ok:
                 slot, keep = _choose_slot(free, tokens)
-                restore, keep = self._cached(tokens, keep)
+                restore, keep = self._cached(tokens, keep, saved)
             else:
                 slot, keep = _spare(free), 0
             run = SlotRun(
@@ -325,12 +327,29 @@ class BatchDecoder:
 
     # ---- the prompt cache ------------------------------------------------------
 
-    def _cached(self, tokens: Sequence[int], keep: int) -> tuple[CachedPrompt | None, int]:
+    def _from_disk(self, tokens: Sequence[int]) -> CachedPrompt | None:
+        """A prefix of ``tokens`` saved to disk, longer than what any slot holds now."""
+        if self.prompt_cache is None or self.prompt_cache.disk is None:
+            return None
+        # An unlocked look at the slots (a copy of each list): only a hint.
+        have = max(common_prefix(list(s.cells), tokens) for s in self._slots)
+        return self.prompt_cache.from_disk(tokens, have)
+
+    def _cached(
+        self, tokens: Sequence[int], keep: int, saved: CachedPrompt | None = None
+    ) -> tuple[CachedPrompt | None, int]:
         """A cached state to restore if it keeps more of ``tokens`` than a slot's ``keep``."""
         if self.prompt_cache is None:
             return None, keep
+        restore = None
         found = self.prompt_cache.best(tokens, more_than=keep)
-        return found if found is not None else (None, keep)
+        if found is not None:
+            restore, keep = found
+        if saved is not None:
+            shared = min(common_prefix(saved.tokens, tokens), len(tokens) - 1)
+            if shared > keep:
+                restore, keep = saved, shared
+        return restore, keep
 
     def _swap_cached(self, slot: _Slot, run: SlotRun) -> None:
         """Before ``run`` starts (on the decoding thread): save what it cuts, restore its state."""
@@ -343,13 +362,25 @@ class BatchDecoder:
             except Exception:  # a cache is an optimisation: never fail the request for it
                 logger.exception("Saving a prompt state failed")
         entry, run.restore = run.restore, None
-        if entry is None:
-            return
-        if cache.restore(self.ctx, slot.seq, entry):
-            slot.cells[:] = entry.tokens
-        else:  # the sequence is empty now: evaluate the whole prompt
-            slot.cells.clear()
-            run.reused, run.pending = 0, list(run.prompt)
+        if entry is not None:
+            if cache.restore(self.ctx, slot.seq, entry):
+                slot.cells[:] = entry.tokens
+            else:  # the sequence is empty now: evaluate the whole prompt
+                slot.cells.clear()
+                run.reused, run.pending = 0, list(run.prompt)
+        # Another conversation's cells are cut back to a long prefix both share (a
+        # system prompt, a RAG preamble): save that prefix to disk for the next start.
+        shared_prefix = (
+            cache.disk is not None
+            and len(slot.cells) - run.reused > _SAVE_MIN_CUT
+            and run.reused >= cache.disk.min_tokens
+        )
+        if shared_prefix and llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1):
+            del slot.cells[run.reused :]
+            try:
+                cache.save_prefix(self.ctx, slot.seq, slot.cells)
+            except Exception:  # an optimisation: never fail the request for it
+                logger.exception("Saving a prompt prefix failed")
 
     # ---- the decoding thread -----------------------------------------------------
 

@@ -33,11 +33,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
 from local_llm_runtime.llama.sampling import common_prefix
+from local_llm_runtime.llama.slot_files import SlotFiles
 
 __all__ = ["CachedPrompt", "ModelPromptCache", "PromptCache", "PromptCacheStats"]
 
@@ -55,6 +57,8 @@ class CachedPrompt:
     """The state bytes (a ctypes ``c_uint8`` array, as llama.cpp reads it back)."""
     size: int
     """Bytes of ``data``."""
+    path: Path | None = None
+    """The file it was read from (a prefix saved to disk), if any."""
 
 
 @dataclass
@@ -97,7 +101,7 @@ class PromptCache:
             return [e for (k, _), e in self._lru.items() if k == key]
 
     def best(
-        self, key: str, tokens: Sequence[int], more_than: int = 0
+        self, key: str, tokens: Sequence[int], more_than: int = 0, *, touch: bool = True
     ) -> tuple[CachedPrompt, int] | None:
         """The state of model ``key`` sharing the longest prefix with ``tokens``, and its length.
 
@@ -116,7 +120,8 @@ class PromptCache:
                     found = (lru_key, shared)
             if found is None:
                 return None
-            self._lru.move_to_end(found[0])
+            if touch:
+                self._lru.move_to_end(found[0])
             return self._lru[found[0]], found[1]
 
     def covers(self, key: str, tokens: Sequence[int]) -> bool:
@@ -182,15 +187,37 @@ class ModelPromptCache:
     Args:
         cache: The shared cache.
         key: The loaded model (file and load options).
+        disk: Where long shared prefixes are saved (``None``: not on disk).
     """
 
-    def __init__(self, cache: PromptCache, key: str) -> None:
+    def __init__(self, cache: PromptCache, key: str, disk: SlotFiles | None = None) -> None:
         self.cache = cache
         self.key = key
+        self.disk = disk
 
-    def best(self, tokens: Sequence[int], more_than: int = 0) -> tuple[CachedPrompt, int] | None:
+    def best(
+        self, tokens: Sequence[int], more_than: int = 0, *, touch: bool = True
+    ) -> tuple[CachedPrompt, int] | None:
         """See :meth:`PromptCache.best`."""
-        return self.cache.best(self.key, tokens, more_than)
+        return self.cache.best(self.key, tokens, more_than, touch=touch)
+
+    def from_disk(self, tokens: Sequence[int], have: int) -> CachedPrompt | None:
+        """A saved prefix of ``tokens`` longer than ``have`` and than any state in RAM, read.
+
+        Runs on the requesting thread (a file read), before the request takes a slot.
+        """
+        if self.disk is None:
+            return None
+        found = self.disk.best(tokens, more_than=have)
+        if found is None:
+            return None
+        saved, shared = found
+        if self.best(tokens, more_than=shared - 1, touch=False) is not None:
+            return None  # RAM holds as much
+        data = self.disk.load(saved)
+        if data is None:
+            return None
+        return CachedPrompt(tokens=saved.tokens, data=data, size=len(data), path=saved.path)
 
     def save(self, ctx: Any, seq: int, tokens: Sequence[int]) -> bool:
         """Copy sequence ``seq`` of ``ctx`` (holding ``tokens``) into the cache.
@@ -234,11 +261,19 @@ class ModelPromptCache:
         llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
         if int(llama_cpp.llama_state_seq_set_data(ctx, entry.data, entry.size, seq)) <= 0:
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            if entry.path is not None and self.disk is not None:
+                self.disk.discard(entry.path)  # llama.cpp refuses it: never again
             return False
         with self.cache._lock:
             self.cache.stats.restored += 1
         return True
 
+    def save_prefix(self, ctx: Any, seq: int, tokens: Sequence[int]) -> bool:
+        """Write sequence ``seq`` (holding ``tokens``, a shared prefix) to disk if long enough."""
+        if self.disk is None:
+            return False
+        return self.disk.save(ctx, seq, tokens)
+
     def drop(self) -> None:
-        """Free this model's states."""
+        """Free this model's states in RAM (the files stay)."""
         self.cache.drop_model(self.key)
