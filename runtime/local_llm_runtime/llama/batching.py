@@ -113,6 +113,8 @@ class _Slot:
     """Tokens in this sequence's KV cache, by position."""
     run: SlotRun | None = None
     last_used: float = 0.0
+    prompt_len: int = 0
+    """Length of the prompt of the run that last used this slot (kept for the prompt cache)."""
 
 
 _ABORTABLE_PROMPT = 32
@@ -352,35 +354,47 @@ class BatchDecoder:
         return restore, keep
 
     def _swap_cached(self, slot: _Slot, run: SlotRun) -> None:
-        """Before ``run`` starts (on the decoding thread): save what it cuts, restore its state."""
+        """Before ``run`` starts (on the decoding thread): save what it cuts, restore its state.
+
+        A slot's cells are another prompt's when the new prompt does not extend the
+        prompt the slot last read (a follow-up in the same conversation does: only
+        the tail of its answer may be cut).
+        """
         cache = self.prompt_cache
         if cache is None or not self._cut_ok:
             return
-        if slot.cells and (run.restore is not None or len(slot.cells) - run.reused > _SAVE_MIN_CUT):
+        other = common_prefix(slot.cells, run.prompt) < slot.prompt_len
+        cut = len(slot.cells) - run.reused
+        if slot.cells and (run.restore is not None or (cut > 0 and other) or cut > _SAVE_MIN_CUT):
             try:
-                cache.save(self.ctx, slot.seq, slot.cells)
+                cache.save(self.ctx, slot.seq, slot.cells, slot.prompt_len)
             except Exception:  # a cache is an optimisation: never fail the request for it
                 logger.exception("Saving a prompt state failed")
         entry, run.restore = run.restore, None
         if entry is not None:
             if cache.restore(self.ctx, slot.seq, entry):
                 slot.cells[:] = entry.tokens
+                slot.prompt_len = entry.prompt_len
+                other = common_prefix(slot.cells, run.prompt) < slot.prompt_len
             else:  # the sequence is empty now: evaluate the whole prompt
                 slot.cells.clear()
                 run.reused, run.pending = 0, list(run.prompt)
-        # Another conversation's cells are cut back to a long prefix both share (a
-        # system prompt, a RAG preamble): save that prefix to disk for the next start.
-        shared_prefix = (
-            cache.disk is not None
-            and len(slot.cells) - run.reused > _SAVE_MIN_CUT
-            and run.reused >= cache.disk.min_tokens
-        )
-        if shared_prefix and llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1):
+        # Another prompt's cells are cut back to a long prefix both share (a system
+        # prompt, a RAG preamble): save that prefix to disk for the next start.
+        disk = cache.disk
+        if (
+            disk is not None
+            and other
+            and run.reused >= disk.min_tokens
+            and len(slot.cells) > run.reused
+            and llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1)
+        ):
             del slot.cells[run.reused :]
             try:
                 cache.save_prefix(self.ctx, slot.seq, slot.cells)
             except Exception:  # an optimisation: never fail the request for it
                 logger.exception("Saving a prompt prefix failed")
+        slot.prompt_len = len(run.prompt)
 
     # ---- the decoding thread -----------------------------------------------------
 

@@ -59,6 +59,8 @@ class CachedPrompt:
     """Bytes of ``data``."""
     path: Path | None = None
     """The file it was read from (a prefix saved to disk), if any."""
+    prompt_len: int = 0
+    """How many of ``tokens`` were the prompt (the rest: its answer); 0 if unknown."""
 
 
 @dataclass
@@ -133,7 +135,9 @@ class PromptCache:
                     return True
             return False
 
-    def add(self, key: str, tokens: Sequence[int], data: Any, size: int) -> bool:
+    def add(
+        self, key: str, tokens: Sequence[int], data: Any, size: int, prompt_len: int = 0
+    ) -> bool:
         """Keep a state of model ``key``; ``False`` if it is larger than the whole budget.
 
         States of the same model whose tokens are a prefix of ``tokens`` are
@@ -158,7 +162,7 @@ class PromptCache:
             while self._lru and self.size + size > self.limit_bytes:
                 self._drop(next(iter(self._lru)))
                 self.stats.evicted += 1
-            entry = CachedPrompt(tokens=tokens, data=data, size=size)
+            entry = CachedPrompt(tokens=tokens, data=data, size=size, prompt_len=prompt_len)
             self._lru[(key, id(entry))] = entry
             self.size += size
             self.stats.saved += 1
@@ -217,10 +221,13 @@ class ModelPromptCache:
         data = self.disk.load(saved)
         if data is None:
             return None
-        return CachedPrompt(tokens=saved.tokens, data=data, size=len(data), path=saved.path)
+        n = len(saved.tokens)
+        return CachedPrompt(saved.tokens, data, len(data), path=saved.path, prompt_len=n)
 
-    def save(self, ctx: Any, seq: int, tokens: Sequence[int]) -> bool:
+    def save(self, ctx: Any, seq: int, tokens: Sequence[int], prompt_len: int = 0) -> bool:
         """Copy sequence ``seq`` of ``ctx`` (holding ``tokens``) into the cache.
+
+        ``prompt_len``: how many of ``tokens`` were the prompt (the rest, its answer).
 
         Returns:
             Whether it was kept (not when larger than the budget or when
@@ -242,7 +249,7 @@ class ModelPromptCache:
             with self.cache._lock:
                 self.cache.stats.skipped += 1
             return False
-        kept = self.cache.add(self.key, tokens, data, copied)
+        kept = self.cache.add(self.key, tokens, data, copied, prompt_len)
         logger.debug(
             "Prompt cache: saved %d tokens (%.1f MiB) in %.1f ms",
             len(tokens),
