@@ -118,6 +118,29 @@ def test_greedy_answers_are_the_same_with_and_without_the_cache(
     assert any(cached)
 
 
+def test_another_prompt_cutting_only_a_short_tail_still_saves_it(
+    make_engine: Callable[..., Engine], tiny_gguf: Path
+) -> None:
+    # B shares all but A's last word: few cells are cut, but they are another prompt's
+    engine = make_engine()
+    convo_a: Messages = [{"role": "user", "content": "a " * 200 + "x"}]
+    a1 = engine.chat(str(tiny_gguf), convo_a, options={**GREEDY, "num_predict": 1})
+    engine.chat(str(tiny_gguf), [{"role": "user", "content": "a " * 200 + "y"}], options=GREEDY)
+    assert engine.pool.prompt_cache.stats.saved == 1
+    engine.chat(str(tiny_gguf), _follow(convo_a, a1, "z"), options=GREEDY)
+    assert engine.pool.prompt_cache.stats.restored == 1
+
+
+def test_a_follow_up_in_the_same_conversation_saves_nothing(
+    make_engine: Callable[..., Engine], tiny_gguf: Path
+) -> None:
+    engine = make_engine()
+    a1 = engine.chat(str(tiny_gguf), CONVO_A, options=GREEDY)
+    a2 = engine.chat(str(tiny_gguf), _follow(CONVO_A, a1, "more"), options=GREEDY)
+    assert a2.timings.prompt_tokens < 60
+    assert engine.pool.prompt_cache.stats.saved == 0
+
+
 def test_an_unrelated_prompt_misses(make_engine: Callable[..., Engine], tiny_gguf: Path) -> None:
     engine = make_engine()
     engine.chat(str(tiny_gguf), CONVO_A, options=GREEDY)

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 
+_FLUSH_ON_UNLOAD_S = 5.0
+"""How long an unload waits for a prefix still being written to disk."""
+
 
 @dataclass(eq=False)
 class CachedPrompt:
@@ -282,5 +285,7 @@ class ModelPromptCache:
         return self.disk.save(ctx, seq, tokens)
 
     def drop(self) -> None:
-        """Free this model's states in RAM (the files stay)."""
+        """Free this model's states in RAM (the files stay; a write under way may finish)."""
         self.cache.drop_model(self.key)
+        if self.disk is not None:
+            self.disk.flush(timeout=_FLUSH_ON_UNLOAD_S)
