@@ -138,8 +138,10 @@ _SIMILARITY = 0.5
 
 
 _SAVE_MIN_CUT = 16
-"""Save a slot's state to the prompt cache only if more cells than this would be cut
-(a follow-up in the same conversation cuts a few at most: not worth a copy)."""
+"""When a prompt extends the one a slot last read (a follow-up in the same conversation),
+save the slot's state to the prompt cache only if more cells than this would be cut (the
+tail of an answer the template renders differently, say: a few tokens are not worth a
+copy). Cells of another prompt are saved whatever their number."""
 
 
 def _spare(free: list[_Slot]) -> _Slot:
