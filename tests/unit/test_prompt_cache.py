@@ -235,10 +235,13 @@ def _slot_files(engine: Engine) -> SlotFiles:
 
 
 def _save_shared_prefix(make_engine: Callable[..., Engine], model: Path) -> list[Path]:
-    """Two conversations with one system prompt, then the engine is closed (a restart)."""
+    """Two conversations with one system prompt, then the engine is closed (a restart).
+
+    Their questions share a few words: the prefix saved ends inside the user's turn.
+    """
     engine = make_engine(disk_mib=64)
-    engine.chat(str(model), _with_system("a " * 30), options=GREEDY)
-    engine.chat(str(model), _with_system("b " * 30), options=GREEDY)  # cuts A to the prefix
+    engine.chat(str(model), _with_system("what is " + "a " * 30), options=GREEDY)
+    engine.chat(str(model), _with_system("what is " + "b " * 30), options=GREEDY)
     disk = _slot_files(engine)
     disk.flush()
     assert disk.saved == 1

@@ -209,7 +209,7 @@ class ModelPromptCache:
         return self.cache.best(self.key, tokens, more_than, touch=touch)
 
     def from_disk(self, tokens: Sequence[int], have: int) -> CachedPrompt | None:
-        """A saved prefix of ``tokens`` longer than ``have`` and than any state in RAM, read.
+        """A state saved to disk sharing more of ``tokens`` than ``have`` and any state in RAM.
 
         Runs on the requesting thread (a file read), before the request takes a slot.
         """

@@ -151,27 +151,23 @@ class SlotFiles:
         return None
 
     def best(self, tokens: Sequence[int], more_than: int = 0) -> tuple[SavedSlot, int] | None:
-        """The saved prefix of ``tokens`` sharing the most with it (more than ``more_than``).
+        """The saved prefix sharing the most tokens with ``tokens``, and how many.
 
-        Only a file whose tokens are all a prefix of ``tokens`` counts (it was
-        saved as a shared prefix); the length counted leaves ``tokens``' last
-        one to be evaluated.
+        ``None`` unless one shares at least ``min_tokens`` and more than
+        ``more_than``. A saved prefix may end past where ``tokens`` leaves it
+        (it ended where two prompts diverged, inside a user's text, say): the
+        state is restored and cut back. The count leaves ``tokens``' last one
+        to be evaluated.
         """
         usable = len(tokens) - 1
+        floor = max(more_than, self.min_tokens - 1)
         with self._lock:
             found: tuple[SavedSlot, int] | None = None
             for path, saved in self._scan().items():
-                n = len(saved)
-                if n > usable or n <= more_than or (found is not None and n <= found[1]):
-                    continue
-                if common_prefix(saved, tokens) == n:
-                    found = (SavedSlot(path, saved), n)
+                shared = min(common_prefix(saved, tokens), usable)
+                if shared > floor and (found is None or shared > found[1]):
+                    found = (SavedSlot(path, saved), shared)
             return found
-
-    def has(self, tokens: Sequence[int]) -> bool:
-        """Whether ``tokens`` is saved (or being saved)."""
-        with self._lock:
-            return (self.folder / _tokens_name(tokens)) in self._scan()
 
     # ---- reading ------------------------------------------------------------------
 
