@@ -16,7 +16,8 @@ token, model already loaded). Greedy, unseeded (seeded requests never reuse).
 
 Usage::
 
-    python benchmarks/prompt_cache.py [MODEL_PATH] [--rounds 3] [--turns 2] [--json PATH]
+    python benchmarks/prompt_cache.py [MODEL_PATH] [--rounds 3] [--turns 2] [--part all|ram|disk]
+                                      [--json PATH]
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("model", nargs="?")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--turns", type=int, default=2, help="requests per conversation")
+    parser.add_argument("--part", choices=("all", "ram", "disk"), default="all")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     path = model_path(args.model)
@@ -145,6 +147,8 @@ def main() -> None:
         "cache_ram_off": engine_with(LOCAL_LLM_CACHE_RAM="0", LOCAL_LLM_CACHE_DISK="0"),
         "cache_ram_on": engine_with(LOCAL_LLM_CACHE_RAM="1024", LOCAL_LLM_CACHE_DISK="0"),
     }
+    if args.part == "disk":
+        engines = {}
     try:
         for engine in engines.values():  # load once; TTFTs below exclude the load
             engine.chat(path, [{"role": "user", "content": "hi"}], options={"num_predict": 1})
@@ -156,7 +160,7 @@ def main() -> None:
         for engine in engines.values():
             engine.pool.close()
     with tempfile.TemporaryDirectory(prefix="slots-") as tmp:
-        for r in range(args.rounds):
+        for r in range(args.rounds if args.part != "ram" else 0):
             for name, series in disk_rows.items():
                 on = name == "disk_on"
                 series.append(restart(path, r, Path(tmp) / name, disk=on))
@@ -166,6 +170,8 @@ def main() -> None:
     print(f"\nPrompt cache, one slot, {args.rounds} rounds (medians; min..max):")
     print(f"{'contender':16} {'cold TTFT':>14} {'follow-up TTFT':>16} {'ratio':>7} {'tokens':>12}")
     for name, series in rows.items():
+        if not series:
+            continue
         cold = [row["cold_s"] for row in series]
         follow = [row["follow_s"] for row in series]
         ratio = median(follow) / median(cold)
@@ -182,15 +188,22 @@ def main() -> None:
             "cold_prompt_tokens": median([r["cold_tokens"] for r in series]),
             "follow_up_prompt_tokens": median([r["follow_tokens"] for r in series]),
         }
-    off = median([row["first_s"] for row in disk_rows["disk_off"]])
-    on = median([row["first_s"] for row in disk_rows["disk_on"]])
-    print("\nFirst request after a restart (the system prompt saved to disk or not):")
-    for name, series in disk_rows.items():
-        firsts = [row["first_s"] for row in series]
-        tokens = median([row["first_tokens"] for row in series])
-        print(f"{name:16} {median(firsts):7.3f} s ({spread(firsts, 2)}) {tokens:6.0f} tokens")
-    print(f"{'ratio on/off':16} {on / off:7.2f}x")
-    figures["restart"] = {"disk_off_ttft_s": off, "disk_on_ttft_s": on, "on_over_off": on / off}
+    if args.part != "ram":
+        off = median([row["first_s"] for row in disk_rows["disk_off"]])
+        on = median([row["first_s"] for row in disk_rows["disk_on"]])
+        print("\nFirst request after a restart (the system prompt saved to disk or not):")
+        for name, series in disk_rows.items():
+            firsts = [row["first_s"] for row in series]
+            tokens = median([row["first_tokens"] for row in series])
+            print(f"{name:16} {median(firsts):7.3f} s ({spread(firsts, 2)}) {tokens:6.0f} tokens")
+        print(f"{'ratio on/off':16} {on / off:7.2f}x")
+        figures["restart"] = {
+            "disk_off_ttft_s": off,
+            "disk_on_ttft_s": on,
+            "on_over_off": on / off,
+            "disk_off_prompt_tokens": median([r["first_tokens"] for r in disk_rows["disk_off"]]),
+            "disk_on_prompt_tokens": median([r["first_tokens"] for r in disk_rows["disk_on"]]),
+        }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
