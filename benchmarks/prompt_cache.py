@@ -124,7 +124,11 @@ def restart(path: str, round_no: int, folder: Path, *, disk: bool) -> dict[str, 
             first.pool.close()
     second = engine_with(**env)
     try:
-        second.chat(path, [{"role": "user", "content": "hi"}], options={"num_predict": 1})  # load
+        second.chat(
+            path,
+            [{"role": "user", "content": "hi"}],
+            options={"num_predict": 1, "num_ctx": NUM_CTX},
+        )  # load
         _text, ttft, evaluated = chat(second, path, [system, {"role": "user", "content": "Why?"}])
     finally:
         second.pool.close()
@@ -151,7 +155,11 @@ def main() -> None:
         engines = {}
     try:
         for engine in engines.values():  # load once; TTFTs below exclude the load
-            engine.chat(path, [{"role": "user", "content": "hi"}], options={"num_predict": 1})
+            engine.chat(
+                path,
+                [{"role": "user", "content": "hi"}],
+                options={"num_predict": 1, "num_ctx": NUM_CTX},
+            )
         for r in range(args.rounds):
             for name, engine in engines.items():  # alternate the contenders each round
                 rows[name].append(interleaved(engine, path, r, args.turns))
