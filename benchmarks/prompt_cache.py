@@ -175,8 +175,11 @@ def main() -> None:
                 print(f"round {r + 1} {name}: {series[-1]}", file=sys.stderr)
 
     figures: dict[str, Any] = {"model": path, "rounds": args.rounds, "turns": args.turns}
-    print(f"\nPrompt cache, one slot, {args.rounds} rounds (medians; min..max):")
-    print(f"{'contender':16} {'cold TTFT':>14} {'follow-up TTFT':>16} {'ratio':>7} {'tokens':>12}")
+    if args.part != "disk":
+        print(f"\nPrompt cache, one slot, {args.rounds} rounds (medians; min..max):")
+        print(
+            f"{'contender':16} {'cold TTFT':>14} {'follow-up TTFT':>16} {'ratio':>7} {'tokens':>12}"
+        )
     for name, series in rows.items():
         if not series:
             continue
