@@ -127,6 +127,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidOptionError(f"{name}={raw!r} is not an integer.") from None
+    if value < 0:
+        raise InvalidOptionError(f"{name}={raw!r} must be 0 (off) or more.")
+    return value
+
+
 class RuntimeSettings(BaseModel):
     """Typed view of the environment the runtime depends on."""
 
@@ -146,6 +159,22 @@ class RuntimeSettings(BaseModel):
 
     num_parallel: int = Field(default=1, ge=1)
     """Requests decoded together per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
+
+    cache_ram: int = Field(default=1024, ge=0)
+    """MiB of RAM for saved prompt states (``LOCAL_LLM_CACHE_RAM``, as llama-server's
+    ``--cache-ram``): with more conversations than slots, each keeps its prefix; ``0``
+    disables it. Shared by every loaded model; a model's states go when it is unloaded."""
+
+    cache_disk: int = Field(default=1024, ge=0)
+    """MiB of disk for long shared prompt prefixes saved under :attr:`slot_save_path`
+    (``LOCAL_LLM_CACHE_DISK``; least recently used files go first; ``0`` disables it)."""
+
+    slot_save_path: Path | None = None
+    """Where shared prompt prefixes are saved, one folder per model (``LOCAL_LLM_SLOT_SAVE_PATH``,
+    as llama-server's ``--slot-save-path``); ``None``: ``slots`` under :attr:`home`."""
+
+    slot_save_min: int = Field(default=512, ge=1)
+    """Shortest shared prefix (tokens) saved to disk (``LOCAL_LLM_SLOT_SAVE_MIN``)."""
 
     flash_attention: bool | None = None
     """Use llama.cpp's flash attention (``LOCAL_LLM_FLASH_ATTENTION``); unset: off,
@@ -219,6 +248,7 @@ class RuntimeSettings(BaseModel):
             except InvalidOptionError as exc:
                 raise InvalidOptionError(f"LOCAL_LLM_KEEP_ALIVE: {exc}") from None
         progress_raw = env.get("HF_HUB_DISABLE_PROGRESS_BARS")
+        slot_raw = env.get("LOCAL_LLM_SLOT_SAVE_PATH")
         idle_raw = env.get("LOCAL_LLM_STREAM_IDLE_TIMEOUT")
         stream_idle = 10.0
         if idle_raw:
@@ -233,6 +263,10 @@ class RuntimeSettings(BaseModel):
             keep_alive=keep_alive,
             max_loaded_models=_positive_int(env, "LOCAL_LLM_MAX_LOADED_MODELS", 3),
             num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
+            cache_ram=_non_negative_int(env, "LOCAL_LLM_CACHE_RAM", 1024),
+            cache_disk=_non_negative_int(env, "LOCAL_LLM_CACHE_DISK", 1024),
+            slot_save_path=Path(slot_raw).expanduser() if slot_raw else home / "slots",
+            slot_save_min=_positive_int(env, "LOCAL_LLM_SLOT_SAVE_MIN", 512),
             flash_attention=_tristate(env, "LOCAL_LLM_FLASH_ATTENTION"),
             kv_cache_type=_kv_cache_type(env),
             repack=_tristate(env, "LOCAL_LLM_REPACK"),

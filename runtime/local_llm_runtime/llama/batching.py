@@ -14,7 +14,11 @@ Requests reach a slot through the pool's lease (a FIFO semaphore with
 output pipeline (stop sequences, tool calls, reasoning) is the same as with one
 slot. A slot keeps its cache when its request ends, and a new request takes the
 free slot whose cached tokens share the longest prefix with its prompt, so
-interleaved conversations each keep their own prefix.
+interleaved conversations each keep their own prefix. With a prompt cache
+(:mod:`local_llm_runtime.llama.prompt_cache`, ``LOCAL_LLM_CACHE_RAM``) a slot's
+state is saved before its cells are cut for another prompt, and restored into
+a slot when it shares a longer prefix with a new prompt than the slot does, so
+more conversations than slots keep their prefixes.
 
 As with Ollama's and llama-server's parallel slots, a seeded request is
 reproducible only up to the batch it shares: llama.cpp's kernels are not
@@ -42,6 +46,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import GenerationError
+from local_llm_runtime.llama.prompt_cache import CachedPrompt, ModelPromptCache
 from local_llm_runtime.llama.sampling import Sampler, common_prefix
 from local_llm_runtime.llama.threads import ThreadGovernor
 
@@ -80,6 +85,8 @@ class SlotRun:
     last: int | None = None
     """The last sampled token, evaluated in the next step."""
     started: bool = False
+    restore: CachedPrompt | None = None
+    """A cached state to copy into the slot before the run starts (prompt cache hit)."""
     finished: bool = False
     closing: bool = False
 
@@ -137,6 +144,8 @@ class _Slot:
     """Tokens in this sequence's KV cache, by position."""
     run: SlotRun | None = None
     last_used: float = 0.0
+    prompt_len: int = 0
+    """Length of the prompt of the run that last used this slot (kept for the prompt cache)."""
 
 
 _ABORTABLE_PROMPT = 32
@@ -157,6 +166,13 @@ def _close_sampler(run: SlotRun) -> None:
 
 _SIMILARITY = 0.5
 """Reuse a slot's cache only if the prompt keeps at least this share of it."""
+
+
+_SAVE_MIN_CUT = 16
+"""When a prompt extends the one a slot last read (a follow-up in the same conversation),
+save the slot's state to the prompt cache only if more cells than this would be cut (the
+tail of an answer the template renders differently, say: a few tokens are not worth a
+copy). Cells of another prompt are saved whatever their number."""
 
 
 def _spare(free: list[_Slot]) -> _Slot:
@@ -238,6 +254,8 @@ class BatchDecoder:
         self.steps = 0
         self.times = StepTimes()
         """Where the steps' time went (for benchmarks and ``ps``)."""
+        self.prompt_cache: ModelPromptCache | None = None
+        """Where slot states are saved before being cut (set by the pool; ``None``: off)."""
 
     @staticmethod
     def _new_context(llm: llama_cpp.Llama, n_slots: int, num_ctx: int, n_batch: int) -> Any:
@@ -280,14 +298,18 @@ class BatchDecoder:
         """
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt has no tokens")
+        # A prefix saved to disk is read here, on the requesting thread, not under the lock.
+        saved = self._from_disk(tokens) if reuse and self._cut_ok else None
         with self._cond:
             if self._closed:
                 raise GenerationError("the model was unloaded; send the request again")
             free = [s for s in self._slots if s.run is None]
             if not free:
                 raise GenerationError("no free slot: hold a pool permit before starting a run")
+            restore = None
             if reuse and self._cut_ok:
                 slot, keep = _choose_slot(free, tokens)
+                restore, keep = self._cached(tokens, keep, saved)
             else:
                 slot, keep = _spare(free), 0
             run = SlotRun(
@@ -299,6 +321,7 @@ class BatchDecoder:
                 reused=keep,
                 _decoder=self,
                 _slot=slot,
+                restore=restore,
             )
             slot.run = run
             slot.last_used = time.monotonic()
@@ -343,10 +366,81 @@ class BatchDecoder:
                     slot.run = None
             self._stopped = True
             self._cond.notify_all()
+        if self.prompt_cache is not None:
+            self.prompt_cache.drop()  # the model's saved states go with it
         llama_cpp.llama_batch_free(self._batch)
         if self._own_ctx:
             llama_cpp.llama_free(self.ctx)
         self.ctx = None
+
+    # ---- the prompt cache ------------------------------------------------------
+
+    def _from_disk(self, tokens: Sequence[int]) -> CachedPrompt | None:
+        """A prefix of ``tokens`` saved to disk, longer than what any slot holds now."""
+        if self.prompt_cache is None or self.prompt_cache.disk is None:
+            return None
+        # An unlocked look at the slots (a copy of each list): only a hint.
+        have = max(common_prefix(list(s.cells), tokens) for s in self._slots)
+        return self.prompt_cache.from_disk(tokens, have)
+
+    def _cached(
+        self, tokens: Sequence[int], keep: int, saved: CachedPrompt | None = None
+    ) -> tuple[CachedPrompt | None, int]:
+        """A cached state to restore if it keeps more of ``tokens`` than a slot's ``keep``."""
+        if self.prompt_cache is None:
+            return None, keep
+        restore = None
+        found = self.prompt_cache.best(tokens, more_than=keep)
+        if found is not None:
+            restore, keep = found
+        if saved is not None:
+            shared = min(common_prefix(saved.tokens, tokens), len(tokens) - 1)
+            if shared > keep:
+                restore, keep = saved, shared
+        return restore, keep
+
+    def _swap_cached(self, slot: _Slot, run: SlotRun) -> None:
+        """Before ``run`` starts (on the decoding thread): save what it cuts, restore its state.
+
+        A slot's cells are another prompt's when the new prompt does not extend the
+        prompt the slot last read (a follow-up in the same conversation does: only
+        the tail of its answer may be cut).
+        """
+        cache = self.prompt_cache
+        if cache is None or not self._cut_ok:
+            return
+        other = common_prefix(slot.cells, run.prompt) < slot.prompt_len
+        cut = len(slot.cells) - run.reused
+        if slot.cells and (run.restore is not None or (cut > 0 and other) or cut > _SAVE_MIN_CUT):
+            try:
+                cache.save(self.ctx, slot.seq, slot.cells, slot.prompt_len)
+            except Exception:  # a cache is an optimisation: never fail the request for it
+                logger.exception("Saving a prompt state failed")
+        entry, run.restore = run.restore, None
+        if entry is not None:
+            if cache.restore(self.ctx, slot.seq, entry):
+                slot.cells[:] = entry.tokens
+                slot.prompt_len = entry.prompt_len
+                other = common_prefix(slot.cells, run.prompt) < slot.prompt_len
+            else:  # the sequence is empty now: evaluate the whole prompt
+                slot.cells.clear()
+                run.reused, run.pending = 0, list(run.prompt)
+        # Another prompt's cells are cut back to a long prefix both share (a system
+        # prompt, a RAG preamble): save that prefix to disk for the next start.
+        disk = cache.disk
+        if (
+            disk is not None
+            and other
+            and run.reused >= disk.min_tokens
+            and len(slot.cells) > run.reused
+            and llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1)
+        ):
+            del slot.cells[run.reused :]
+            try:
+                cache.save_prefix(self.ctx, slot.seq, slot.cells)
+            except Exception:  # an optimisation: never fail the request for it
+                logger.exception("Saving a prompt prefix failed")
+        slot.prompt_len = len(run.prompt)
 
     # ---- the decoding thread -----------------------------------------------------
 
@@ -401,6 +495,7 @@ class BatchDecoder:
                     self._cond.notify_all()
                 continue
             if not run.started:
+                self._swap_cached(slot, run)
                 # Drop whatever the slot cached beyond the reused prefix.
                 if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, run.reused, -1):
                     llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)

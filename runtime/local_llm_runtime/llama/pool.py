@@ -36,6 +36,8 @@ import llama_cpp
 from local_llm_runtime.llama import gpu, llama_log
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.llama.loader import Builder, LoadOptions, ModelLoader, planned_num_ctx
+from local_llm_runtime.llama.prompt_cache import MIB, ModelPromptCache, PromptCache
+from local_llm_runtime.llama.slot_files import SlotFiles, model_identity
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.library import LocalModel
 from local_llm_runtime.streams import QueueLeftError, current_request
@@ -230,6 +232,8 @@ class ModelPool:
         self._reaper_wakeup = threading.Event()
         self._reaper: threading.Thread | None = None
         self._vocabs: dict[str, llama_cpp.Llama] = {}
+        self.prompt_cache = PromptCache(self.settings.cache_ram * MIB)
+        """Saved prompt states of every loaded model (``LOCAL_LLM_CACHE_RAM``)."""
         llama_log.install()
 
     # ---- leasing -----------------------------------------------------------
@@ -311,6 +315,8 @@ class ModelPool:
         self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
     ) -> LoadedModel:
         loaded = self.loader.load(model, options)
+        if loaded.batcher is not None:
+            loaded.batcher.prompt_cache = self._prompt_cache(key, model, loaded.options)
         return LoadedModel(
             key=key,
             model=model,
@@ -324,6 +330,32 @@ class ModelPool:
             lock=FairLock(loaded.batcher.n_slots if loaded.batcher is not None else 1),
             batcher=loaded.batcher,
         )
+
+    def _prompt_cache(
+        self, key: tuple[str, LoadOptions], model: LocalModel, options: LoadOptions
+    ) -> ModelPromptCache | None:
+        """The model's part of the RAM prompt cache and its saved prefixes on disk, if on."""
+        settings = self.settings
+        disk = None
+        if settings.cache_disk > 0 and settings.slot_save_path is not None:
+            file_id = model.sha256
+            if file_id is None:
+                st = model.path.stat()
+                file_id = f"{model.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            identity = model_identity(
+                file_id,
+                kv_cache_type=options.kv_cache_type,
+                flash_attention=options.flash_attention,
+            )
+            disk = SlotFiles(
+                settings.slot_save_path,
+                identity,
+                limit_bytes=settings.cache_disk * MIB,
+                min_tokens=settings.slot_save_min,
+            )
+        if self.prompt_cache.limit_bytes == 0 and disk is None:
+            return None
+        return ModelPromptCache(self.prompt_cache, repr(key), disk)
 
     # ---- keep-alive and eviction -------------------------------------------
 
