@@ -20,19 +20,55 @@ the tokens are prepared first, so that every text has at least one token:
 
 Text is tokenized as plain text (``special=False``): control-token spellings
 inside a document are not turned into control tokens.
+
+Speed (as llama.cpp's ``examples/embedding``): many texts are packed into one
+``llama_decode``, one sequence each (up to :data:`PACK_TOKENS` tokens and
+:data:`PACK_SEQUENCES` sequences, the KV cache cleared between batches); a text
+longer than that is evaluated alone. The packing budget is kept well below the
+context: the attention of a packed batch costs ``tokens x tokens`` (the
+sequences are masked from each other, not skipped), so a 4,096-token batch of
+short texts spends more on attention than on the model.
+
+Generative models (no ``<arch>.pooling_type`` in the GGUF) are mean-pooled over
+the final hidden states (``result_norm``). llama.cpp's own graph would also run
+the LM head (``n_vocab x n_embd``, a quarter of a small model's weights) for
+every token, only to throw the logits away; the embedding instance of such a
+model is therefore created with pooling ``NONE`` and an evaluation callback
+(:func:`hidden_state_contexts`) that ends the graph right after the final norm,
+and the token vectors are averaged here (what llama.cpp's ``MEAN`` pooling
+computes, to float rounding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+import ctypes
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import llama_cpp
+import llama_cpp.llama_cpp as _binding
 import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
 
-__all__ = ["embed_texts", "embedding_tokens"]
+__all__ = [
+    "PACK_SEQUENCES",
+    "PACK_TOKENS",
+    "embed_texts",
+    "embedding_tokens",
+    "hidden_state_contexts",
+]
+
+PACK_TOKENS = 512
+"""The most tokens packed into one ``llama_decode`` of short texts (a longer text goes alone)."""
+
+PACK_SEQUENCES = 64
+"""The most texts (sequences) packed into one ``llama_decode``."""
+
+_FINAL_NORM = b"result_norm"
+"""llama.cpp's name for the final hidden states (``t_embd``) in every model graph."""
 
 
 def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
@@ -75,10 +111,12 @@ def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
 def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]:
     """Embed texts on an embedding instance: exactly one pooled vector per text, in order.
 
-    Texts are packed into batches of up to ``n_batch`` tokens (one sequence
-    each, at most the context's ``n_seq_max`` sequences) and evaluated with a
-    cleared cache, as ``Llama.embed`` does. Models whose pooling is ``NONE``
-    return token vectors, which are averaged here.
+    Texts are packed into batches of up to :data:`PACK_TOKENS` tokens and
+    :data:`PACK_SEQUENCES` sequences (fewer where ``n_batch`` or the context's
+    ``n_seq_max`` is smaller), one sequence each, and evaluated with a cleared
+    cache; a text longer than :data:`PACK_TOKENS` tokens is evaluated alone (up
+    to ``n_batch`` tokens, see :func:`embedding_tokens`). Models whose pooling
+    is ``NONE`` return token vectors, which are averaged here.
 
     Args:
         llm: A ``Llama`` created with ``embedding=True``.
@@ -92,7 +130,8 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
             embedding for a sequence.
     """
     n_batch = int(llm.n_batch)
-    n_seq_max = max(1, int(llm.context_params.n_seq_max))
+    budget = min(n_batch, PACK_TOKENS)
+    max_seqs = max(1, min(PACK_SEQUENCES, int(llm.context_params.n_seq_max)))
     n_embd = int(llm.n_embd())
     context: Any = llm._ctx  # llama-cpp-python's internal wrappers (untyped)
     batch: Any = llm._batch
@@ -116,34 +155,112 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
             raise GenerationError(f"llama.cpp failed to embed a batch: {exc}") from exc
         finally:
             batch.reset()
-        row = 0
-        for seq_id, tokens in enumerate(pending):
-            if pooled:
-                out.append(_read(llama_cpp.llama_get_embeddings_seq(ctx, seq_id), n_embd))
-            else:
-                vectors = [
-                    _read(llama_cpp.llama_get_embeddings_ith(ctx, row + i), n_embd)
-                    for i in range(len(tokens))
-                ]
-                out.append(np.mean(np.asarray(vectors), axis=0).tolist())
-            row += len(tokens)
+        if pooled:
+            for seq_id in range(len(pending)):
+                vector = _read(llama_cpp.llama_get_embeddings_seq(ctx, seq_id), (n_embd,))
+                out.append(vector.tolist())
+        else:  # token vectors in batch order (every token is an output): average per text
+            rows = _read(llama_cpp.llama_get_embeddings(ctx), (used, n_embd))
+            start = 0
+            for tokens in pending:
+                end = start + len(tokens)
+                out.append(rows[start:end].mean(axis=0, dtype=np.float64).tolist())
+                start = end
         pending.clear()
         used = 0
 
     try:
         for text in texts:
             tokens = embedding_tokens(llm, text, n_batch)
-            if used + len(tokens) > n_batch or len(pending) >= n_seq_max:
+            if used + len(tokens) > budget or len(pending) >= max_seqs:
                 flush()
             pending.append(tokens)
             used += len(tokens)
+            if used >= budget:  # a text as long as the budget, or longer: alone
+                flush()
         flush()
     finally:
         context.kv_cache_clear()
     return out
 
 
-def _read(pointer: object, n_embd: int) -> list[float]:
+def _read(pointer: object, shape: tuple[int, ...]) -> Any:
+    """A copy of llama.cpp's float output at ``pointer`` as an array of ``shape``."""
     if not pointer:
         raise GenerationError("llama.cpp returned no embedding for a sequence")
-    return [float(x) for x in np.ctypeslib.as_array(pointer, shape=(n_embd,))]
+    return np.ctypeslib.as_array(pointer, shape=shape).astype(np.float32, copy=True)
+
+
+# ---- generative models: stop the graph at the final hidden states ----------------
+
+_STOP_AT_FINAL_NORM: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "local_llm_stop_at_final_norm", default=False
+)
+_HOOK_ATTR = "_local_llm_embedding_hook"
+
+
+def _tensor_name_function() -> Callable[[int], bytes | None]:
+    from llama_cpp import _ggml
+
+    get_name = _ggml.libggml.ggml_get_name
+    get_name.argtypes = [ctypes.c_void_p]
+    get_name.restype = ctypes.c_char_p
+    return get_name  # type: ignore[no-any-return]
+
+
+_tensor_name = _tensor_name_function()
+
+
+def _stop_after_final_norm(tensor: int, ask: bool, _user_data: int) -> bool:
+    """llama.cpp's ``cb_eval``: observe the final norm; once it is computed, stop the graph.
+
+    With ``ask`` set, llama.cpp asks whether we want to see a node (only the
+    final norm: the graph is then computed up to it in one piece). Called again
+    after that node, returning ``False`` ends the evaluation: the LM head and
+    llama.cpp's own (unused) pooling after it are skipped, and the final norm,
+    the model's token embeddings, is copied out as for pooling ``NONE``.
+    """
+    is_final_norm = _tensor_name(tensor) == _FINAL_NORM
+    return is_final_norm if ask else not is_final_norm
+
+
+_CALLBACK = llama_cpp.ggml_backend_sched_eval_callback(_stop_after_final_norm)
+"""Kept referenced for the life of the process (llama.cpp holds the pointer)."""
+
+
+def _install_hook() -> None:
+    """Wrap ``llama_context_default_params`` once so a context can get the callback.
+
+    ``Llama.__init__`` builds its context parameters from this function; the
+    wrapper sets ``cb_eval`` only inside :func:`hidden_state_contexts` (a context
+    variable, so other threads' and other libraries' contexts are untouched).
+    """
+    original: Callable[[], Any] = _binding.llama_context_default_params
+    if getattr(original, _HOOK_ATTR, False):
+        return
+
+    def default_params() -> Any:
+        params = original()
+        if _STOP_AT_FINAL_NORM.get():
+            params.cb_eval = _CALLBACK
+            params.cb_eval_user_data = None
+        return params
+
+    setattr(default_params, _HOOK_ATTR, True)
+    _binding.llama_context_default_params = default_params
+
+
+@contextmanager
+def hidden_state_contexts() -> Iterator[None]:
+    """Create ``Llama`` contexts in this block (this thread) that stop at the final norm.
+
+    For embedding instances of generative models, created with pooling
+    ``NONE``: their ``llama_decode`` computes the token embeddings and skips the
+    LM head (see the module docstring). :func:`embed_texts` mean-pools them.
+    """
+    _install_hook()
+    token = _STOP_AT_FINAL_NORM.set(True)
+    try:
+        yield
+    finally:
+        _STOP_AT_FINAL_NORM.reset(token)
