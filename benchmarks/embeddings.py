@@ -32,10 +32,39 @@ from _common import median, model_path, spread
 from local_llm_runtime import Engine
 from local_llm_runtime.llama import repack
 
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while rivers of data flow through quiet "
-    "pipes of ideas and small models read every line of text they are given today"
-).split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "rivers",
+    "of",
+    "data",
+    "flow",
+    "through",
+    "quiet",
+    "pipes",
+    "of",
+    "ideas",
+    "and",
+    "small",
+    "models",
+    "read",
+    "every",
+    "line",
+    "of",
+    "text",
+    "they",
+    "are",
+    "given",
+    "today",
+]
 
 
 def make_texts(n: int) -> list[str]:
