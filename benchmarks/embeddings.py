@@ -2,7 +2,7 @@
 
 Contenders, the same model, the same texts (short, ~20 tokens each):
 
-* ``engine``  -- ``Engine.embed`` (packed decodes, LM head skipped for generative models)
+* ``engine``  -- ``Engine.embed`` (texts packed into decodes of up to 256 tokens)
 * ``raw``     -- llama-cpp-python's ``Llama.embed`` (``embedding=True``, mean pooling,
   ``n_batch = n_ubatch = 512``)
 * ``prefill`` -- a generation context evaluating the same tokens as prompts of up to

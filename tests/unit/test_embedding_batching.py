@@ -1,8 +1,7 @@
 """Embeddings packed many texts per decode give the vectors of one text at a time.
 
 The reference is llama.cpp's own path, unbatched: a ``Llama`` with mean pooling
-(the full graph, LM head included) embedding one text per call, as the runtime
-did before texts were packed and the graph stopped at the final hidden states.
+embedding one text per call.
 """
 
 from __future__ import annotations
@@ -105,13 +104,14 @@ def test_batches_split_at_the_sequence_and_token_budgets(tiny_gguf: Path) -> Non
             original(batch)
 
         llm._ctx.decode = counting  # type: ignore[method-assign]
-        short, medium = "the", _text(2, 40)
+        short, medium, long = "a", _text(2, 12), _text(1, 3 * PACK_TOKENS)
         n_short = len(llm.tokenize(short.encode()))
         n_medium = len(llm.tokenize(medium.encode()))
-        assert PACK_SEQUENCES * n_short < PACK_TOKENS < 6 * n_medium
-        texts = [short] * (PACK_SEQUENCES * 2 + 1) + [_text(1, PACK_TOKENS)] + [medium] * 6
-        vectors = embed_texts(llm, texts)
+        assert len(llm.tokenize(long.encode())) > 1024  # truncated to n_batch
         per_batch = PACK_TOKENS // n_medium
+        assert PACK_SEQUENCES * n_short < PACK_TOKENS and 1 < per_batch < 6
+        texts = [short] * (PACK_SEQUENCES * 2 + 1) + [long] + [medium] * 6
+        vectors = embed_texts(llm, texts)
         assert decodes == [PACK_SEQUENCES * n_short] * 2 + [n_short] + [1024] + [
             per_batch * n_medium,
             (6 - per_batch) * n_medium,
@@ -121,12 +121,3 @@ def test_batches_split_at_the_sequence_and_token_budgets(tiny_gguf: Path) -> Non
         assert np.diag(_cosines(vectors[-6:-5], vectors[-1:])).min() >= 0.9999
     finally:
         llm.close()
-
-
-def test_generative_models_skip_the_lm_head(engine: Engine, tiny_gguf: Path) -> None:
-    engine.embed(str(tiny_gguf), ["hello"])
-    (entry,) = [e for e in engine.pool._entries.values() if e.options.embedding]
-    ctx = entry.llm._ctx.ctx
-    # no pooling in llama.cpp: the runtime averages the final hidden states itself
-    assert llama_cpp.llama_pooling_type(ctx) == llama_cpp.LLAMA_POOLING_TYPE_NONE
-    assert entry.llm.context_params.cb_eval  # the graph stops after the final norm

@@ -28,27 +28,14 @@ longer than that is evaluated alone. The packing budget is kept well below the
 context: the attention of a packed batch costs ``tokens x tokens`` (the
 sequences are masked from each other, not skipped), so a 4,096-token batch of
 short texts spends more on attention than on the model.
-
-Generative models (no ``<arch>.pooling_type`` in the GGUF) are mean-pooled over
-the final hidden states (``result_norm``). llama.cpp's own graph would also run
-the LM head (``n_vocab x n_embd``, a quarter of a small model's weights) for
-every token, only to throw the logits away; the embedding instance of such a
-model is therefore created with pooling ``NONE`` and an evaluation callback
-(:func:`hidden_state_contexts`) that ends the graph right after the final norm,
-and the token vectors are averaged here (what llama.cpp's ``MEAN`` pooling
-computes, to float rounding).
 """
 
 from __future__ import annotations
 
-import contextvars
-import ctypes
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp
-import llama_cpp.llama_cpp as _binding
 import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
@@ -58,17 +45,13 @@ __all__ = [
     "PACK_TOKENS",
     "embed_texts",
     "embedding_tokens",
-    "hidden_state_contexts",
 ]
 
-PACK_TOKENS = 512
+PACK_TOKENS = 256
 """The most tokens packed into one ``llama_decode`` of short texts (a longer text goes alone)."""
 
 PACK_SEQUENCES = 64
 """The most texts (sequences) packed into one ``llama_decode``."""
-
-_FINAL_NORM = b"result_norm"
-"""llama.cpp's name for the final hidden states (``t_embd``) in every model graph."""
 
 
 def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
@@ -189,78 +172,3 @@ def _read(pointer: object, shape: tuple[int, ...]) -> Any:
     if not pointer:
         raise GenerationError("llama.cpp returned no embedding for a sequence")
     return np.ctypeslib.as_array(pointer, shape=shape).astype(np.float32, copy=True)
-
-
-# ---- generative models: stop the graph at the final hidden states ----------------
-
-_STOP_AT_FINAL_NORM: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "local_llm_stop_at_final_norm", default=False
-)
-_HOOK_ATTR = "_local_llm_embedding_hook"
-
-
-def _tensor_name_function() -> Callable[[int], bytes | None]:
-    from llama_cpp import _ggml
-
-    get_name = _ggml.libggml.ggml_get_name
-    get_name.argtypes = [ctypes.c_void_p]
-    get_name.restype = ctypes.c_char_p
-    return get_name  # type: ignore[no-any-return]
-
-
-_tensor_name = _tensor_name_function()
-
-
-def _stop_after_final_norm(tensor: int, ask: bool, _user_data: int) -> bool:
-    """llama.cpp's ``cb_eval``: observe the final norm; once it is computed, stop the graph.
-
-    With ``ask`` set, llama.cpp asks whether we want to see a node (only the
-    final norm: the graph is then computed up to it in one piece). Called again
-    after that node, returning ``False`` ends the evaluation: the LM head and
-    llama.cpp's own (unused) pooling after it are skipped, and the final norm,
-    the model's token embeddings, is copied out as for pooling ``NONE``.
-    """
-    is_final_norm = _tensor_name(tensor) == _FINAL_NORM
-    return is_final_norm if ask else not is_final_norm
-
-
-_CALLBACK = llama_cpp.ggml_backend_sched_eval_callback(_stop_after_final_norm)
-"""Kept referenced for the life of the process (llama.cpp holds the pointer)."""
-
-
-def _install_hook() -> None:
-    """Wrap ``llama_context_default_params`` once so a context can get the callback.
-
-    ``Llama.__init__`` builds its context parameters from this function; the
-    wrapper sets ``cb_eval`` only inside :func:`hidden_state_contexts` (a context
-    variable, so other threads' and other libraries' contexts are untouched).
-    """
-    original: Callable[[], Any] = _binding.llama_context_default_params
-    if getattr(original, _HOOK_ATTR, False):
-        return
-
-    def default_params() -> Any:
-        params = original()
-        if _STOP_AT_FINAL_NORM.get():
-            params.cb_eval = _CALLBACK
-            params.cb_eval_user_data = None
-        return params
-
-    setattr(default_params, _HOOK_ATTR, True)
-    _binding.llama_context_default_params = default_params
-
-
-@contextmanager
-def hidden_state_contexts() -> Iterator[None]:
-    """Create ``Llama`` contexts in this block (this thread) that stop at the final norm.
-
-    For embedding instances of generative models, created with pooling
-    ``NONE``: their ``llama_decode`` computes the token embeddings and skips the
-    LM head (see the module docstring). :func:`embed_texts` mean-pools them.
-    """
-    _install_hook()
-    token = _STOP_AT_FINAL_NORM.set(True)
-    try:
-        yield
-    finally:
-        _STOP_AT_FINAL_NORM.reset(token)

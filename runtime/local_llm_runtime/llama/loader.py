@@ -12,7 +12,6 @@ module decides *how*.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
-from local_llm_runtime.llama import binding, cpu, embedding, gpu, llama_log, repack
+from local_llm_runtime.llama import binding, cpu, gpu, llama_log, repack
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info
@@ -82,23 +81,17 @@ def build_llama(
         kwargs["n_threads_batch"] = options.num_thread
     else:  # generation: the physical cores, like llama.cpp and Ollama (not half the CPUs)
         kwargs["n_threads"] = cpu.default_threads()
-    has_pooling = False
     if options.embedding:
         kwargs.update(embedding=True, n_batch=num_ctx, n_ubatch=num_ctx)
         arch = metadata.get("general.architecture")
         has_pooling = f"{arch}.pooling_type" in metadata
-        # Embedding models declare their pooling; causal LMs are mean-pooled over
-        # their final hidden states by embed_texts, the LM head skipped (see embedding).
+        # Embedding models declare their pooling; causal LMs get mean pooling.
         kwargs["pooling_type"] = (
             llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
             if has_pooling
-            else llama_cpp.LLAMA_POOLING_TYPE_NONE
+            else llama_cpp.LLAMA_POOLING_TYPE_MEAN
         )
-    stop_early = options.embedding and not has_pooling
-    with (
-        llama_log.quiet_prints(),  # llama-cpp-python's own prints, without swapping sys.stderr
-        embedding.hidden_state_contexts() if stop_early else contextlib.nullcontext(),
-    ):
+    with llama_log.quiet_prints():  # llama-cpp-python's own prints, without swapping sys.stderr
         llm = llama_cpp.Llama(**kwargs)
     llm.verbose = False
     return llm
@@ -289,7 +282,7 @@ class ModelLoader:
             else:
                 llm = self.build(model, options, num_ctx, layers, metadata)
                 # One slot decodes the Llama's own context (a batch of one);
-                # embedding instances are read by embedding.embed_texts().
+                # embedding instances are read by llama-cpp-python's embed().
                 batcher = (
                     None if options.embedding else _batcher(llm, 1, num_ctx, options.num_batch)
                 )
