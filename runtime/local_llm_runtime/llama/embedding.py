@@ -20,6 +20,14 @@ the tokens are prepared first, so that every text has at least one token:
 
 Text is tokenized as plain text (``special=False``): control-token spellings
 inside a document are not turned into control tokens.
+
+Speed (as llama.cpp's ``examples/embedding``): many texts are packed into one
+``llama_decode``, one sequence each (up to :data:`PACK_TOKENS` tokens and
+:data:`PACK_SEQUENCES` sequences, the KV cache cleared between batches); a text
+longer than that is evaluated alone. The packing budget is kept well below the
+context: the attention of a packed batch costs ``tokens x tokens`` (the
+sequences are masked from each other, not skipped), so a 4,096-token batch of
+short texts spends more on attention than on the model.
 """
 
 from __future__ import annotations
@@ -32,7 +40,18 @@ import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
 
-__all__ = ["embed_texts", "embedding_tokens"]
+__all__ = [
+    "PACK_SEQUENCES",
+    "PACK_TOKENS",
+    "embed_texts",
+    "embedding_tokens",
+]
+
+PACK_TOKENS = 256
+"""The most tokens packed into one ``llama_decode`` of short texts (a longer text goes alone)."""
+
+PACK_SEQUENCES = 64
+"""The most texts (sequences) packed into one ``llama_decode``."""
 
 
 def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
@@ -75,10 +94,12 @@ def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
 def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]:
     """Embed texts on an embedding instance: exactly one pooled vector per text, in order.
 
-    Texts are packed into batches of up to ``n_batch`` tokens (one sequence
-    each, at most the context's ``n_seq_max`` sequences) and evaluated with a
-    cleared cache, as ``Llama.embed`` does. Models whose pooling is ``NONE``
-    return token vectors, which are averaged here.
+    Texts are packed into batches of up to :data:`PACK_TOKENS` tokens and
+    :data:`PACK_SEQUENCES` sequences (fewer where ``n_batch`` or the context's
+    ``n_seq_max`` is smaller), one sequence each, and evaluated with a cleared
+    cache; a text longer than :data:`PACK_TOKENS` tokens is evaluated alone (up
+    to ``n_batch`` tokens, see :func:`embedding_tokens`). Models whose pooling
+    is ``NONE`` return token vectors, which are averaged here.
 
     Args:
         llm: A ``Llama`` created with ``embedding=True``.
@@ -92,7 +113,8 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
             embedding for a sequence.
     """
     n_batch = int(llm.n_batch)
-    n_seq_max = max(1, int(llm.context_params.n_seq_max))
+    budget = min(n_batch, PACK_TOKENS)
+    max_seqs = max(1, min(PACK_SEQUENCES, int(llm.context_params.n_seq_max)))
     n_embd = int(llm.n_embd())
     context: Any = llm._ctx  # llama-cpp-python's internal wrappers (untyped)
     batch: Any = llm._batch
@@ -116,34 +138,37 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
             raise GenerationError(f"llama.cpp failed to embed a batch: {exc}") from exc
         finally:
             batch.reset()
-        row = 0
-        for seq_id, tokens in enumerate(pending):
-            if pooled:
-                out.append(_read(llama_cpp.llama_get_embeddings_seq(ctx, seq_id), n_embd))
-            else:
-                vectors = [
-                    _read(llama_cpp.llama_get_embeddings_ith(ctx, row + i), n_embd)
-                    for i in range(len(tokens))
-                ]
-                out.append(np.mean(np.asarray(vectors), axis=0).tolist())
-            row += len(tokens)
+        if pooled:
+            for seq_id in range(len(pending)):
+                vector = _read(llama_cpp.llama_get_embeddings_seq(ctx, seq_id), (n_embd,))
+                out.append(vector.tolist())
+        else:  # token vectors in batch order (every token is an output): average per text
+            rows = _read(llama_cpp.llama_get_embeddings(ctx), (used, n_embd))
+            start = 0
+            for tokens in pending:
+                end = start + len(tokens)
+                out.append(rows[start:end].mean(axis=0, dtype=np.float64).tolist())
+                start = end
         pending.clear()
         used = 0
 
     try:
         for text in texts:
             tokens = embedding_tokens(llm, text, n_batch)
-            if used + len(tokens) > n_batch or len(pending) >= n_seq_max:
+            if used + len(tokens) > budget or len(pending) >= max_seqs:
                 flush()
             pending.append(tokens)
             used += len(tokens)
+            if used >= budget:  # a text as long as the budget, or longer: alone
+                flush()
         flush()
     finally:
         context.kv_cache_clear()
     return out
 
 
-def _read(pointer: object, n_embd: int) -> list[float]:
+def _read(pointer: object, shape: tuple[int, ...]) -> Any:
+    """A copy of llama.cpp's float output at ``pointer`` as an array of ``shape``."""
     if not pointer:
         raise GenerationError("llama.cpp returned no embedding for a sequence")
-    return [float(x) for x in np.ctypeslib.as_array(pointer, shape=(n_embd,))]
+    return np.ctypeslib.as_array(pointer, shape=shape).astype(np.float32, copy=True)
