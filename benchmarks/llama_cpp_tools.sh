@@ -101,10 +101,9 @@ mkdir -p "$DIR/src"
 if [ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]; then
   if [ -z "$TARBALL" ]; then
     log "downloading the sdist of llama-cpp-python $VERSION"
-    "$PY" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+    # (pip prepares the sdist's metadata in an isolated build environment: scikit-build-core)
+    "$PY" -m pip download --quiet --no-deps --no-binary :all: \
       "llama-cpp-python==$VERSION" -d "$DIR/sdist" >&2 \
-      || "$PY" -m pip download --quiet --no-deps --no-binary :all: \
-        "llama-cpp-python==$VERSION" -d "$DIR/sdist" >&2 \
       || die "pip download failed; pass --tarball PATH to an sdist"
     TARBALL=$(ls "$DIR"/sdist/llama_cpp_python-"$VERSION".tar.gz)
   fi
