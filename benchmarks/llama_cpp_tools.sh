@@ -55,7 +55,9 @@ LIBDIR=$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec(
 # OpenMP as the installed build: llama.cpp's thread pool differs with and without it.
 OPENMP=ON
 if [ -e "$LIBDIR/libggml-cpu.so" ] && command -v ldd >/dev/null; then
-  if ldd "$LIBDIR/libggml-cpu.so" | grep -q 'libgomp\|libomp'; then OPENMP=ON; else OPENMP=OFF; fi
+  # (no `ldd | grep -q` under pipefail: grep's early exit makes ldd's SIGPIPE fail the pipe)
+  DEPS=$(ldd "$LIBDIR/libggml-cpu.so" 2>/dev/null || true)
+  case "$DEPS" in *libgomp*|*libomp*) OPENMP=ON ;; *) OPENMP=OFF ;; esac
 fi
 
 KEY=$VERSION
