@@ -38,3 +38,49 @@ def spread(values: Sequence[float], digits: int = 1) -> str:
     if not values:
         return "-"
     return f"{min(values):.{digits}f}..{max(values):.{digits}f}"
+
+
+def summary_row(
+    metric: str,
+    ours: float,
+    reference: float,
+    reference_name: str,
+    *,
+    goal: float | None = None,
+    unit: str = "tok/s",
+    higher_is_better: bool = True,
+) -> dict[str, object]:
+    """One row of a benchmark's ``--json`` summary, as ``benchmarks/report.py`` reads it.
+
+    ``ratio`` is ours / reference when higher is better (throughput), reference / ours
+    when lower is better (times), so a ratio >= ``goal`` always passes.
+    """
+    if higher_is_better:
+        ratio = ours / reference if reference else float("nan")
+    else:
+        ratio = reference / ours if ours else float("nan")
+    return {
+        "metric": metric,
+        "ours": ours,
+        "reference": reference,
+        "reference_name": reference_name,
+        "ratio": ratio,
+        "goal": goal,
+        "unit": unit,
+        "higher_is_better": higher_is_better,
+    }
+
+
+def write_json(
+    path: str | None, benchmark: str, summary: list[dict[str, object]], **details: object
+) -> None:
+    """Write ``{"benchmark", "cpus", "summary": [summary_row...], **details}`` to ``path`` (if given).
+
+    ``benchmarks/report.py`` runs each script with ``--json PATH`` and tabulates ``summary``.
+    """
+    if not path:
+        return
+    import json
+
+    data = {"benchmark": benchmark, "cpus": os.cpu_count(), "summary": summary, **details}
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

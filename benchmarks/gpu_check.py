@@ -10,7 +10,13 @@ cannot hide the others):
 * ``ours_auto``: ``Engine.chat`` with automatic offload (``ps()`` says what it decided);
 * ``ours_8``: ``num_gpu=8`` (partial offload);
 * ``ours_parallel``: ``LOCAL_LLM_NUM_PARALLEL=4``, 8 concurrent requests vs one alone;
-* ``raw_cpu``: the same model on the CPU, for scale.
+* ``raw_cpu``: the same model on the CPU, for scale;
+* ``tool_bench``/``tool_batched``: llama.cpp's own ``llama-bench`` (tg N, all layers on the
+  GPU) and ``llama-batched-bench`` (B=1,4,8) from the same CUDA build, when
+  ``LLAMA_TOOLS_DIR`` names their folder (``gpu_check.sh`` builds them); the end prints
+  our tokens/s against theirs.
+
+``GPU_CHECK_DEADLINE`` (epoch seconds) skips the steps that would run past it.
 
 ``SMALL=1`` shrinks everything for a dry run on a CPU-only machine.
 """
@@ -62,11 +68,13 @@ def ours(model, opts):
 def step(name, model):
     os.environ["LOCAL_LLM_HOME"] = str(Path(model).parent / "home")
     if name == "raw_gpu":
-        print(f"raw llama-cpp-python n_gpu_layers=-1: {raw(model, -1):.1f} tok/s")
+        tps = raw(model, -1)
+        print(f"raw llama-cpp-python n_gpu_layers=-1: {tps:.1f} tok/s\nRESULT raw_gpu {tps}")
     elif name == "raw_cpu":
         print(f"raw llama-cpp-python CPU (default threads): {raw(model, 0):.1f} tok/s")
     elif name == "ours_auto":
         tps, ps = ours(model, {})
+        print(f"RESULT ours_auto {tps}")
         print(
             f"ours auto offload: {tps:.1f} tok/s; gpu_layers={ps.gpu_layers}; offload={ps.offload!r}"
         )
@@ -102,7 +110,89 @@ def step(name, model):
         print(
             f"ours NUM_PARALLEL=4, 8 requests x 128 tokens: {sum(res[:8]) / dt:.1f} tok/s aggregate vs one alone {res[-1] / dt1:.1f} tok/s ({sum(res[:8]) / dt / (res[-1] / dt1):.2f}x); parallel={eng.ps()[0].parallel}"
         )
+        print(f"RESULT ours_parallel {sum(res[:8]) / dt}\nRESULT ours_single {res[-1] / dt1}")
         eng.unload()
+    elif name in ("tool_bench", "tool_batched"):
+        tool_step(name, model)
+
+
+def tool_step(name, model):
+    """Run llama.cpp's own tool (all layers on the GPU, flash attention off as in our build)."""
+    import json
+
+    tools = Path(os.environ["LLAMA_TOOLS_DIR"])
+    if name == "tool_bench":
+        cmd = [
+            tools / "llama-bench",
+            "-m",
+            model,
+            "-ngl",
+            "99",
+            "-fa",
+            "0",
+            "-p",
+            "0",
+            "-n",
+            str(N),
+            "-d",
+            str(len(PROMPT.split()) * 2),
+            "-r",
+            "3",
+            "-o",
+            "json",
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+        tps = json.loads(out.stdout)[0]["avg_ts"]
+        print(f"llama-bench tg{N} (all layers on the GPU): {tps:.1f} tok/s\nRESULT tool_tg {tps}")
+    else:
+        cmd = [
+            tools / "llama-batched-bench",
+            "-m",
+            model,
+            "-ngl",
+            "99",
+            "-fa",
+            "off",
+            "-c",
+            "8192",
+            "-npp",
+            "128",
+            "-ntg",
+            "128",
+            "-npl",
+            "1,4,8",
+            "--output-format",
+            "jsonl",
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+        for line in (out.stdout + out.stderr).splitlines():
+            if line.startswith("{") and '"speed_tg"' in line:
+                row = json.loads(line)
+                print(
+                    f"llama-batched-bench B={row['pl']}: S_TG {row['speed_tg']:.1f} tok/s, "
+                    f"S {row['speed']:.1f} tok/s\nRESULT tool_batched_{row['pl']} {row['speed_tg']}"
+                )
+
+
+def compare(results):
+    """Our tokens/s against llama.cpp's own tools from the same build."""
+    pairs = [
+        ("generation, ours auto offload / llama-bench tg", "ours_auto", "tool_tg"),
+        ("generation, raw llama-cpp-python / llama-bench tg", "raw_gpu", "tool_tg"),
+        (
+            "batched, ours NUM_PARALLEL=4 x 8 requests / batched-bench S_TG B=4",
+            "ours_parallel",
+            "tool_batched_4",
+        ),
+        ("one request alone (ours) / batched-bench S_TG B=1", "ours_single", "tool_batched_1"),
+    ]
+    print("\n# ours vs llama.cpp's tools (same CUDA build)")
+    for label, ours_key, ref_key in pairs:
+        if ours_key in results and ref_key in results:
+            ratio = results[ours_key] / results[ref_key]
+            print(f"{label}: {results[ours_key]:.1f} / {results[ref_key]:.1f} = {ratio:.2f}")
+        else:
+            print(f"{label}: not measured")
 
 
 if __name__ == "__main__":
@@ -129,12 +219,36 @@ if __name__ == "__main__":
     print(
         f"wrote {model.stat().st_size / 1e9:.2f} GB random-weight f16 llama (32k vocab) in {time.time() - t:.1f}s"
     )
-    for s in ["raw_gpu", "ours_auto", "ours_8", "ours_parallel", "raw_cpu"]:
-        p = subprocess.run(
-            [sys.executable, "-X", "faulthandler", __file__, s, str(model)],
-            capture_output=True,
-            text=True,
-            timeout=150,
-            check=False,
-        )
-        print(p.stdout.strip() or f"{s}: rc={p.returncode}\n" + p.stderr[-2500:])
+    steps = ["raw_gpu", "ours_auto", "ours_8", "ours_parallel"]
+    if os.environ.get("LLAMA_TOOLS_DIR"):
+        steps += ["tool_bench", "tool_batched"]
+    steps.append("raw_cpu")
+    deadline = float(os.environ.get("GPU_CHECK_DEADLINE") or time.time() + 3600)
+    results = {}
+    started = time.time()
+    for s in steps:
+        budget = min(150.0, deadline - time.time())
+        if budget < 20:
+            print(f"{s}: skipped, the budget is spent ({time.time() - started:.0f} s in)")
+            continue
+        t = time.time()
+        try:
+            p = subprocess.run(
+                [sys.executable, "-X", "faulthandler", __file__, s, str(model)],
+                capture_output=True,
+                text=True,
+                timeout=budget,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"{s}: timed out after {budget:.0f} s")
+            continue
+        lines = p.stdout.strip().splitlines()
+        for line in lines:
+            if line.startswith("RESULT "):
+                _, key, value = line.split()
+                results[key] = float(value)
+        shown = "\n".join(x for x in lines if not x.startswith("RESULT "))
+        print(shown or f"{s}: rc={p.returncode}\n" + p.stderr[-2500:])
+        print(f"  ({s}: {time.time() - t:.0f} s)")
+    compare(results)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import llama_cpp
-from _common import median, model_path, spread
+from _common import median, model_path, spread, summary_row, write_json
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from local_llm_runtime import Engine
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("model", nargs="?")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     path = model_path(args.model)
 
@@ -195,6 +196,15 @@ def main() -> None:
             f"{value / base:7.2f} {value / ref:12.2f}"
         )
     print(f"engine ÷ raw_chat: {median(rates['engine']) / median(rates['raw_chat']):.2f}")
+    summary = [
+        summary_row("JSON-schema sampling (fast)", median(rates["fast"]), base,
+                    "unconstrained (free)", goal=0.95),
+        summary_row("JSON-schema sampling (fast) vs LlamaGrammar", median(rates["fast"]), ref,
+                    "llama-cpp-python grammar"),
+        summary_row("Engine.chat(format=) vs raw chat", median(rates["engine"]),
+                    median(rates["raw_chat"]), "raw create_chat_completion(json_schema)"),
+    ]  # fmt: skip
+    write_json(args.json, "grammar_sampling", summary, same_tokens=same)
     engine.pool.close()
     llm.close()
 

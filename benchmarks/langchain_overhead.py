@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import median, model_path, spread
+from _common import median, model_path, spread, summary_row, write_json
 
 PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring."
 SEED = 42
@@ -288,6 +288,7 @@ def main() -> None:
         action="store_true",
         help="keep ChatLlamaCpp's own rope_freq_base=10000/rope_freq_scale=1 (wrong for Qwen2.5)",
     )
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     path = model_path(args.model)
 
@@ -407,8 +408,13 @@ def main() -> None:
     raw_ttft = median([r.ttft_s for r in runs[raw.name]])
     raw_cpu = median(cpu_ms_per_token(raw.name))
     raw_host = median(host_us_per_token(raw.name))
+    summary = []
     for impl in impls[1:]:
         ratio = median(rates(impl.name)) / raw_rate
+        summary.append(summary_row(
+            f"{impl.name} generation", median(rates(impl.name)), raw_rate,
+            "raw llama-cpp-python", goal=0.98 if impl is impls[1] else None,
+        ))  # fmt: skip
         ttft_ratio = median([r.ttft_s for r in runs[impl.name]]) / raw_ttft
         cpu_ratio = raw_cpu / median(cpu_ms_per_token(impl.name))
         print(
@@ -434,6 +440,7 @@ def main() -> None:
     if not texts_match:
         for impl in impls:
             print(f"--- {impl.name}: {runs[impl.name][0].text!r}")
+    write_json(args.json, "langchain_overhead", summary, texts_identical=texts_match)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
+from _common import summary_row, write_json
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.llama_cpp import LlamaCPP
 
@@ -47,6 +48,8 @@ PROMPT = (
 )
 NUM_CTX = 4096
 THREADS = default_threads()
+global_rates: dict[str, float] = {}
+"""Median generation tokens/s of each contender (for ``--json``)."""
 """The same thread count for every contender (prompt and generation alike)."""
 SAMPLING = {"top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
 
@@ -153,6 +156,7 @@ def bench_generation(model: str, path: str, runs: int, tokens: int) -> None:
     }
     names = list(runners)
     rates: dict[str, list[float]] = {n: [] for n in names}
+    global_rates.clear()
     ttft: dict[str, list[float]] = {n: [] for n in names}
     counts: dict[str, list[int]] = {n: [] for n in names}
     for i in range(runs):
@@ -164,6 +168,7 @@ def bench_generation(model: str, path: str, runs: int, tokens: int) -> None:
             rates[name].append(n / total)
             ttft[name].append(first)
     ceiling = statistics.median(rates[names[0]])
+    global_rates.update({name: statistics.median(rates[name]) for name in names})
     print(f"\nGeneration: {runs} interleaved runs each, greedy, up to {tokens} new tokens")
     print(f"{'':24} {'tokens/s':>9} {'ratio':>7} {'first token':>12} {'tokens':>7}")
     for name in names:
@@ -226,6 +231,7 @@ def main() -> None:
     parser.add_argument(
         "--single-texts", type=int, default=200, help="texts embedded one per call (a sample)"
     )
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     path = str(ModelLibrary().resolve(args.model).path)
     print(f"Model: {args.model}\nFile: {path}")
@@ -234,6 +240,14 @@ def main() -> None:
     )
     bench_generation(args.model, path, args.runs, args.tokens)
     bench_embeddings(args.model, args.texts, args.single_texts)
+    raw = global_rates["raw llama-cpp-python"]
+    summary = [
+        summary_row("LlamaIndex LocalLLM.stream_chat", global_rates["LocalLLM.stream_chat"], raw,
+                    "raw llama-cpp-python", goal=0.98),
+        summary_row("LlamaIndex LocalLLM vs LlamaCPP peer", global_rates["LocalLLM.stream_chat"],
+                    global_rates["LlamaCPP.stream_chat"], "llama-index LlamaCPP.stream_chat"),
+    ]  # fmt: skip
+    write_json(args.json, "llama_index_throughput", summary)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 import llama_cpp
-from _common import median, model_path
+from _common import median, model_path, summary_row, write_json
 
 from local_llm_integrations.langchain import ChatLocal
 from local_llm_runtime import RuntimeSettings
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     path = model_path(args.model)
     texts = prompts(args.clients)
@@ -160,6 +161,14 @@ def main() -> None:
             f"{name:<16} {median(rates[name]):7.1f} {median(rates[name]) / ref:9.2f} "
             f"{median(ttft[name]):14.2f}"
         )
+    summary = [
+        summary_row(f"{args.clients} clients batched vs serial", median(rates["batched"]), ref,
+                    "num_parallel=1 (this project)"),
+        summary_row(f"{args.clients} clients batched vs raw", median(rates["batched"]),
+                    median(rates["raw sequential"]), "raw llama-cpp-python, sequential"),
+    ]  # fmt: skip
+    write_json(args.json, "parallel_throughput", summary,
+               rates={k: median(v) for k, v in rates.items()})  # fmt: skip
     serial.pool.close()
     batched.pool.close()
     raw.close()

@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "runtime"), str(ROOT / "benchmarks")]
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
-from _common import median, model_path, spread  # noqa: E402
+from _common import median, model_path, spread, summary_row, write_json  # noqa: E402
 
 from local_llm_integrations.langchain import ChatLocal  # noqa: E402
 from tests.support.llama_cpp_server import LlamaCppServer  # noqa: E402
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     gguf = Path(model_path(args.model))
     os.environ["LOCAL_LLM_MODEL_MAP"] = f"{SERVED}={SERVED}"
@@ -123,6 +124,9 @@ def main() -> None:
         print(
             f"ratio ChatLocal / openai: {rates['ChatLocal'] / rates['openai']:.3f} (target >= 0.98)"
         )
+        summary = [summary_row("remote ChatLocal tokens/s", rates["ChatLocal"], rates["openai"],
+                               "openai client, same server", goal=0.98)]  # fmt: skip
+        write_json(args.json, "remote_overhead", summary)
 
 
 if __name__ == "__main__":

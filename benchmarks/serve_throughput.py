@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import uvicorn
-from _common import median, model_path
+from _common import median, model_path, summary_row, write_json
 
 from local_llm_runtime import RuntimeSettings
 from local_llm_runtime.backends import create_engine
@@ -177,13 +177,16 @@ async def run(args: argparse.Namespace, engine: EngineProtocol, url: str) -> Non
         f"{'clients':>7} {'in-proc tok/s':>14} {'http tok/s':>11} {'http ÷ in':>10} "
         f"{'TTFT in s':>10} {'TTFT http s':>12} {'overhead ms/token':>18}"
     )
+    summary = []
     for n, rates, ttft, step in rows:
         ins, http = median(rates["in-process"]), median(rates["http"])
+        summary.append(summary_row(f"serve over HTTP, {n} clients", http, ins, "in-process engine"))
         overhead = (median(step["http"]) - median(step["in-process"])) * 1000
         print(
             f"{n:7d} {ins:14.1f} {http:11.1f} {http / ins:10.2f} "
             f"{median(ttft['in-process']):10.2f} {median(ttft['http']):12.2f} {overhead:18.2f}"
         )
+    write_json(args.json, "serve_throughput", summary, api=args.api)
 
 
 def main() -> None:
@@ -192,6 +195,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--api", choices=("ollama", "openai"), default="ollama")
+    parser.add_argument("--json", help="write the figures here (for benchmarks/report.py)")
     args = parser.parse_args()
     path = model_path(args.model)
     with tempfile.TemporaryDirectory() as home:
