@@ -160,14 +160,17 @@ class RuntimeSettings(BaseModel):
     num_parallel: int = Field(default=1, ge=1)
     """Requests decoded together per loaded model (``LOCAL_LLM_NUM_PARALLEL``)."""
 
-    cache_ram: int = Field(default=1024, ge=0)
+    cache_ram: int = Field(default=0, ge=0)
     """MiB of RAM for saved prompt states (``LOCAL_LLM_CACHE_RAM``, as llama-server's
     ``--cache-ram``): with more conversations than slots, each keeps its prefix; ``0``
-    disables it. Shared by every loaded model; a model's states go when it is unloaded."""
+    disables it (the default: a restored state continues with other batch shapes than a full
+    prefill, so greedy answers could depend on what ran before; opt in with e.g. 1024).
+    Shared by every loaded model; a model's states go when it is unloaded."""
 
-    cache_disk: int = Field(default=1024, ge=0)
+    cache_disk: int = Field(default=0, ge=0)
     """MiB of disk for long shared prompt prefixes saved under :attr:`slot_save_path`
-    (``LOCAL_LLM_CACHE_DISK``; least recently used files go first; ``0`` disables it)."""
+    (``LOCAL_LLM_CACHE_DISK``; least recently used files go first; ``0``, the default,
+    disables it: opt in with e.g. 1024)."""
 
     slot_save_path: Path | None = None
     """Where shared prompt prefixes are saved, one folder per model (``LOCAL_LLM_SLOT_SAVE_PATH``,
@@ -263,8 +266,8 @@ class RuntimeSettings(BaseModel):
             keep_alive=keep_alive,
             max_loaded_models=_positive_int(env, "LOCAL_LLM_MAX_LOADED_MODELS", 3),
             num_parallel=_positive_int(env, "LOCAL_LLM_NUM_PARALLEL", 1),
-            cache_ram=_non_negative_int(env, "LOCAL_LLM_CACHE_RAM", 1024),
-            cache_disk=_non_negative_int(env, "LOCAL_LLM_CACHE_DISK", 1024),
+            cache_ram=_non_negative_int(env, "LOCAL_LLM_CACHE_RAM", 0),
+            cache_disk=_non_negative_int(env, "LOCAL_LLM_CACHE_DISK", 0),
             slot_save_path=Path(slot_raw).expanduser() if slot_raw else home / "slots",
             slot_save_min=_positive_int(env, "LOCAL_LLM_SLOT_SAVE_MIN", 512),
             flash_attention=_tristate(env, "LOCAL_LLM_FLASH_ATTENTION"),

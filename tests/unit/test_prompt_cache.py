@@ -350,7 +350,7 @@ def test_cache_evicts_least_recently_used_first() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(None, 1024), ("", 1024), ("0", 0), ("256", 256)],
+    [(None, 0), ("", 0), ("0", 0), ("256", 256)],
 )
 def test_cache_ram_setting(raw: str | None, expected: int) -> None:
     env = {"LOCAL_LLM_HOME": "/tmp/x"}
