@@ -114,7 +114,8 @@ def _tristate(env: Mapping[str, str], name: str) -> bool | None:
     raise InvalidOptionError(f"{name}={raw!r}: use 1/true/on or 0/false/off.")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int_at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """The integer in ``env[name]`` (``default`` when unset or blank), at least ``minimum``."""
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
@@ -122,22 +123,18 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidOptionError(f"{name}={raw!r} is not an integer.") from None
-    if value < 1:
-        raise InvalidOptionError(f"{name}={raw!r} must be at least 1.")
+    if value < minimum:
+        bound = "0 (off) or more" if minimum == 0 else f"at least {minimum}"
+        raise InvalidOptionError(f"{name}={raw!r} must be {bound}.")
     return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _int_at_least(env, name, default, 1)
 
 
 def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidOptionError(f"{name}={raw!r} is not an integer.") from None
-    if value < 0:
-        raise InvalidOptionError(f"{name}={raw!r} must be 0 (off) or more.")
-    return value
+    return _int_at_least(env, name, default, 0)
 
 
 class RuntimeSettings(BaseModel):
