@@ -15,7 +15,7 @@ import difflib
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,12 @@ class LocalModel:
     """Default system prompt bound by ``create``."""
     parameters: Mapping[str, Any] = field(default_factory=dict)
     """Default options bound by ``create``."""
+    template: str | None = None
+    """Jinja chat template bound by ``create`` (replaces the GGUF's own)."""
+    messages: tuple[Mapping[str, str], ...] = ()
+    """Fixed few-shot history bound by ``create``, prepended to every chat."""
+    adapters: tuple[Path, ...] = ()
+    """LoRA adapter GGUF files bound by ``create``, applied at load in this order."""
     record: ModelRecord | None = None
     """The store record, or ``None`` for a plain file path."""
 
@@ -206,6 +212,8 @@ class ModelLibrary:
             embedding=record.embedding,
             system=record.system,
             parameters=dict(record.parameters),
+            template=record.template,
+            messages=tuple(dict(m) for m in record.messages),
             record=record,
         )
 
@@ -455,18 +463,28 @@ class ModelLibrary:
         *,
         system: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        template: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        adapters: Sequence[str | Path] | None = None,
+        license: str | None = None,
     ) -> ModelRecord:
         """Create (or replace) a named model from a GGUF file or another model.
 
-        Like an Ollama Modelfile with ``FROM``, ``SYSTEM`` and ``PARAMETER``: the
-        new name carries a default system prompt and default options. A local
-        file is imported into the store (copied, sha256 recorded).
+        Like an Ollama Modelfile (``FROM``, ``SYSTEM``, ``PARAMETER``, ``TEMPLATE``,
+        ``MESSAGE``, ``ADAPTER``, ``LICENSE``): the new name carries a default system
+        prompt, default options, a chat template, a few-shot history and LoRA adapters.
+        A local file is imported into the store (copied, sha256 recorded).
 
         Args:
             name: The new Ollama-style name.
             source: A ``.gguf`` path, or a stored/catalog/Hub name.
             system: Default system prompt; inherited from ``source`` when omitted.
             parameters: Default options (Ollama names); merged over ``source``'s.
+            template: Jinja chat template; inherited from ``source`` when omitted.
+            messages: Few-shot history (``role``/``content``); inherited when omitted.
+            adapters: LoRA adapter GGUF paths, imported into the store; inherited when
+                omitted.
+            license: License text; inherited when omitted.
 
         Returns:
             The new record.
@@ -481,15 +499,22 @@ class ModelLibrary:
             base = self.store.get(self._stored_name(src_ref))
             if base is None or not self.store.present(base):
                 base = self.pull(source)
-        record = base.model_copy(
-            update={
-                "name": target.key,
-                "origin": base.origin if isinstance(src_ref, FileRef) else base.name,
-                "system": system if system is not None else base.system,
-                "parameters": {**base.parameters, **params},
-                "modified_at": now(),
-            }
-        )
+        update: dict[str, Any] = {
+            "name": target.key,
+            "origin": base.origin if isinstance(src_ref, FileRef) else base.name,
+            "system": system if system is not None else base.system,
+            "parameters": {**base.parameters, **params},
+            "modified_at": now(),
+        }
+        if template is not None:
+            update["template"] = template
+        if messages is not None:
+            update["messages"] = [dict(m) for m in messages]
+        if license is not None:
+            update["license"] = license
+        if adapters is not None:
+            update["adapters"] = [*self._import_adapters(adapters)]
+        record = base.model_copy(update=update)
         after_commit: list[Callable[[], None]] = []
         with self.store.transaction(after_commit) as manifest:
             previous = manifest.models.get(store_key(target.key))
@@ -497,6 +522,10 @@ class ModelLibrary:
             if previous is not None:
                 after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
+
+    def _import_adapters(self, adapters: Sequence[str | Path]) -> tuple[FileRecord, ...]:
+        """Import LoRA adapter GGUFs into the store (issue 13: the LoRA helper builds this)."""
+        raise NotImplementedError("LoRA adapters are not supported yet")
 
     def _import(self, ref: FileRef) -> ModelRecord:
         path = ref.path

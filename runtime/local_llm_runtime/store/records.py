@@ -75,6 +75,16 @@ class ModelRecord(BaseModel):
     """Default system prompt bound by ``create --system``."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     """Default options bound by ``create --param``."""
+    template: str | None = None
+    """Jinja chat template bound by a Modelfile's ``TEMPLATE`` (replaces the GGUF's own)."""
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    """Fixed few-shot history bound by a Modelfile's ``MESSAGE`` lines (``role``/``content``),
+    prepended to every chat."""
+    adapters: list[FileRecord] = Field(default_factory=list)
+    """LoRA adapter GGUF files bound by a Modelfile's ``ADAPTER`` (imported blobs), applied
+    at load in this order."""
+    license: str | None = None
+    """License text bound by a Modelfile's ``LICENSE``."""
     modified_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     """When the record was last written."""
 
