@@ -13,9 +13,16 @@ LangChain/LlamaIndex peers, llama.cpp's own tools --, their ratio and the goal) 
 
 A missing script is skipped, a failing one is listed with the end of its output.
 
+``--before DIR`` (a checkout of an earlier commit, e.g. ``git worktree add --detach
+/tmp/before <commit>``) also runs each script with DIR's packages first on ``PYTHONPATH``
+(the same script, the earlier code), right before the run on this checkout, and adds a
+before/after table: this project's figure then and now, and the change (now / then for
+rates, then / now for times). A script the earlier code cannot run is listed as not measured.
+
 Usage::
 
     python benchmarks/report.py [--only NAME ...] [--full] [--model GGUF] [--out DIR]
+        [--before DIR]
 """
 
 from __future__ import annotations
@@ -57,12 +64,15 @@ NO_MODEL_ARG = {"llama_index_throughput", "startup"}
 """Scripts whose positional argument is not a GGUF path (a model name) or that take none."""
 
 
-def run_one(name: str, args: list[str], folder: Path, timeout: float) -> dict[str, Any]:
-    """Run ``benchmarks/NAME.py ARGS --json ...``; its JSON, or ``{"error": ...}``."""
-    out = folder / f"{name}.json"
+def run_one(
+    name: str, args: list[str], folder: Path, timeout: float, code: Path = ROOT
+) -> dict[str, Any]:
+    """Run ``benchmarks/NAME.py ARGS --json ...`` with ``code``'s packages first on the path;
+    its JSON, or ``{"error": ...}``."""
+    out = folder / f"{name}{'' if code == ROOT else '-before'}.json"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), str(ROOT / "runtime"), *filter(None, [env.get("PYTHONPATH")])]
+        [str(code), str(code / "runtime"), *filter(None, [env.get("PYTHONPATH")])]
     )
     cmd = [sys.executable, str(HERE / f"{name}.py"), *args, "--json", str(out)]
     print(f"## {name}: {' '.join(cmd[1:])}", flush=True)
@@ -139,17 +149,21 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, load {load:.2f}, llama-cpp-python {llama}"
 
 
-def git_commit() -> str:
+def git_commit(folder: Path = ROOT) -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True,
             check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "?"
 
 
-def markdown(results: dict[str, dict[str, Any]], header: dict[str, str]) -> str:
+def markdown(
+    results: dict[str, dict[str, Any]],
+    header: dict[str, str],
+    before: dict[str, dict[str, Any]] | None = None,
+) -> str:
     lines = [
         "# Benchmark report",
         "",
@@ -187,7 +201,48 @@ def markdown(results: dict[str, dict[str, Any]], header: dict[str, str]) -> str:
             )
     if problems:
         lines += ["", "Not measured:", "", *problems]
+    if before:
+        lines += before_after(results, before, header.get("before", "?"))
     return "\n".join(lines) + "\n"
+
+
+_TIME_UNITS = {"s", "ms", "us", "µs"}
+
+
+def before_after(
+    results: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]], commit: str
+) -> list[str]:
+    """The before/after table: this project's figure per summary row, earlier code vs now."""
+    lines = [
+        "",
+        f"## Before / after (earlier code: commit `{commit}`, same scripts, same run)",
+        "",
+        "Change: now / before for rates, before / now for times (above 1 is better).",
+        "",
+        "| benchmark | metric | before | now | change |",
+        "|---|---|---|---|---|",
+    ]
+    problems = []
+    for name, then in before.items():
+        if "error" in then:
+            problems.append(f"- `{name}` (earlier code): {then['error']}")
+            continue
+        now = {r.get("metric"): r for r in rows_of(results.get(name, {}))}
+        for row in rows_of(then):
+            new = now.get(row.get("metric"))
+            unit = row.get("unit") or ""
+            old_v, new_v = row.get("ours"), (new or {}).get("ours")
+            change: float | None = None
+            numbers = isinstance(old_v, (int, float)) and isinstance(new_v, (int, float))
+            if numbers and old_v > 0 and new_v > 0:
+                change = old_v / new_v if unit in _TIME_UNITS else new_v / old_v
+            lines.append(
+                f"| {name} | {row.get('metric', '')} | {fmt(old_v, 2)} {unit} | "
+                f"{fmt(new_v, 2)} {unit} | {fmt(change)} |"
+            )
+    if problems:
+        lines += ["", "Not measured with the earlier code:", "", *problems]
+    return lines
 
 
 def chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
@@ -239,13 +294,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per script")
     parser.add_argument("--note", help="a line for the report (e.g. 'machine shared')")
+    parser.add_argument("--before", type=Path, help="a checkout of earlier code to compare")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "latest.json"
     results: dict[str, dict[str, Any]] = {}
+    before: dict[str, dict[str, Any]] = {}
     if args.only and store.exists():  # update only these benchmarks of the last report
-        results = json.loads(store.read_text(encoding="utf-8")).get("results", {})
+        stored = json.loads(store.read_text(encoding="utf-8"))
+        results = stored.get("results", {})
+        before = stored.get("before", {})
     names = args.only or list(BENCHMARKS)
     with tempfile.TemporaryDirectory(prefix="llm-report-") as tmp:
         for name in names:
@@ -256,6 +315,8 @@ def main() -> None:
             extra = list(full if args.full else short)
             if args.model and name not in NO_MODEL_ARG:
                 extra = [args.model, *extra]
+            if args.before:
+                before[name] = run_one(name, extra, Path(tmp), args.timeout, args.before)
             results[name] = run_one(name, extra, Path(tmp), args.timeout)
     header = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -264,10 +325,16 @@ def main() -> None:
         "mode": " --full" if args.full else "",
         "note": args.note or "",
     }
+    if args.before:
+        header["before"] = git_commit(args.before)
     order = [n for n in BENCHMARKS if n in results]
     results = {n: results[n] for n in order}
-    store.write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
-    (out / "latest.md").write_text(markdown(results, header), encoding="utf-8")
+    before = {n: before[n] for n in order if n in before}
+    stored_all: dict[str, Any] = {"header": header, "results": results}
+    if before:
+        stored_all["before"] = before
+    store.write_text(json.dumps(stored_all, indent=2) + "\n")
+    (out / "latest.md").write_text(markdown(results, header, before), encoding="utf-8")
     drawn = chart(results, out / "latest.png", f"{header['date']}, {header['machine']}")
     print(f"wrote {out / 'latest.md'}" + (f" and {out / 'latest.png'}" if drawn else ""))
 

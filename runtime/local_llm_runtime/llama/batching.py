@@ -46,6 +46,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import GenerationError
+from local_llm_runtime.llama import compute
 from local_llm_runtime.llama.prompt_cache import CachedPrompt, ModelPromptCache
 from local_llm_runtime.llama.sampling import Sampler, common_prefix
 from local_llm_runtime.llama.threads import ThreadGovernor
@@ -513,7 +514,8 @@ class BatchDecoder:
         self.max_active = max(self.max_active, len(runs))
         self.steps += 1
         filled = time.perf_counter()
-        code = self._decode(runs, abortable=n_prompt >= _ABORTABLE_PROMPT)
+        abortable = n_prompt >= _ABORTABLE_PROMPT
+        code = compute.run(lambda: self._decode(runs, abortable=abortable))
         decoded = time.perf_counter()
         times.fill += filled - started
         times.decode += decoded - filled

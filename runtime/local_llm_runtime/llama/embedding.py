@@ -39,6 +39,7 @@ import llama_cpp
 import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
+from local_llm_runtime.llama import compute
 
 __all__ = [
     "PACK_SEQUENCES",
@@ -133,7 +134,7 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
             batch.add_sequence(tokens, seq_id, True)
         context.kv_cache_clear()
         try:
-            context.decode(batch)
+            compute.run(context.decode, batch)  # one OpenMP team per process (see compute)
         except RuntimeError as exc:
             raise GenerationError(f"llama.cpp failed to embed a batch: {exc}") from exc
         finally:
