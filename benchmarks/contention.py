@@ -35,8 +35,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from _common import median, model_path, spread
+from _common import median, model_path, spread, summary_row
 
 HERE = Path(__file__).resolve().parent
 PROMPT = (
@@ -121,6 +122,32 @@ def scenario(path: str, policy: str, kind: str, tokens: int) -> list[dict[str, f
     return results
 
 
+def summary_rows(figures: dict[str, Any]) -> list[dict[str, object]]:
+    """The report's rows: each scenario's generation rate against ``fixed`` alone, per policy.
+
+    ``fixed`` is the runtime's thread policy before issue 12 (all cores, spinning), so its
+    rows are the "before" of the adaptive ones. Goals: alone >= 0.97, two processes >= 0.8
+    (aggregate), beside a CPU hog >= 0.4.
+    """
+    by = {(r["policy"], r["scenario"]): r for r in figures["rows"]}
+    alone = by.get(("fixed", "alone"))
+    if alone is None:
+        return []
+    goals = {"alone": 0.97, "pair": 0.8, "hog": 0.4}
+    names = {"alone": "alone", "pair": "two model processes (aggregate)", "hog": "beside a CPU hog"}
+    out = []
+    for policy in ("adaptive", "fixed", "passive"):
+        for scenario in ("alone", "pair", "hog"):
+            row = by.get((policy, scenario))
+            if row is None or (policy, scenario) == ("fixed", "alone"):
+                continue
+            out.append(summary_row(
+                f"decode {names[scenario]}, {policy} threads", row["gen_tps"], alone["gen_tps"],
+                "fixed threads, alone", goal=goals[scenario] if policy == "adaptive" else None,
+            ))  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?")
@@ -171,7 +198,11 @@ def main() -> None:
                 f"{row['gen_ratio']:14.2f} {row['prompt_tps']:13.1f} {row['prompt_ratio']:14.2f}"
             )
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"benchmark": "contention", "rows": figures}))
+        Path(args.json_path).write_text(
+            json.dumps(
+                {"benchmark": "contention", "rows": figures, "summary": summary_rows(figures)}
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 import llama_cpp
-from _common import median, model_path, spread
+from _common import median, model_path, spread, summary_row
 
 from local_llm_runtime import Engine
 from local_llm_runtime.llama import repack
@@ -73,6 +74,21 @@ def make_texts(n: int) -> list[str]:
         " ".join(WORDS[(i * 7 + j * (1 + i % 3)) % len(WORDS)] for j in range(16)) + f" #{i}."
         for i in range(n)
     ]
+
+
+def summary_rows(figures: dict[str, Any]) -> list[dict[str, object]]:
+    """The report's rows from this script's figures (``tok_s`` medians)."""
+    rate = figures["tok_s"]
+    return [
+        summary_row(
+            "embeddings vs prompt prefill", rate["engine"], rate["prefill"],
+            "prompt prefill of the same tokens", goal=0.9,
+        ),
+        summary_row(
+            "embeddings vs raw Llama.embed", rate["engine"], rate["raw"],
+            "raw llama-cpp-python embed",
+        ),
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -172,6 +188,7 @@ def main() -> None:
                     "tok_s": med,
                     "tok_s_all": rates,
                     "ratios": ratios,
+                    "summary": summary_rows({"tok_s": med}),
                 },
                 handle,
                 indent=2,

@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -234,8 +235,9 @@ def before_after(
             old_v, new_v = row.get("ours"), (new or {}).get("ours")
             change: float | None = None
             numbers = isinstance(old_v, (int, float)) and isinstance(new_v, (int, float))
+            lower_is_better = not row.get("higher_is_better", unit not in _TIME_UNITS)
             if numbers and old_v > 0 and new_v > 0:
-                change = old_v / new_v if unit in _TIME_UNITS else new_v / old_v
+                change = old_v / new_v if lower_is_better else new_v / old_v
             lines.append(
                 f"| {name} | {row.get('metric', '')} | {fmt(old_v, 2)} {unit} | "
                 f"{fmt(new_v, 2)} {unit} | {fmt(change)} |"
@@ -286,6 +288,33 @@ def chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     return True
 
 
+def _with_rows(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``summary`` rows derived by the script's ``summary_rows`` when it has none
+    (figures written before the script wrote them)."""
+    if "error" in data or "summary" in data:
+        return data
+    try:
+        module = importlib.import_module(name)
+        return {**data, "summary": module.summary_rows(data)}
+    except Exception:  # an old figure shape: listed as having no rows
+        return data
+
+
+def render(out: Path, note: str | None) -> None:
+    """Redraw ``latest.md`` and ``latest.png`` from ``latest.json`` without running anything."""
+    stored = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    header = stored["header"]
+    if note:
+        header["note"] = note
+    results = {n: _with_rows(n, d) for n, d in stored["results"].items()}
+    before = {n: _with_rows(n, d) for n, d in stored.get("before", {}).items()}
+    stored.update(header=header, results=results, before=before)
+    (out / "latest.json").write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+    (out / "latest.md").write_text(markdown(results, header, before), encoding="utf-8")
+    chart(results, out / "latest.png", f"{header['date']}, {header['machine']}")
+    print(f"wrote {out / 'latest.md'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(BENCHMARKS))
@@ -295,7 +324,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per script")
     parser.add_argument("--note", help="a line for the report (e.g. 'machine shared')")
     parser.add_argument("--before", type=Path, help="a checkout of earlier code to compare")
+    parser.add_argument(
+        "--render", action="store_true", help="only redraw the table and chart from latest.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        render(Path(args.out), args.note)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "latest.json"
@@ -327,6 +362,8 @@ def main() -> None:
     }
     if args.before:
         header["before"] = git_commit(args.before)
+    elif args.only and store.exists():  # the stored before/after runs keep their commit
+        header["before"] = stored.get("header", {}).get("before", "")
     order = [n for n in BENCHMARKS if n in results]
     results = {n: results[n] for n in order}
     before = {n: before[n] for n in order if n in before}

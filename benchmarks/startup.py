@@ -38,8 +38,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from _common import median, model_path, spread
+from _common import median, model_path, spread, summary_row
 
 LANGCHAIN_BASES = (
     "from langchain_core.language_models import BaseChatModel, BaseLLM\n"
@@ -89,6 +90,53 @@ LlamaEngine().generate(sys.argv[1], "Hi", options={"num_predict": 1}, keep_alive
 print(json.dumps({"parses": len(calls), "parse_s": sum(calls),
                   "request_s": time.perf_counter() - started}))
 """
+
+
+_LIST_IMPORTED = """
+import json, sys
+before = set(sys.modules)
+from local_llm_integrations import ChatLocal
+ChatLocal(model='qwen2.5:0.5b')
+print(json.dumps(sorted(m for m in set(sys.modules) - before
+                        if not m.startswith(("local_llm_runtime", "local_llm_integrations")))))
+"""
+_OWN_COST = """
+import importlib, json, time
+for name in json.loads({modules!r}):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+_t0, _c0 = time.perf_counter(), time.process_time()
+from local_llm_integrations import ChatLocal
+ChatLocal(model='qwen2.5:0.5b')
+print(json.dumps({{"s": time.perf_counter() - _t0, "cpu_s": time.process_time() - _c0}}))
+"""
+
+
+def summary_rows(figures: dict[str, Any]) -> list[dict[str, object]]:
+    """The report's rows from this script's figures (goals of issue 12 as budgets)."""
+    rows = [
+        summary_row(
+            "ChatLocal import+construct over LangChain bases", figures["chatlocal_over_langchain_ms"],
+            50.0, "budget 50 ms", goal=1.0, unit="ms", higher_is_better=False,
+        ),
+    ]  # fmt: skip
+    if "chatlocal_own_ms" in figures:
+        rows.append(summary_row(
+            "ChatLocal own modules (its LangChain imports done)", figures["chatlocal_own_ms"],
+            50.0, "budget 50 ms", goal=1.0, unit="ms", higher_is_better=False,
+        ))  # fmt: skip
+    cli = figures["cli_s"]
+    rows += [
+        summary_row("local-llm list", cli["local-llm list"], 0.2, "budget 0.2 s", goal=1.0,
+                    unit="s", higher_is_better=False),
+        summary_row("local-llm show", cli["local-llm show demo"], 0.3, "budget 0.3 s",
+                    goal=1.0, unit="s", higher_is_better=False),
+        summary_row("GGUF header parses per cold load", float(figures["load"]["parses"]), 1.0,
+                    "once", goal=1.0, unit="parses", higher_is_better=False),
+    ]  # fmt: skip
+    return rows
 
 
 def _child(code: str, env: dict[str, str]) -> dict[str, object]:
@@ -154,7 +202,15 @@ def main() -> None:
         "local-llm show demo": [sys.executable, "-m", "local_llm_runtime", "show", "demo"],
     }
     cli: dict[str, list[float]] = {name: [] for name in cli_cmds}
+    modules = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _LIST_IMPORTED], check=True, capture_output=True, text=True,
+            env=env,
+        ).stdout.strip().splitlines()[-1]
+    )  # fmt: skip
+    own: list[float] = []
     for _ in range(args.rounds):
+        own.append(float(_child(_OWN_COST.format(modules=json.dumps(modules)), env)["s"]))  # type: ignore[arg-type]
         for name, code in IMPORTS.items():
             result = _child(_PROBE.format(code=code), env)
             imports[name].append(float(result["s"]))  # type: ignore[arg-type]
@@ -192,6 +248,8 @@ def main() -> None:
         f"\nChatLocal over the LangChain classes it subclasses: {1000 * (chat - base):+.0f} ms "
         f"wall, {1000 * chat_cpu:+.0f} ms CPU ({chat / base:.2f}x; goal <= +50 ms); over "
         f"'import langchain_core.language_models': {1000 * (chat - lazy_base):+.0f} ms\n"
+        f"ChatLocal's own modules (the {len(modules)} modules it imports from LangChain, "
+        f"pydantic and the standard library already imported): {1000 * median(own):+.0f} ms\n"
     )
     print(f"{'command (wall)':<34}{'median s':>9}  {'min..max':>13}")
     for name, values in cli.items():
@@ -210,9 +268,11 @@ def main() -> None:
             "import_cpu_s": {name: median(v) for name, v in cpu.items()},
             "chatlocal_over_langchain_ms": 1000 * (chat - base),
             "chatlocal_over_langchain_cpu_ms": 1000 * chat_cpu,
+            "chatlocal_own_ms": 1000 * median(own),
             "cli_s": {name: median(v) for name, v in cli.items()},
             "load": load,
         }
+        figures["summary"] = summary_rows(figures)
         Path(args.json_path).write_text(json.dumps(figures, indent=2))
 
 
