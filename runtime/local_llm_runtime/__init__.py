@@ -35,6 +35,8 @@ from local_llm_runtime.errors import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from local_llm_runtime.backends import default_engine
     from local_llm_runtime.interface import EngineProtocol
     from local_llm_runtime.llama.engine import Engine, LlamaEngine
@@ -241,7 +243,7 @@ def create(
     system: str | None = None,
     parameters: dict[str, Any] | None = None,
     modelfile: str | None = None,
-    base_dir: str | None = None,
+    base_dir: str | Path | None = None,
 ) -> ModelRecord:
     """Create a named model from a file or another model, or from a Modelfile's text.
 
