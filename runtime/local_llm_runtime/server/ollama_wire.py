@@ -214,9 +214,11 @@ class PullRequest(_Strict):
 
 
 class CreateRequest(_Strict):
-    """``POST /api/create``: ``from`` a stored name or a GGUF path on the server, with
-    ``system``, ``template`` (Jinja), ``messages``, ``parameters`` and ``license``; or an
-    older client's ``modelfile`` text (its fields are the defaults of these)."""
+    """``POST /api/create`` (``from`` a stored name or a GGUF path on the server).
+
+    With ``system``, ``template`` (Jinja), ``messages``, ``parameters`` and ``license``,
+    or an older client's ``modelfile`` text (which gives the defaults of these).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
