@@ -1,15 +1,18 @@
-r"""Ollama Modelfiles: read them (``local-llm create -f``) and write them (``show --modelfile``).
+r'''Ollama Modelfiles: read them (``local-llm create -f``) and write them (``show --modelfile``).
 
 The syntax is Ollama's (``parser/parser.go``): one instruction per line, the keyword
 case-insensitive, then its value::
 
-    # a comment (only at the start of a line)
-    FROM qwen2.5:7b                    # a name, a .gguf path or hf.co/org/repo:QUANT
+    # a comment: a line that starts with # (a # later in a line is text)
+    # FROM: a name, a .gguf path or hf.co/org/repo:QUANT
+    FROM qwen2.5:7b
     PARAMETER temperature 0.7
-    PARAMETER stop "<|im_end|>"        # repeatable: stop sequences accumulate
+    # repeatable: the stop sequences accumulate
+    PARAMETER stop "<|im_end|>"
     SYSTEM """You are Mario.
     Answer as Mario."""
-    TEMPLATE """{% for m in messages %}..."""   # Jinja (Hugging Face chat-template syntax)
+    # Jinja (Hugging Face chat-template syntax), not Ollama's Go templates
+    TEMPLATE """{% for m in messages %}..."""
     MESSAGE user Is Toronto in Canada?
     MESSAGE assistant yes
     ADAPTER ./lora.gguf
@@ -18,12 +21,12 @@ case-insensitive, then its value::
 A value runs to the end of its line; ``"..."`` and ``"""..."""`` quote it (a quoted value
 goes on over newlines until a line ends where the quotes close). Quotes have no escapes: a
 value is taken verbatim between its quotes, exactly as Ollama reads it. Beyond Ollama,
-``'...'`` (one line) and ``'''...'''`` quote too, so that :func:`render_modelfile` can
+``'...'`` (one line) and triple single quotes quote too, so that :func:`render_modelfile` can
 write every value (one holding both ``"\n`` and ``"""\n`` has no Ollama spelling).
 
 Everything here but :func:`read_modelfile` is pure: no file is read, no model resolved (see
 :meth:`~local_llm_runtime.store.library.ModelLibrary.create_from_modelfile`).
-"""
+'''
 
 from __future__ import annotations
 
