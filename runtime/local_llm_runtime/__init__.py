@@ -22,9 +22,9 @@ from local_llm_runtime.errors import (
     LlamaBindingError,
     LocalLLMError,
     ModelExistsError,
+    ModelfileError,
     ModelLoadError,
     ModelNotFoundError,
-    ModelfileError,
     OfflineError,
     QuantizationNotFoundError,
     RequestTimeoutError,
@@ -245,7 +245,7 @@ def create(
     modelfile: str | None = None,
     base_dir: str | Path | None = None,
 ) -> ModelRecord:
-    """Create a named model from a file or another model, or from a Modelfile's text.
+    r"""Create a named model from a file or another model, or from a Modelfile's text.
 
     ``create("my-qwen", modelfile="FROM qwen2.5:7b\nSYSTEM You are Mario.")`` is
     ``local-llm create my-qwen -f Modelfile`` (relative paths in it are relative to

@@ -120,7 +120,7 @@ PARSED: dict[str, tuple[str, Modelfile]] = {
 }
 
 
-@pytest.mark.parametrize("text, expected", PARSED.values(), ids=list(PARSED))
+@pytest.mark.parametrize(("text", "expected"), PARSED.values(), ids=list(PARSED))
 def test_parse(text: str, expected: Modelfile) -> None:
     assert parse_modelfile(text) == expected
 
@@ -163,7 +163,7 @@ ERRORS: dict[str, tuple[str, int | None, str]] = {
 }
 
 
-@pytest.mark.parametrize("text, line, fragment", ERRORS.values(), ids=list(ERRORS))
+@pytest.mark.parametrize(("text", "line", "fragment"), ERRORS.values(), ids=list(ERRORS))
 def test_errors_name_the_line(text: str, line: int | None, fragment: str) -> None:
     with pytest.raises(ModelfileError) as caught:
         parse_modelfile(text)
@@ -238,7 +238,7 @@ AWKWARD = [
     "x\n",
     "\nx",
     "unicode ü 中文 🎉",
-    "back\\slash \\n \\\"",
+    'back\\slash \\n \\"',
     "PARAMETER stop x\nFROM y",
 ]
 

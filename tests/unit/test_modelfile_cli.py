@@ -16,7 +16,7 @@ from local_llm_runtime.cli.main import main
 from local_llm_runtime.errors import InvalidOptionError, TemplateError
 from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.store.library import ModelLibrary
-from local_llm_runtime.store.modelfile import JINJA_CHATML_EXAMPLE, parse_modelfile
+from local_llm_runtime.store.modelfile import JINJA_CHATML_EXAMPLE
 from local_llm_runtime.store.records import FileRecord
 
 ECHO = (
@@ -153,7 +153,7 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text, expected", ERRORS.values(), ids=list(ERRORS))
+@pytest.mark.parametrize(("text", "expected"), ERRORS.values(), ids=list(ERRORS))
 def test_create_errors_are_one_line(
     base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
 ) -> None:

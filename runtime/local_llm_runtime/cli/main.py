@@ -101,7 +101,10 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
             ("context length", d["context_length"]),
             ("embedding length", d["embedding_length"]),
             ("quantization", d["quantization"]),
-            ("chat template", "Modelfile" if info["template"] else "yes" if d["chat_template"] else "no"),
+            (
+                "chat template",
+                "Modelfile" if info["template"] else "yes" if d["chat_template"] else "no",
+            ),
         ],
     )
     _section(out, "Capabilities", [(c, True) for c in d["capabilities"]])

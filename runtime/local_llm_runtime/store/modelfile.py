@@ -358,9 +358,7 @@ class _Builder:
 
     def build(self) -> Modelfile:
         if self.from_ is None:
-            raise ModelfileError(
-                f"the Modelfile has no FROM line; start it with {_USAGE['from']}."
-            )
+            raise ModelfileError(f"the Modelfile has no FROM line; start it with {_USAGE['from']}.")
         return Modelfile(
             from_=self.from_,
             parameters=self.parameters,
@@ -448,9 +446,7 @@ def check_template(source: str) -> None:
     from local_llm_runtime.prompt.chat_template import ChatTemplate
 
     if not source.strip():
-        raise TemplateError(
-            "TEMPLATE is empty; remove it to keep the model's own chat template."
-        )
+        raise TemplateError("TEMPLATE is empty; remove it to keep the model's own chat template.")
     if _GO_TEMPLATE.search(source):
         raise TemplateError(
             "TEMPLATE is in Ollama's Go template syntax ({{ .Prompt }}, {{ .System }}, "
@@ -507,7 +503,7 @@ def _spell(value: str, style: _Style, what: str) -> str:
         if _reads_back(spelled, value):
             return spelled
     raise ModelfileError(
-        f"The {what} cannot be written in a Modelfile: it has a line ending in \" and one "
+        f'The {what} cannot be written in a Modelfile: it has a line ending in " and one '
         "ending in \"\"\" (and in ' and '''), which no Modelfile quoting can hold; change it "
         f"and try again. It begins {value[:40]!r}."
     )
