@@ -22,6 +22,7 @@ from local_llm_runtime.errors import (
     LlamaBindingError,
     LocalLLMError,
     ModelExistsError,
+    ModelfileError,
     ModelLoadError,
     ModelNotFoundError,
     OfflineError,
@@ -34,6 +35,8 @@ from local_llm_runtime.errors import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from local_llm_runtime.backends import default_engine
     from local_llm_runtime.interface import EngineProtocol
     from local_llm_runtime.llama.engine import Engine, LlamaEngine
@@ -82,6 +85,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelfileError",
     "ModelRecord",
     "ModelRef",
     "OfflineError",
@@ -234,14 +238,35 @@ def copy(source: str, destination: str) -> ModelRecord:
 
 def create(
     name: str,
-    source: str,
+    source: str | None = None,
     *,
     system: str | None = None,
     parameters: dict[str, Any] | None = None,
+    modelfile: str | None = None,
+    base_dir: str | Path | None = None,
 ) -> ModelRecord:
-    """Create a named model from a file or another model. See :meth:`ModelLibrary.create`."""
+    r"""Create a named model from a file or another model, or from a Modelfile's text.
+
+    ``create("my-qwen", modelfile="FROM qwen2.5:7b\nSYSTEM You are Mario.")`` is
+    ``local-llm create my-qwen -f Modelfile`` (relative paths in it are relative to
+    ``base_dir``, default the current directory). See :meth:`ModelLibrary.create` and
+    :meth:`ModelLibrary.create_from_modelfile`.
+
+    Raises:
+        InvalidOptionError: Both or neither of ``source`` and ``modelfile``, or
+            ``system``/``parameters`` beside a ``modelfile``.
+    """
     from local_llm_runtime.store.library import ModelLibrary
 
+    if modelfile is not None:
+        if source is not None or system is not None or parameters is not None:
+            raise InvalidOptionError(
+                "Give either a modelfile or source (with system/parameters): write FROM, "
+                "SYSTEM and PARAMETER lines in the Modelfile."
+            )
+        return ModelLibrary().create_from_modelfile(name, modelfile, base_dir=base_dir)
+    if source is None:
+        raise InvalidOptionError("create() needs a source (a model or .gguf file) or a modelfile.")
     return ModelLibrary().create(name, source, system=system, parameters=parameters)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ModelExistsError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelfileError",
     "OfflineError",
     "QuantizationNotFoundError",
     "RequestTimeoutError",
@@ -269,3 +270,18 @@ class ToolCallMissingError(InvalidToolCallError):
             "server that enforces it (vLLM, llama-server, local-llm serve over /v1), or "
             "run the model in-process.",
         )
+
+
+class ModelfileError(LocalLLMError, ValueError):
+    """A Modelfile (``local-llm create -f``) has an unknown instruction or a malformed line.
+
+    The message names the line (``line 3: ...``) and what to write instead.
+
+    Attributes:
+        line: The 1-based line number at fault (``None`` when the whole file is at fault,
+            e.g. no ``FROM``).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        self.line = line
+        super().__init__(f"Modelfile line {line}: {message}" if line is not None else message)

@@ -47,7 +47,7 @@ def test_public_api_is_pinned() -> None:
             "LlamaBindingError", "LlamaEngine", "ModelInfo",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
             "InvalidToolCallError", "LocalLLMError", "LocalModel", "ModelExistsError", "ModelLibrary", "ModelLoadError",
-            "ModelNotFoundError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
+            "ModelNotFoundError", "ModelfileError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
             "QuantizationNotFoundError", "ReasoningDelta", "RequestTimeoutError", "RunningModel",
             "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta",
             "UnknownOptionError", "Usage",
@@ -71,7 +71,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.ModelLoadError, RuntimeError), (e.ContextLengthExceededError, ValueError),
         (e.GenerationError, RuntimeError),
         (e.LlamaBindingError, RuntimeError),
-        (e.TemplateError, ValueError),
+        (e.TemplateError, ValueError), (e.ModelfileError, ValueError),
         (e.RequestTimeoutError, TimeoutError), (e.StreamReclaimedError, RuntimeError),
         (e.UnknownOptionError, ValueError), (e.UnknownOptionError, TypeError),
     ]  # fmt: skip

@@ -8,18 +8,21 @@ exits with 130. No traceback reaches the user for any of these.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from local_llm_runtime import __version__
 from local_llm_runtime.cli import server_commands
 from local_llm_runtime.cli._format import human_age, human_size
-from local_llm_runtime.errors import LocalLLMError
+from local_llm_runtime.errors import LocalLLMError, ModelfileError
 from local_llm_runtime.options import parse_params
 from local_llm_runtime.store.library import ModelLibrary
+from local_llm_runtime.store.modelfile import read_modelfile
 from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
@@ -79,6 +82,9 @@ _UNVERIFIED = "NO - the source sent no hash; the digest is of the bytes received
 
 
 def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
+    if getattr(args, "modelfile", False):
+        out.write(lib.modelfile(args.name))
+        return
     info = lib.show(args.name)
     if args.json:
         json.dump(info, out, indent=2, default=str)
@@ -95,7 +101,10 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
             ("context length", d["context_length"]),
             ("embedding length", d["embedding_length"]),
             ("quantization", d["quantization"]),
-            ("chat template", "yes" if d["chat_template"] else "no"),
+            (
+                "chat template",
+                "Modelfile" if info["template"] else "yes" if d["chat_template"] else "no",
+            ),
         ],
     )
     _section(out, "Capabilities", [(c, True) for c in d["capabilities"]])
@@ -115,8 +124,11 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     _section(out, "Parameters", sorted(info["parameters"].items()))
     if info["system"]:
         _section(out, "System", [(info["system"], True)])
-    if d["license"]:
-        _section(out, "License", [(str(d["license"]).splitlines()[0], True)])
+    if info["messages"]:
+        _section(out, "Messages", [(m["role"], m["content"]) for m in info["messages"]])
+    if info["license"] or d["license"]:
+        text = str(info["license"] or d["license"]).strip() or "-"
+        _section(out, "License", [(text.splitlines()[0], True)])
 
 
 def _cmd_pull(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
@@ -146,7 +158,25 @@ def _cmd_cp(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
 
 def _cmd_create(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     params = parse_params(args.param or [])
-    record = lib.create(args.name, args.source, system=args.system, parameters=params)
+    path = args.file
+    if args.source is None and path is None:
+        if not Path("Modelfile").is_file():
+            raise ModelfileError(
+                "Give a Modelfile with -f FILE (or put one named Modelfile here), "
+                "or a model or .gguf file with --from."
+            )
+        path = "Modelfile"  # as ollama create
+    if path is None:
+        record = lib.create(args.name, args.source, system=args.system, parameters=params)
+    else:
+        modelfile = read_modelfile(path)
+        if args.system is not None or params:  # flags go over the Modelfile's values
+            modelfile = dataclasses.replace(
+                modelfile,
+                system=args.system if args.system is not None else modelfile.system,
+                parameters={**modelfile.parameters, **params},
+            )
+        record = lib.create(args.name, **modelfile.create_arguments())
     out.write(f"created '{record.name}'\n")
 
 
@@ -355,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="show a model's details (from its GGUF header)")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--modelfile", action="store_true", help="print a Modelfile that 'create -f' takes"
+    )
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("rm", help="remove models (files go when no other name uses them)")
@@ -366,9 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.set_defaults(func=_cmd_cp)
 
-    p = sub.add_parser("create", help="create a model from a GGUF file or another model")
+    p = sub.add_parser(
+        "create", help="create a model from a Modelfile, a GGUF file or another model"
+    )
     p.add_argument("name")
-    p.add_argument("--from", dest="source", required=True, metavar="FILE_OR_NAME")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "-f", "--file", metavar="MODELFILE", help="an Ollama Modelfile (default: ./Modelfile)"
+    )
+    source.add_argument("--from", dest="source", metavar="FILE_OR_NAME")
     p.add_argument("--system", help="default system prompt")
     p.add_argument(
         "--param", action="append", metavar="KEY=VALUE", help="default option (repeatable)"

@@ -492,7 +492,8 @@ class LlamaEngine(WholeResults):
 
         vocab = _prompt_vocab(self.pool.vocab(local))
         msgs = _with_default_system(local, checked)
-        prompt = vocab.protected_template.render(msgs, tools=normalize_tools(tools))
+        _template, protected = vocab.templates(local.template)
+        prompt = protected.render(msgs, tools=normalize_tools(tools))
         return len(vocab.tokens(_Request(prompt=prompt)))
 
     def preload(
@@ -596,8 +597,8 @@ class LlamaEngine(WholeResults):
         from local_llm_runtime.llama.prompt_vocab import prompt_vocab as _prompt_vocab
 
         vocab = _prompt_vocab(self.pool.vocab(local))
-        template = vocab.template
-        request = build(vocab.protected_template)
+        template, protected = vocab.templates(local.template)  # a Modelfile TEMPLATE wins
+        request = build(protected)
         tokens = vocab.tokens(request)
         if not tokens:
             raise InvalidOptionError(
@@ -775,10 +776,19 @@ class _TokenLoop:
 def _with_default_system(
     local: LocalModel, messages: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Copy the messages, adding the model's default system prompt if they have none."""
+    """Copy the messages, adding the model's default system prompt if they have none.
+
+    The model's fixed history (a Modelfile's ``MESSAGE`` lines) goes after the leading
+    system message(s) and before the caller's conversation (chat only, as Ollama).
+    """
     msgs = [dict(m) for m in messages]
     if local.system and not any(m.get("role") == "system" for m in msgs):
         msgs.insert(0, {"role": "system", "content": local.system})
+    if local.messages:
+        at = 0
+        while at < len(msgs) and msgs[at].get("role") == "system":
+            at += 1
+        msgs[at:at] = [dict(m) for m in local.messages]
     return msgs
 
 

@@ -34,11 +34,15 @@ _IDENTITY_KEYS = ("general.architecture", "general.name")
 """The metadata a chat template consults (family traits, tool syntax, warnings)."""
 
 
-def _template_for(llm: llama_cpp.Llama, metadata: Mapping[str, Any]) -> ChatTemplate:
-    """The model's chat template, compiled once per distinct template text."""
-    source = metadata.get("tokenizer.chat_template")
+def _template_for(
+    llm: llama_cpp.Llama, metadata: Mapping[str, Any], source: str | None = None
+) -> ChatTemplate:
+    """The model's chat template (or ``source`` in its place), compiled once per text."""
+    if source is None:
+        own = metadata.get("tokenizer.chat_template")
+        source = own if isinstance(own, str) else None
     return _compiled_template(
-        source if isinstance(source, str) else None,
+        source,
         _token_text(llm, llm.token_bos()),
         _token_text(llm, llm.token_eos()),
         tuple((k, str(metadata[k])) for k in _IDENTITY_KEYS if k in metadata),
@@ -80,6 +84,19 @@ class PromptVocab:
         self.protected_template = self.template.protecting(self.tokenizer.protect_value)
         self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(vocab))
         self.n_ctx_train = int(llm._model.n_ctx_train())
+
+    def templates(self, source: str | None = None) -> tuple[ChatTemplate, ChatTemplate]:
+        """``(template, protected_template)`` for a request.
+
+        Args:
+            source: A Jinja chat template that replaces the model's own (a Modelfile's
+                ``TEMPLATE``, :attr:`LocalModel.template`), compiled once per text with
+                this model's BOS/EOS and identity; ``None``: the model's own.
+        """
+        if source is None:
+            return self.template, self.protected_template
+        template = _template_for(self.llm, self.llm.metadata, source)
+        return template, template.protecting(self.tokenizer.protect_value)
 
     @property
     def llm(self) -> llama_cpp.Llama:

@@ -71,6 +71,7 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (rt.UnknownOptionError, 400, "unknown_option"),
     (rt.InvalidOptionError, 400, "invalid_option"),
     (rt.TemplateError, 400, "template"),
+    (rt.ModelfileError, 400, "invalid_modelfile"),
     (rt.InvalidToolCallError, 400, "invalid_tool_call"),
     (rt.LocalLLMError, 500, "internal"),
 )

@@ -369,21 +369,30 @@ async def show(request: Request) -> dict[str, Any]:
         source = model
         details = shown["details"] if shown else None
         capabilities = list(info.capabilities if info else (details or {}).get("capabilities", []))
+        bound: str | None = None  # a Modelfile's TEMPLATE (replaces the GGUF's own)
         if shown:
             files = shown.get("files") or []
+            bound = shown.get("template")
             if files:
-                source = str(files[0]["path"])
-                meta = read_gguf_info(source).metadata
+                stored = shown["source"]["kind"] != "file"  # FROM its name: create reads it back
+                source = shown["name"] if stored else str(files[0]["path"])
+                meta = read_gguf_info(str(files[0]["path"])).metadata
                 value = meta.get("tokenizer.chat_template")
                 template = value if isinstance(value, str) else None
         parameters: dict[str, Any] = dict(shown["parameters"]) if shown else {}
         system = shown.get("system") if shown else None
         out: dict[str, Any] = {
             "modelfile": wire.modelfile(
-                model, source, template=template, system=system, parameters=parameters
+                model,
+                source,
+                template=bound,
+                system=system,
+                parameters=parameters,
+                messages=shown.get("messages", []) if shown else [],
+                license=shown.get("license") if shown else None,
             ),
             "parameters": wire.parameters_text(parameters),
-            "template": template or "",
+            "template": bound or template or "",
             "details": wire.details(details if details is not None else info),
             "model_info": wire.model_info_map(details, info),
             "capabilities": capabilities,
@@ -519,22 +528,23 @@ async def create(request: Request) -> Response:
     wire.refuse_unsupported(body)
     state = server_state(request)
     model = model_name(body.model)
-    if not body.from_:
-        raise HTTPError(400, "from: required (a model name or a GGUF path)", param="from")
-    source = body.from_
+    arguments = wire.create_arguments(body)
     try:
-        parse_ref(source)
+        parse_ref(arguments["source"])
     except ValueError as exc:
         raise HTTPError(400, f"from: {exc}", param="from") from None
-    parameters = wire.engine_options(body.parameters) if body.parameters else None
 
     def work(emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
         emit({"status": "parsing modelfile"})
-        record = state.library.create(model, source, system=body.system, parameters=parameters)
+        record = state.library.create(model, **arguments)
         tail = [{"status": f"using existing layer sha256:{f.sha256}"} for f in record.files]
-        if body.system:
+        if arguments.get("template"):
+            tail.append({"status": "using template"})
+        if arguments.get("system"):
             tail.append({"status": "using system prompt"})
-        if parameters:
+        if arguments.get("messages"):
+            tail.append({"status": "using messages"})
+        if arguments.get("parameters"):
             tail.append({"status": "using parameters"})
         return [*tail, {"status": "writing manifest"}, {"status": "success"}]
 

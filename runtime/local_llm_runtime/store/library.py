@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from local_llm_runtime.errors import (
     InvalidModelFileError,
     InvalidModelNameError,
+    InvalidOptionError,
     ModelExistsError,
     ModelNotFoundError,
     StoreError,
@@ -104,6 +105,21 @@ def _shards_of(path: Path) -> list[Path]:
             f"Split model {path.name} is incomplete: missing {', '.join(missing)}."
         )
     return shards
+
+
+def _checked_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """A fixed history for ``create``: ``role`` system/user/assistant, ``content`` text."""
+    out: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise InvalidOptionError(
+                f"messages[{index}] must be {{'role': 'system'|'user'|'assistant', "
+                f"'content': text}}, got {message!r}."
+            )
+        out.append({"role": role, "content": content})
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -319,6 +335,10 @@ class ModelLibrary:
                 embedding=embedding,
                 system=previous.system if previous else None,
                 parameters=dict(previous.parameters) if previous else {},
+                template=previous.template if previous else None,
+                messages=[dict(m) for m in previous.messages] if previous else [],
+                adapters=list(previous.adapters) if previous else [],
+                license=previous.license if previous else None,
                 modified_at=now(),
             )
             manifest.models[store_key(name)] = record
@@ -347,7 +367,8 @@ class ModelLibrary:
         Returns:
             A JSON-ready mapping: ``name``, ``details`` (architecture, parameters,
             quantization, context and embedding length, chat template, license,
-            capabilities), ``files``, ``source``, ``system`` and ``parameters``.
+            capabilities), ``files``, ``source``, ``system`` and ``parameters``, and what
+            a Modelfile bound: ``template``, ``messages``, ``license``.
             ``verified`` (also per file) says whether the digest was checked against a
             hash the source sent; ``False`` for a Hub file that came with no hash at all
             (its digest is only that of the bytes received); ``None`` for a plain path.
@@ -390,6 +411,9 @@ class ModelLibrary:
             "source": source,
             "system": model.system,
             "parameters": dict(model.parameters),
+            "template": model.template,
+            "messages": [dict(m) for m in model.messages],
+            "license": record.license if record else None,
         }
 
     # ---- rm / cp / create --------------------------------------------------
@@ -492,6 +516,12 @@ class ModelLibrary:
         target = parse_name(name)
         src_ref = parse_ref(source)
         params = validate_options(parameters or {})
+        if template is not None:
+            from local_llm_runtime.store.modelfile import check_template
+
+            check_template(template)  # before anything is pulled or imported
+        if messages is not None:
+            messages = _checked_messages(messages)
         base: ModelRecord | None
         if isinstance(src_ref, FileRef):
             base = self._import(src_ref)
@@ -522,6 +552,66 @@ class ModelLibrary:
             if previous is not None:
                 after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
+
+    def create_from_modelfile(
+        self, name: str, modelfile: str, *, base_dir: str | Path | None = None
+    ) -> ModelRecord:
+        """Create (or replace) a named model from an Ollama Modelfile's text.
+
+        ``FROM``, ``PARAMETER``, ``SYSTEM``, ``TEMPLATE``, ``MESSAGE``, ``ADAPTER`` and
+        ``LICENSE`` map onto :meth:`create`'s arguments; what the Modelfile leaves out
+        is inherited from ``FROM``.
+
+        Args:
+            name: The new Ollama-style name.
+            modelfile: The Modelfile's content (see :mod:`~local_llm_runtime.store.modelfile`).
+            base_dir: The Modelfile's folder: relative ``FROM``/``ADAPTER`` paths are
+                relative to it (the current directory when omitted).
+
+        Returns:
+            The new record.
+
+        Raises:
+            ModelfileError: The Modelfile is malformed (the message names the line).
+        """
+        from local_llm_runtime.store.modelfile import parse_modelfile
+
+        parsed = parse_modelfile(modelfile)
+        if base_dir is not None:
+            parsed = parsed.resolved(base_dir)
+        return self.create(name, **parsed.create_arguments())
+
+    def modelfile(self, text: str) -> str:
+        """The Modelfile of a model: :meth:`create_from_modelfile` turns it back into it.
+
+        ``FROM`` is the model's name (a stored model) or its path; ``TEMPLATE``,
+        ``SYSTEM``, ``PARAMETER``, ``MESSAGE``, ``ADAPTER`` and ``LICENSE`` are the ones
+        bound by ``create`` (the GGUF's own chat template is not repeated).
+
+        Args:
+            text: A stored name or a ``.gguf`` path.
+
+        Raises:
+            ModelNotFoundError: The model is not in the store (nothing is pulled).
+        """
+        from local_llm_runtime.store.modelfile import modelfile_of, render_modelfile
+
+        model = self.resolve(text, pull=False)
+        record = model.record
+        return render_modelfile(
+            modelfile_of(
+                record.name if record is not None else str(model.path),
+                system=model.system,
+                parameters=model.parameters,
+                template=model.template,
+                messages=model.messages,
+                adapters=[self.store.blob_path(f.sha256) for f in record.adapters]
+                if record is not None
+                else [],
+                license=record.license if record is not None else None,
+            ),
+            name=model.name,
+        )
 
     def _import_adapters(self, adapters: Sequence[str | Path]) -> tuple[FileRecord, ...]:
         """Import LoRA adapter GGUFs into the store (issue 13: the LoRA helper builds this)."""
