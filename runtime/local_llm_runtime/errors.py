@@ -16,6 +16,7 @@ __all__ = [
     "ContextLengthExceededError",
     "DownloadError",
     "GenerationError",
+    "InvalidAdapterError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
@@ -269,3 +270,7 @@ class ToolCallMissingError(InvalidToolCallError):
             "server that enforces it (vLLM, llama-server, local-llm serve over /v1), or "
             "run the model in-process.",
         )
+
+
+class InvalidAdapterError(InvalidModelFileError):
+    """A Modelfile ``ADAPTER`` file is not a LoRA adapter GGUF for the base model's architecture."""

@@ -115,6 +115,8 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     _section(out, "Parameters", sorted(info["parameters"].items()))
     if info["system"]:
         _section(out, "System", [(info["system"], True)])
+    if info["adapters"]:
+        _section(out, "Adapters", [(a["path"], True) for a in info["adapters"]])
     if d["license"]:
         _section(out, "License", [(str(d["license"]).splitlines()[0], True)])
 
