@@ -80,7 +80,9 @@ def _logits(model: Path, adapters: tuple[Path, ...] = ()) -> np.ndarray:
         llm.eval(PROMPT_TOKENS)
         n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm._model.model))
         row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-        return np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (n_vocab,)).copy()
+        return np.ctypeslib.as_array(
+            ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (n_vocab,)
+        ).copy()
     finally:
         if loaded.batcher is not None:
             loaded.batcher.close()
@@ -112,6 +114,24 @@ def test_adapter_changes_the_logits_and_a_zero_b_adapter_does_not(
     assert float(np.max(np.abs(adapted - base))) > 1e-3
     zero = _logits(tiny_gguf, (lora_factory(zero_b=True),))
     assert np.array_equal(zero, base)
+
+
+def test_adapter_applies_to_a_quantized_model_under_the_runtime_repack_choice(
+    tiny_gguf: Path, tiny_lora_gguf: Path, lora_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Q4_0 weights are the ones llama.cpp repacks (where the runtime keeps repacking on)."""
+    q4 = tmp_path / "tiny-q4_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    assert (
+        llama_cpp.llama_model_quantize(
+            str(tiny_gguf).encode(), str(q4).encode(), ctypes.byref(params)
+        )
+        == 0
+    )
+    base = _logits(q4)
+    assert float(np.max(np.abs(_logits(q4, (tiny_lora_gguf,)) - base))) > 1e-3
+    assert np.array_equal(_logits(q4, (lora_factory(zero_b=True),)), base)
 
 
 # ---- create: check, import, show, gc -------------------------------------------------------
@@ -203,7 +223,7 @@ def test_missing_adapter_blob_is_a_store_error(
     assert Store(lib.settings).present(record)
     (isolated_env["home"] / "blobs" / _blob(record.adapters[0].sha256)).unlink()
     assert not Store(lib.settings).present(record)
-    with pytest.raises(StoreError, match="LoRA adapter.*create 'tiny-lora:latest' again"):
+    with pytest.raises(StoreError, match=r"LoRA adapter.*create 'tiny-lora:latest' again"):
         lib.resolve("tiny-lora")
 
 
@@ -326,9 +346,7 @@ def test_adapters_are_freed_on_unload(
         real_free(handle)
 
     monkeypatch.setattr(llama_cpp, "llama_adapter_lora_free", spy)
-    engine.library.create(
-        "two", str(tiny_gguf), adapters=[tiny_lora_gguf, lora_factory(seed=3)]
-    )
+    engine.library.create("two", str(tiny_gguf), adapters=[tiny_lora_gguf, lora_factory(seed=3)])
     _chat(engine, "two")
     assert freed == []
     assert engine.unload("two") == 1
@@ -340,7 +358,11 @@ def test_an_adapter_llama_cpp_refuses_is_a_load_error_naming_it(
 ) -> None:
     bad = lora_factory(n_embd=32)  # bypasses create's check, as a blob replaced on disk would
     model = LocalModel(name="tiny", paths=(tiny_gguf,), size=1, adapters=(bad,))
-    with pytest.raises(ModelLoadError, match=rf"LoRA adapter {re.escape(str(bad))}.*incorrect shape"):
-        with engine.pool.lease(model, LoadOptions()):
-            pass
+    with (
+        pytest.raises(
+            ModelLoadError, match=rf"LoRA adapter {re.escape(str(bad))}.*incorrect shape"
+        ),
+        engine.pool.lease(model, LoadOptions()),
+    ):
+        pass
     assert engine.ps() == []

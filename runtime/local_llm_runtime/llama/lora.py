@@ -9,10 +9,14 @@ and, with ``num_parallel > 1``, the batched context of its
 :class:`~local_llm_runtime.llama.batching.BatchDecoder`. Ollama's ``ADAPTER`` has
 no scale: each adapter is applied at :data:`SCALE`.
 
-Weight repacking (:mod:`~local_llm_runtime.llama.repack`) does not interfere:
-llama.cpp puts an adapter's matrices for a repacked weight in a plain CPU buffer
-and the repacked product itself is untouched (tested with ``LOCAL_LLM_REPACK=1``
-on a Q4_0 model).
+Weight repacking (:mod:`~local_llm_runtime.llama.repack`) is left as the settings
+choose: for a weight in an extra buffer type (``AMX``, ``CPU_REPACK``) llama.cpp puts
+the adapter's matrices in a plain CPU buffer (it logs "cannot use buft ..., fallback
+to CPU") and computes ``B(A x)`` as a product of its own beside the repacked one.
+Measured on a Q4_0 model on an AMX CPU with ``LOCAL_LLM_REPACK=1``: every adapter
+tensor went to the CPU buffer; decoding there crashes with or without an adapter (the
+AMX crash ``repack.py`` describes, hence its default). ``tests/unit/test_lora.py``
+checks a Q4_0 model under the runtime's own repack choice.
 
 The adapters are freed with the model: :func:`apply_adapters` registers their
 release on the ``Llama``'s own exit stack, which ``Llama.close()`` unwinds last in,

@@ -39,24 +39,26 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """
     read_gguf_info(path)  # typed errors for a missing, truncated or non-GGUF file
     try:
-        with path.open("rb") as handle:
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                reader = _Reader(buf, path)
-                reader.take(8)  # magic and version (checked by read_gguf_info)
-                tensor_count = reader.u64()
-                kv_count = reader.u64()
-                for _ in range(kv_count):
-                    reader.skip_string()
-                    reader.value(reader.u32())
-                shapes: dict[str, tuple[int, ...]] = {}
-                for _ in range(tensor_count):
-                    name = reader.string()
-                    n_dims = reader.u32()
-                    if n_dims > 8:
-                        raise reader.fail("tensor with too many dimensions")
-                    shapes[name] = tuple(reader.u64() for _ in range(n_dims))
-                    reader.take(12)  # ggml type (u32) and data offset (u64)
-                return shapes
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            reader = _Reader(buf, path)
+            reader.take(8)  # magic and version (checked by read_gguf_info)
+            tensor_count = reader.u64()
+            kv_count = reader.u64()
+            for _ in range(kv_count):
+                reader.skip_string()
+                reader.value(reader.u32())
+            shapes: dict[str, tuple[int, ...]] = {}
+            for _ in range(tensor_count):
+                name = reader.string()
+                n_dims = reader.u32()
+                if n_dims > 8:
+                    raise reader.fail("tensor with too many dimensions")
+                shapes[name] = tuple(reader.u64() for _ in range(n_dims))
+                reader.take(12)  # ggml type (u32) and data offset (u64)
+            return shapes
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}.") from None
 

@@ -404,9 +404,7 @@ class ModelLibrary:
             "parameters": dict(model.parameters),
             "adapters": [
                 {"path": str(path), "size": f.size, "sha256": f.sha256}
-                for path, f in zip(
-                    model.adapters, record.adapters if record else [], strict=True
-                )
+                for path, f in zip(model.adapters, record.adapters if record else [], strict=True)
             ],
         }
 
@@ -575,16 +573,16 @@ class ModelLibrary:
             check_lora_adapter(path, base_paths, base_name=base.name)
         return tuple(import_blob(self.store, path.resolve()) for path in paths)
 
-    def _missing_adapters(self, record: ModelRecord) -> list[Path]:
+    def _missing_adapters(self, record: ModelRecord) -> tuple[Path, ...]:
         """The record's adapter blobs that are not on disk with their recorded size."""
-        missing = []
+        missing: tuple[Path, ...] = ()
         for path, file in zip(self.store.adapter_paths(record), record.adapters, strict=True):
             try:
                 if path.stat().st_size == file.size:
                     continue
             except OSError:
                 pass
-            missing.append(path)
+            missing += (path,)
         return missing
 
     def _import(self, ref: FileRef) -> ModelRecord:
@@ -632,7 +630,9 @@ class ModelLibrary:
         hub_files: list[tuple[str, str, str]] = []
         for record in dropped:
             imported += [
-                self.store.blob_path(f.sha256) for f in record.adapters if f.sha256 not in keep_blobs
+                self.store.blob_path(f.sha256)
+                for f in record.adapters
+                if f.sha256 not in keep_blobs
             ]
             for file in record.files:
                 if record.source == "file":
