@@ -366,3 +366,14 @@ def test_an_adapter_llama_cpp_refuses_is_a_load_error_naming_it(
     ):
         pass
     assert engine.ps() == []
+
+
+def test_embedding_instance_has_the_adapter_too(
+    engine: Engine, tiny_gguf: Path, tiny_lora_gguf: Path, lora_factory: Callable[..., Path]
+) -> None:
+    engine.library.create("tiny-lora", str(tiny_gguf), adapters=[tiny_lora_gguf])
+    engine.library.create("tiny-zero", str(tiny_gguf), adapters=[lora_factory(zero_b=True)])
+    base = np.array(engine.embed(str(tiny_gguf), ["hello world"])[0])
+    adapted = np.array(engine.embed("tiny-lora", ["hello world"])[0])
+    assert float(np.max(np.abs(adapted - base))) > 1e-3
+    assert np.array_equal(np.array(engine.embed("tiny-zero", ["hello world"])[0]), base)
