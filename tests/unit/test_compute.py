@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ def test_a_forked_child_gets_its_own_compute_thread() -> None:
 
 
 @pytest.fixture
-def decode_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def decode_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the threads that called ``llama_decode``."""
     binding.check()  # against the real binding, before a Python stand-in replaces one function
     seen: list[str] = []
@@ -118,7 +118,7 @@ def decode_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(llama_cpp, "llama_decode", recording)  # the runtime's own calls
     monkeypatch.setattr(llama_cpp.llama_cpp, "llama_decode", recording)  # llama-cpp-python's
-    yield seen
+    return seen
 
 
 @pytest.mark.parametrize("parallel", ["1", "3"])

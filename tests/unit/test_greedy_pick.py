@@ -53,9 +53,7 @@ def _oracle(options: SamplingOptions, history: list[int], row: np.ndarray) -> in
         data = (llama_cpp.llama_token_data * N_VOCAB)()
         for i, logit in enumerate(row.tolist()):
             data[i].id, data[i].logit, data[i].p = i, logit, 0.0
-        array = llama_cpp.llama_token_data_array(
-            data=data, size=N_VOCAB, selected=-1, sorted=False
-        )
+        array = llama_cpp.llama_token_data_array(data=data, size=N_VOCAB, selected=-1, sorted=False)
         llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))
         return int(data[array.selected].id)
     finally:
@@ -111,8 +109,7 @@ def test_generation_is_the_same_as_with_llama_cpps_chain(
         engine = Engine(RuntimeSettings.from_env())
         try:
             return [
-                engine.generate(str(tiny_gguf), p, raw=True, options=options).text
-                for p in prompts
+                engine.generate(str(tiny_gguf), p, raw=True, options=options).text for p in prompts
             ]
         finally:
             engine.pool.close()

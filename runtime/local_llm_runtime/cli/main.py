@@ -126,6 +126,8 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
         _section(out, "System", [(info["system"], True)])
     if info["messages"]:
         _section(out, "Messages", [(m["role"], m["content"]) for m in info["messages"]])
+    if info["adapters"]:
+        _section(out, "Adapters", [(a["path"], True) for a in info["adapters"]])
     if info["license"] or d["license"]:
         text = str(info["license"] or d["license"]).strip() or "-"
         _section(out, "License", [(text.splitlines()[0], True)])

@@ -29,6 +29,8 @@ MINIMUM_VERSION = "0.3.35"
 """The oldest llama-cpp-python whose C API matches :data:`REQUIRED` (also in pyproject.toml)."""
 
 REQUIRED: Mapping[str, int | None] = {
+    "llama_adapter_lora_free": 1,
+    "llama_adapter_lora_init": 2,
     "llama_batch_free": 1,
     "llama_batch_init": 3,
     "llama_decode": 2,
@@ -62,6 +64,7 @@ REQUIRED: Mapping[str, int | None] = {
     "llama_sampler_init_typical": 2,
     "llama_sampler_sample": 3,
     "llama_set_abort_callback": 3,
+    "llama_set_adapters_lora": 4,
     "llama_supports_gpu_offload": 0,
     "llama_vocab_bos": 1,
     "llama_vocab_eos": 1,
@@ -75,6 +78,7 @@ REQUIRED: Mapping[str, int | None] = {
     "llama_vocab_sep": 1,
     # types and callback factories
     "ggml_abort_callback": None,
+    "llama_adapter_lora_p_ctypes": None,
     "llama_context_params": None,
     "llama_model_params": None,
     "llama_log_callback": None,

@@ -21,7 +21,7 @@ from typing import Any
 import llama_cpp
 
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
-from local_llm_runtime.llama import binding, cpu, gpu, llama_log, repack, threads
+from local_llm_runtime.llama import binding, cpu, gpu, llama_log, lora, repack, threads
 from local_llm_runtime.llama.batching import BatchDecoder
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info
@@ -51,6 +51,10 @@ class LoadOptions:
     """Flash attention (``None``: the settings decide; see :class:`RuntimeSettings`)."""
     kv_cache_type: str | None = None
     """KV cache element type, ``f16``/``q8_0``/``q4_0`` (``None``: the settings decide)."""
+    adapters: tuple[str, ...] = ()
+    """LoRA adapter GGUF files applied at load, in order, at scale 1.0 (filled by the pool
+    from :attr:`LocalModel.adapters <local_llm_runtime.store.library.LocalModel.adapters>`):
+    the same base with other adapters, or none, is another instance."""
 
 
 Builder = Callable[[LocalModel, LoadOptions, int, int, dict[str, Any]], llama_cpp.Llama]
@@ -183,6 +187,20 @@ def _batcher(
         raise
 
 
+def _apply_adapters(
+    llm: llama_cpp.Llama, batcher: BatchDecoder | None, adapters: tuple[str, ...]
+) -> None:
+    """Set the LoRA adapters on every context that decodes; closes both if it cannot."""
+    contexts = [llm.ctx] if batcher is None else [llm.ctx, batcher.ctx]
+    try:
+        lora.apply_adapters(llm, contexts, adapters)
+    except BaseException:
+        if batcher is not None:
+            batcher.close()
+        llm.close()
+        raise
+
+
 @dataclass(frozen=True)
 class Loaded:
     """A model just loaded, and what was decided to load it."""
@@ -249,6 +267,8 @@ class ModelLoader:
                 llm, batcher, load_s = self._attempt(model, options, num_ctx, layers, info.metadata)
             except (ValueError, RuntimeError, OSError) as exc:
                 reason = llama_log.recent_errors() or str(exc)
+                if isinstance(exc, lora.AdapterError):  # which file, then llama.cpp's reason
+                    reason = f"{exc}: {reason}" if reason != str(exc) else reason
                 errors.append(f"{layers} GPU layers: {reason}")
                 logger.warning(
                     "Loading %s with %d GPU layers failed: %s", model.name, layers, reason
@@ -301,6 +321,8 @@ class ModelLoader:
                 # One slot decodes the Llama's own context (a batch of one);
                 # embedding instances are read by llama-cpp-python's embed().
                 batcher = None if options.embedding else _batcher(llm, 1, num_ctx, options)
+            if options.adapters:
+                _apply_adapters(llm, batcher, options.adapters)
         return llm, batcher, time.monotonic() - started
 
     def _decide_offload(

@@ -1,4 +1,4 @@
-"""The pool of loaded models: one llama.cpp instance per (file, load options).
+"""The pool of loaded models: one llama.cpp instance per (file, LoRA adapters, load options).
 
 Every caller in the process shares the pool. An entry is loaded lazily on the
 first request, kept warm for ``keep_alive`` after its last request (Ollama's
@@ -280,6 +280,9 @@ class ModelPool:
 
     def _get_or_load(self, model: LocalModel, options: LoadOptions) -> tuple[LoadedModel, bool]:
         options = self._resolved(options)
+        # The model's LoRA adapters are part of the key: with other adapters (or none)
+        # the same file is another instance; the same base and adapters share one.
+        options = replace(options, adapters=tuple(str(p.resolve()) for p in model.adapters))
         key = (str(model.path.resolve()), options)
         with self._lock:
             entry = self._entries.get(key)
@@ -342,6 +345,8 @@ class ModelPool:
             if file_id is None:
                 st = model.path.stat()
                 file_id = f"{model.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            if options.adapters:  # a state computed with adapters is another model's
+                file_id += "+lora:" + ",".join(options.adapters)  # blobs named by sha256
             identity = model_identity(
                 file_id,
                 kv_cache_type=options.kv_cache_type,

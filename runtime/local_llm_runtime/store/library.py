@@ -230,6 +230,7 @@ class ModelLibrary:
             parameters=dict(record.parameters),
             template=record.template,
             messages=tuple(dict(m) for m in record.messages),
+            adapters=tuple(self.store.adapter_paths(record)),
             record=record,
         )
 
@@ -293,6 +294,12 @@ class ModelLibrary:
                         )
                     )
             return existing
+        if existing is not None and self._missing_adapters(existing):
+            raise StoreError(
+                f"The LoRA adapter file(s) of '{name}' are missing from {self.store.blobs_dir}: "
+                f"{', '.join(str(p) for p in self._missing_adapters(existing))}; create "
+                f"'{name}' again with its ADAPTER file(s)."
+            )
         if existing is not None and existing.source == "file":
             if self.store.present(existing):
                 return existing
@@ -367,8 +374,9 @@ class ModelLibrary:
         Returns:
             A JSON-ready mapping: ``name``, ``details`` (architecture, parameters,
             quantization, context and embedding length, chat template, license,
-            capabilities), ``files``, ``source``, ``system`` and ``parameters``, and what
-            a Modelfile bound: ``template``, ``messages``, ``license``.
+            capabilities), ``files``, ``source``, ``system`` and ``parameters``, what
+            a Modelfile bound: ``template``, ``messages``, ``license``, and ``adapters``
+            (the LoRA adapters' ``path``, ``size`` and ``sha256``, in order).
             ``verified`` (also per file) says whether the digest was checked against a
             hash the source sent; ``False`` for a Hub file that came with no hash at all
             (its digest is only that of the bytes received); ``None`` for a plain path.
@@ -414,6 +422,10 @@ class ModelLibrary:
             "template": model.template,
             "messages": [dict(m) for m in model.messages],
             "license": record.license if record else None,
+            "adapters": [
+                {"path": str(path), "size": f.size, "sha256": f.sha256}
+                for path, f in zip(model.adapters, record.adapters if record else [], strict=True)
+            ],
         }
 
     # ---- rm / cp / create --------------------------------------------------
@@ -512,6 +524,9 @@ class ModelLibrary:
 
         Returns:
             The new record.
+
+        Raises:
+            InvalidAdapterError: An adapter is not a LoRA adapter GGUF for the base model.
         """
         target = parse_name(name)
         src_ref = parse_ref(source)
@@ -543,7 +558,7 @@ class ModelLibrary:
         if license is not None:
             update["license"] = license
         if adapters is not None:
-            update["adapters"] = [*self._import_adapters(adapters)]
+            update["adapters"] = [*self._import_adapters(adapters, base)]
         record = base.model_copy(update=update)
         after_commit: list[Callable[[], None]] = []
         with self.store.transaction(after_commit) as manifest:
@@ -613,9 +628,48 @@ class ModelLibrary:
             name=model.name,
         )
 
-    def _import_adapters(self, adapters: Sequence[str | Path]) -> tuple[FileRecord, ...]:
-        """Import LoRA adapter GGUFs into the store (issue 13: the LoRA helper builds this)."""
-        raise NotImplementedError("LoRA adapters are not supported yet")
+    def _import_adapters(
+        self, adapters: Sequence[str | Path], base: ModelRecord
+    ) -> tuple[FileRecord, ...]:
+        """Check LoRA adapter GGUFs against the base model, then import them as blobs.
+
+        Every file is checked before any is copied (see
+        :func:`~local_llm_runtime.store.adapters.check_lora_adapter`); each is stored as
+        ``blobs/sha256-<hex>`` like an imported model, shared by every record naming it
+        and deleted with the last one (:meth:`_collect_garbage`).
+
+        Args:
+            adapters: Adapter GGUF paths, in the order they are applied.
+            base: The record of the model they adapt (its files are on disk).
+
+        Returns:
+            The adapters' file records, in order.
+
+        Raises:
+            ModelNotFoundError: A path does not exist.
+            InvalidAdapterError: A file is not a LoRA adapter GGUF for this base model.
+        """
+        from local_llm_runtime.store.adapters import check_lora_adapter
+
+        paths = [Path(a).expanduser() for a in adapters]
+        base_paths = self.store.paths(base)
+        for path in paths:
+            if not path.exists():
+                raise ModelNotFoundError(f"No such adapter file: {path}.")
+            check_lora_adapter(path, base_paths, base_name=base.name)
+        return tuple(import_blob(self.store, path.resolve()) for path in paths)
+
+    def _missing_adapters(self, record: ModelRecord) -> tuple[Path, ...]:
+        """The record's adapter blobs that are not on disk with their recorded size."""
+        missing: tuple[Path, ...] = ()
+        for path, file in zip(self.store.adapter_paths(record), record.adapters, strict=True):
+            try:
+                if path.stat().st_size == file.size:
+                    continue
+            except OSError:
+                pass
+            missing += (path,)
+        return missing
 
     def _import(self, ref: FileRef) -> ModelRecord:
         path = ref.path
@@ -638,6 +692,9 @@ class ModelLibrary:
     ) -> Callable[[], None]:
         """Plan the deletion of the files of dropped records that no remaining record uses.
 
+        LoRA adapters are imported blobs whatever the record's source: one goes when no
+        remaining record names it among its files or adapters.
+
         Runs inside the transaction: it only decides (and forgets the ownership of
         what it will delete in ``manifest``); the returned callback deletes, after the
         manifest commit succeeded. Imported blobs are the store's own; a Hub file is
@@ -646,6 +703,7 @@ class ModelLibrary:
         """
         remaining = [r for r in manifest.models.values()]
         keep_blobs = {f.sha256 for r in remaining if r.source == "file" for f in r.files}
+        keep_blobs |= {f.sha256 for r in remaining for f in r.adapters}  # always blobs
         keep_hub = {
             hub_file_key(r.repo_id, r.revision, f.repo_path)
             for r in remaining
@@ -657,6 +715,11 @@ class ModelLibrary:
         imported: list[Path] = []
         hub_files: list[tuple[str, str, str]] = []
         for record in dropped:
+            imported += [
+                self.store.blob_path(f.sha256)
+                for f in record.adapters
+                if f.sha256 not in keep_blobs
+            ]
             for file in record.files:
                 if record.source == "file":
                     if file.sha256 not in keep_blobs:

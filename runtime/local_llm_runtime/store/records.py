@@ -242,9 +242,15 @@ class Store:
         """The on-disk paths of every file of a record, in shard order."""
         return [self.file_path(record, f) for f in record.files]
 
+    def adapter_paths(self, record: ModelRecord) -> list[Path]:
+        """The on-disk paths of a record's LoRA adapters (imported blobs), in order."""
+        return [self.blob_path(f.sha256) for f in record.adapters]
+
     def present(self, record: ModelRecord) -> bool:
-        """Whether every file of a record is on disk with the recorded size."""
-        for path, file in zip(self.paths(record), record.files, strict=True):
+        """Whether every file of a record, its LoRA adapters too, is on disk with its size."""
+        files = [*zip(self.paths(record), record.files, strict=True)]
+        files += zip(self.adapter_paths(record), record.adapters, strict=True)
+        for path, file in files:
             try:
                 if path.stat().st_size != file.size:
                     return False
