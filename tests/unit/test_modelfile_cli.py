@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +17,6 @@ from local_llm_runtime.errors import InvalidOptionError, TemplateError
 from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.store.modelfile import JINJA_CHATML_EXAMPLE
-from local_llm_runtime.store.records import FileRecord
 
 ECHO = (
     # Refuses a conversation whose last message is ECHO, naming what it was given:
@@ -177,21 +176,26 @@ def test_create_without_modelfile_or_source_is_one_line(
     assert "Give a Modelfile with -f" in capsys.readouterr().err
 
 
-def test_adapter_lines_reach_create_as_paths(
-    base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_adapter_lines_round_trip_through_the_store(
+    base: str, tmp_path: Path, tiny_lora_gguf: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: list[list[str]] = []
-
-    def fake_import(self: ModelLibrary, adapters: Any) -> tuple[FileRecord, ...]:
-        seen.append([str(a) for a in adapters])
-        return ()
-
-    monkeypatch.setattr(ModelLibrary, "_import_adapters", fake_import)  # the LoRA lane's part
-    (tmp_path / "Modelfile").write_text(
-        f"FROM {base}\nADAPTER ./lora.gguf\nADAPTER /abs/two.gguf\n", "utf-8"
-    )
-    assert main(["create", "with-lora", "-f", str(tmp_path / "Modelfile")]) == 0
-    assert seen == [[str(tmp_path / "lora.gguf"), "/abs/two.gguf"]]
+    """A relative ``ADAPTER`` path is relative to the Modelfile; show/create keeps it."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copyfile(tiny_lora_gguf, folder / "lora.gguf")
+    (folder / "Modelfile").write_text(f"FROM {base}\nADAPTER ./lora.gguf\n", "utf-8")
+    assert main(["create", "with-lora", "-f", str(folder / "Modelfile")]) == 0
+    record = ModelLibrary().resolve("with-lora", pull=False).record
+    assert record is not None and len(record.adapters) == 1
+    capsys.readouterr()
+    assert main(["show", "with-lora", "--modelfile"]) == 0
+    text = capsys.readouterr().out
+    assert "ADAPTER " in text
+    (tmp_path / "Modelfile.again").write_text(text, "utf-8")
+    assert main(["create", "again", "-f", str(tmp_path / "Modelfile.again")]) == 0
+    again = ModelLibrary().resolve("again", pull=False).record
+    assert again is not None
+    assert [f.sha256 for f in again.adapters] == [f.sha256 for f in record.adapters]
 
 
 def test_python_api(base: str) -> None:
