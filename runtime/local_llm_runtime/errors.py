@@ -29,6 +29,7 @@ __all__ = [
     "QuantizationNotFoundError",
     "RequestTimeoutError",
     "ServerUnavailableError",
+    "SourceUnreachableError",
     "StoreError",
     "StreamReclaimedError",
     "TemplateError",
@@ -269,3 +270,11 @@ class ToolCallMissingError(InvalidToolCallError):
             "server that enforces it (vLLM, llama-server, local-llm serve over /v1), or "
             "run the model in-process.",
         )
+
+
+class SourceUnreachableError(DownloadError):
+    """A model source (the Hugging Face Hub or ModelScope) could not be reached at all.
+
+    The connection failed (refused, reset, DNS, timeout) rather than the source answering
+    with an error: a catalog name then falls back to its other source.
+    """

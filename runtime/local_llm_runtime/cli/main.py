@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub")
+    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub or ModelScope")
     p.add_argument("name", help="e.g. qwen2.5:7b or hf.co/org/repo-GGUF:Q4_K_M")
     p.add_argument("--update", action="store_true", help="check the Hub for a newer commit")
     p.set_defaults(func=_cmd_pull)
