@@ -96,7 +96,7 @@ MS_MALFORMED = [
     "modelscope.cn/", "modelscope.cn/org", "modelscope.cn/org/", "modelscope.cn//repo",
     "modelscope.cn/org/repo/extra", "modelscope.cn/../repo", "modelscope.cn/org/re..po",
     "modelscope.cn/org/repo:", "modelscope.cn/org/repo:../x", "modelscope.cn/org/repo:Q4/K",
-    "https://www.modelscope.cn/models/org", "modelscope.cn/org/repo:Q4_K_M:x",
+    "https://www.modelscope.cn/models/org/repo/x", "modelscope.cn/org/repo:Q4_K_M:x",
 ]  # fmt: skip
 
 
@@ -319,6 +319,26 @@ def test_listing_without_hash_is_recorded_unverified(
     assert record.digest == _sha(ms_repo[Q4]) and not record.verified
     assert main(["show", NAME, "--json"]) == 0
     assert '"verified": false' in capsys.readouterr().out
+    assert main(["pull", NAME]) == 0
+    assert "ModelScope sent no hash" in capsys.readouterr().out
+    assert main(["show", NAME]) == 0
+    out = capsys.readouterr().out
+    assert f"modelscope.cn/{REPO}" in out and "NO - the source sent no hash" in out
+
+
+def test_progress_bar_shows_bytes_unless_disabled(
+    fake_ms: FakeModelScope,
+    ms_repo: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    _library().pull(NAME)
+    err = capfd.readouterr().err
+    assert "100%" in err and "B/s" in err, err
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _library().pull(f"modelscope.cn/{REPO}:Q8_0")
+    assert capfd.readouterr().err == ""
 
 
 def test_unreachable_modelscope_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -367,6 +387,26 @@ def test_catalog_name_falls_back_to_modelscope_when_the_hub_is_down(
     assert model.sha256 == _sha(ms_repo[Q8])
 
 
+def test_qwen2_5_7b_works_where_the_hub_is_unreachable(
+    fake_ms: FakeModelScope,
+    tiny_gguf_factory: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Qwen's repository splits its Q4_K_M file; ModelScope has the same files
+    first = tiny_gguf_factory(name="qwen2.5-7b-instruct-q4_k_m.gguf", split_max_tensors=6)
+    shards = sorted(first.parent.glob("*.gguf"))
+    fake_ms.add_repo("Qwen/Qwen2.5-7B-Instruct-GGUF", {s.name: s for s in shards})
+    monkeypatch.setenv("HF_ENDPOINT", DEAD)
+    model = ModelLibrary().resolve("qwen2.5:7b")
+    assert [p.name for p in model.paths] == [s.name for s in shards]
+    assert model.record is not None and model.record.source == "modelscope"
+    llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=64, verbose=False)
+    try:
+        assert llm.create_completion("hello", max_tokens=2)["usage"]["completion_tokens"] >= 1
+    finally:
+        llm.close()
+
+
 def test_no_fallback_without_a_modelscope_repo_or_for_other_errors(
     fake_ms: FakeModelScope,
     ms_repo: dict[str, Path],
@@ -382,6 +422,21 @@ def test_no_fallback_without_a_modelscope_repo_or_for_other_errors(
     with pytest.raises(SourceUnreachableError, match="HF_ENDPOINT"):
         _library().pull("llama3.2:1b")
     assert fake_ms.requests == []
+
+
+@pytest.mark.parametrize("source", ["hf", "modelscope"])
+def test_both_sources_down_is_one_error_naming_both(
+    source: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", DEAD)  # and MODELSCOPE_DOMAIN is dead (conftest)
+    monkeypatch.setenv("LOCAL_LLM_SOURCE", source)
+    with pytest.raises(SourceUnreachableError) as info:
+        _library().pull("qwen2.5:7b")
+    assert "HF_ENDPOINT" in str(info.value) and "MODELSCOPE_DOMAIN" in str(info.value)
+    assert isinstance(info.value, DownloadError)
+    assert main(["pull", "qwen2.5:7b"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_ENDPOINT" in err and "MODELSCOPE_DOMAIN" in err
 
 
 def test_modelscope_preferred_but_down_falls_back_to_the_hub(

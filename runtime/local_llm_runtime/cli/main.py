@@ -78,6 +78,11 @@ def _section(out: TextIO, title: str, items: list[tuple[str, Any]]) -> None:
 _UNVERIFIED = "NO - the source sent no hash; the digest is of the bytes received"
 
 
+def _repository(source: dict[str, Any]) -> str | None:
+    repo = source.get("repo_id")
+    return f"modelscope.cn/{repo}" if repo and source.get("kind") == "modelscope" else repo
+
+
 def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     info = lib.show(args.name)
     if args.json:
@@ -104,7 +109,7 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
         out,
         "Source",
         [
-            ("repository", source.get("repo_id")),
+            ("repository", _repository(source)),
             ("revision", source.get("revision")),
             ("digest", info["digest"]),
             ("verified", {True: "yes", False: _UNVERIFIED}.get(info["verified"], "-")),
@@ -128,7 +133,8 @@ def _cmd_pull(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
         return
     names = ", ".join(f.repo_path or "?" for f in record.files if not f.verified)
     out.write(
-        f"WARNING: the Hub sent no hash for {names}; recorded UNVERIFIED "
+        f"WARNING: {'ModelScope' if record.source == 'modelscope' else 'the Hub'} sent no hash "
+        f"for {names}; recorded UNVERIFIED "
         f"(sha256 {record.digest[:12]} is of the bytes received)\nsuccess (unverified)\n"
     )
 

@@ -313,6 +313,7 @@ class ModelLibrary:
             revision = "main"
         sources = self._sources(ref, existing, repo_id)
         ms_revision = existing.revision if existing and existing.source == "modelscope" else None
+        unreachable: SourceUnreachableError | None = None
         if sources[0][0] == "modelscope":
             try:
                 return self._pull_modelscope(
@@ -321,16 +322,21 @@ class ModelLibrary:
             except SourceUnreachableError as exc:
                 if len(sources) == 1:
                     raise
-                self._fall_back(exc, sources[0], sources[1], progress)
+                unreachable = self._fall_back(exc, sources[0], sources[1], progress)
                 repo_id, revision = sources[1][1], "main"
         try:
             resolution = self.hub.resolve(repo_id, quant, revision)
             fetched = self.hub.download(resolution, progress=progress)
         except SourceUnreachableError as exc:
-            if sources[0][0] != "hf" or len(sources) == 1:
+            if unreachable is not None:
+                raise SourceUnreachableError(f"{unreachable} {exc}") from None
+            if len(sources) == 1:
                 raise
-            self._fall_back(exc, sources[0], sources[1], progress)
-            return self._pull_modelscope(name, sources[1][1], quant, embedding, None, progress)
+            unreachable = self._fall_back(exc, sources[0], sources[1], progress)
+            try:
+                return self._pull_modelscope(name, sources[1][1], quant, embedding, None, progress)
+            except SourceUnreachableError as again:
+                raise SourceUnreachableError(f"{unreachable} {again}") from None
         files = [
             FileRecord(
                 sha256=f.sha256,
@@ -398,8 +404,8 @@ class ModelLibrary:
         failed: tuple[str, str],
         to: tuple[str, str],
         progress: ProgressCallback | None,
-    ) -> None:
-        """Say that one source is unreachable and the pull goes to the other."""
+    ) -> SourceUnreachableError:
+        """Say that one source is unreachable and the pull goes to the other; return ``exc``."""
         from local_llm_runtime.store.hub import PullProgress
 
         prefix = {"hf": "hf.co/", "modelscope": "modelscope.cn/"}
@@ -410,6 +416,7 @@ class ModelLibrary:
         logger.warning("%s (%s)", message, exc)
         if progress is not None:
             progress(PullProgress(message))
+        return exc
 
     def _pull_modelscope(
         self,

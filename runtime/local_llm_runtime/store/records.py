@@ -5,8 +5,10 @@ The manifest (``$LOCAL_LLM_HOME/models.json``) maps each normalized name to a
 commit, or a file imported into ``$LOCAL_LLM_HOME/blobs``), their sha256 and
 sizes, and the defaults bound by ``create`` (system prompt, options).
 
-Names are keys inside the manifest, never paths: imported files are stored as
-``blobs/sha256-<hex>`` and Hub files stay in the standard Hugging Face cache.
+Names are keys inside the manifest, never paths: imported and ModelScope files
+are stored as ``blobs/sha256-<hex>`` (the shards of a split ModelScope model also
+hard-linked under their own names, which llama.cpp needs) and Hub files stay in
+the standard Hugging Face cache.
 Every read-modify-write runs under an inter-process file lock, and the new
 manifest replaces the old one with an atomic rename, so concurrent CLI
 processes cannot corrupt it and a crash mid-write leaves the previous state.
