@@ -102,7 +102,7 @@ MS_MALFORMED = [
 
 @pytest.mark.parametrize("text", MS_MALFORMED)
 def test_malformed_modelscope_references_raise(text: str) -> None:
-    with pytest.raises(InvalidModelNameError, match="ModelScope|quantization|Invalid"):
+    with pytest.raises(InvalidModelNameError, match=r"ModelScope|quantization|Invalid"):
         parse_ref(text)
 
 
@@ -128,7 +128,9 @@ def test_modelscope_domain_setting(value: str | None, endpoint: str) -> None:
 
 
 def test_source_and_token_settings() -> None:
-    settings = RuntimeSettings.from_env({"LOCAL_LLM_SOURCE": " ModelScope ", "MODELSCOPE_API_TOKEN": "t0k"})
+    settings = RuntimeSettings.from_env(
+        {"LOCAL_LLM_SOURCE": " ModelScope ", "MODELSCOPE_API_TOKEN": "t0k"}
+    )
     assert settings.source == "modelscope"
     assert settings.modelscope_token is not None and "t0k" not in repr(settings)
     assert RuntimeSettings.from_env({}).source == "hf"
@@ -377,9 +379,7 @@ def test_catalog_name_falls_back_to_modelscope_when_the_hub_is_down(
     record = _library().pull("qwen2.5-coder:0.5b", progress=events.append)
     assert record.source == "modelscope" and record.digest == _sha(ms_repo[Q4])
     said = [e.status for e in events if "unreachable" in e.status]
-    assert said == [
-        f"hf.co/{REPO} is unreachable; pulling from modelscope.cn/{REPO} instead"
-    ]
+    assert said == [f"hf.co/{REPO} is unreachable; pulling from modelscope.cn/{REPO} instead"]
     assert "unreachable" in caplog.text
     # the CLI and /api/pull go through the same pull: a CLI run says it too
     assert main(["pull", "qwen2.5-coder:0.5b-instruct-q8_0"]) == 0

@@ -5,9 +5,9 @@ client and the store. Resolution order for a name is: the local store (names
 the user pulled, copied or created), then the catalog, then -- for
 ``hf.co/...`` -- the Hub itself (``modelscope.cn/...``: ModelScope). A catalog name
 with a ModelScope repository falls back to it when the Hub cannot be reached
-(``LOCAL_LLM_SOURCE=modelscope``: ModelScope first, the Hub the fallback). A name that was pulled resolves from the store
-with no network at all: its repository, commit, files and hashes are recorded
-at pull time.
+(``LOCAL_LLM_SOURCE=modelscope``: ModelScope first, the Hub the fallback). A
+name that was pulled resolves from the store with no network at all: its
+repository, commit, files and hashes are recorded at pull time.
 """
 
 from __future__ import annotations

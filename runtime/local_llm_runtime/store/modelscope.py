@@ -73,7 +73,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_REVISION = "master"
 """ModelScope's default branch (the SDK's ``MASTER_MODEL_BRANCH``)."""
 _ATTEMPTS = 3
-_CHUNK = 1024 * 1024
 _TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout)
@@ -404,10 +403,11 @@ class ModelScopeClient:
                     self._check_status(response, resolution.repo_id)
                     if response.status_code != 206:
                         have = 0  # the server sent the whole file
-                    with _bar(self.settings, file, have) as bar, partial.open(
-                        "ab" if have else "wb"
-                    ) as out:
-                        for chunk in response.iter_bytes(_CHUNK):
+                    with (
+                        _bar(self.settings, file, have) as bar,
+                        partial.open("ab" if have else "wb") as out,
+                    ):
+                        for chunk in response.iter_bytes():  # as it arrives: a drop keeps it
                             out.write(chunk)
                             have += len(chunk)
                             bar.update(len(chunk))

@@ -244,9 +244,7 @@ class Store:
         """
         if record.source != "modelscope" or len(record.files) < 2:
             return None
-        return self.blob_path(record.files[0].sha256).with_name(
-            f"split-{record.files[0].sha256}"
-        )
+        return self.blob_path(record.files[0].sha256).with_name(f"split-{record.files[0].sha256}")
 
     def file_path(self, record: ModelRecord, file: FileRecord) -> Path:
         """The on-disk path of one file of a record."""
