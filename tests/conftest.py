@@ -35,6 +35,9 @@ _HUB_VARS = (
     "LOCAL_LLM_KEEP_ALIVE",
     "LOCAL_LLM_MAX_LOADED_MODELS",
     "LOCAL_LLM_NUM_PARALLEL",
+    "MODELSCOPE_DOMAIN",
+    "MODELSCOPE_API_TOKEN",
+    "LOCAL_LLM_SOURCE",
 )
 
 
@@ -49,6 +52,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # ModelScope (a catalog name's fallback source) is unreachable unless a test starts the
+    # fake one: connection refused on loopback, never the real site.
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", "http://127.0.0.1:9")
     return {"home": home, "hf_home": hf_home, "hf_cache": hf_home / "hub"}
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "QuantizationNotFoundError",
     "RequestTimeoutError",
     "ServerUnavailableError",
+    "SourceUnreachableError",
     "StoreError",
     "StreamReclaimedError",
     "TemplateError",
@@ -290,3 +291,11 @@ class ModelfileError(LocalLLMError, ValueError):
 
 class InvalidAdapterError(InvalidModelFileError):
     """A Modelfile ``ADAPTER`` file is not a LoRA adapter GGUF for the base model's architecture."""
+
+
+class SourceUnreachableError(DownloadError):
+    """A model source (the Hugging Face Hub or ModelScope) could not be reached at all.
+
+    The connection failed (refused, reset, DNS, timeout) rather than the source answering
+    with an error: a catalog name then falls back to its other source.
+    """

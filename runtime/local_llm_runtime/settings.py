@@ -24,6 +24,7 @@ from local_llm_runtime.errors import InvalidOptionError
 __all__ = [
     "DEFAULT_HF_ENDPOINT",
     "DEFAULT_HOST",
+    "DEFAULT_MODELSCOPE_ENDPOINT",
     "KV_CACHE_TYPES",
     "RemoteDialect",
     "RemoteSettings",
@@ -35,6 +36,10 @@ __all__ = [
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_HOST = "127.0.0.1:11434"
+DEFAULT_MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
+"""ModelScope's site, as the ``modelscope`` SDK's default ``MODELSCOPE_DOMAIN``."""
+SOURCES = ("hf", "modelscope")
+"""Model sources a catalog name can be pulled from (``LOCAL_LLM_SOURCE``)."""
 """Where ``local-llm serve`` listens and ``local-llm ps``/``stop`` connect: Ollama's default."""
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -137,6 +142,27 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return _int_at_least(env, name, default, 0)
 
 
+def _modelscope_endpoint(env: Mapping[str, str]) -> str:
+    """``MODELSCOPE_DOMAIN`` as the SDK reads it: a bare host gets ``https://``."""
+    raw = (env.get("MODELSCOPE_DOMAIN") or "").strip().rstrip("/")
+    if not raw:
+        return DEFAULT_MODELSCOPE_ENDPOINT
+    if raw.lower().startswith(("http://", "https://")):
+        return raw
+    if "/" in raw or any(c.isspace() for c in raw):
+        raise InvalidOptionError(
+            f"MODELSCOPE_DOMAIN={raw!r}: give a host (www.modelscope.cn) or a URL (https://host)."
+        )
+    return "https://" + raw
+
+
+def _source(env: Mapping[str, str]) -> Literal["hf", "modelscope"]:
+    raw = (env.get("LOCAL_LLM_SOURCE") or "hf").strip().lower()
+    if raw not in SOURCES:
+        raise InvalidOptionError(f"LOCAL_LLM_SOURCE={raw!r} is not one of {', '.join(SOURCES)}.")
+    return raw  # type: ignore[return-value]
+
+
 class RuntimeSettings(BaseModel):
     """Typed view of the environment the runtime depends on."""
 
@@ -212,6 +238,18 @@ class RuntimeSettings(BaseModel):
     progress_bars: bool = True
     """Show download progress (off when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set)."""
 
+    modelscope_endpoint: str = DEFAULT_MODELSCOPE_ENDPOINT
+    """Base URL of ModelScope (``MODELSCOPE_DOMAIN``, as the ``modelscope`` SDK reads it: a
+    bare host such as ``www.modelscope.cn`` gets ``https://``; a URL is used as it is)."""
+
+    modelscope_token: SecretStr | None = None
+    """ModelScope access token for private repositories (``MODELSCOPE_API_TOKEN``, as the
+    SDK); sent as the SDK sends it (the ``m_session_id`` cookie); never printed."""
+
+    source: Literal["hf", "modelscope"] = "hf"
+    """The source a catalog name is pulled from first (``LOCAL_LLM_SOURCE``: ``hf`` or
+    ``modelscope``); the other one is the fallback when the first cannot be reached."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
         """Read the settings from environment variables.
@@ -240,6 +278,7 @@ class RuntimeSettings(BaseModel):
         token_path_raw = env.get("HF_TOKEN_PATH")
         hf_token_path = Path(token_path_raw).expanduser() if token_path_raw else base / "token"
         token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
+        ms_token = (env.get("MODELSCOPE_API_TOKEN") or "").strip()
         keep_alive_raw = env.get("LOCAL_LLM_KEEP_ALIVE")
         keep_alive = 300.0
         if keep_alive_raw:
@@ -278,6 +317,9 @@ class RuntimeSettings(BaseModel):
             hf_token_path=hf_token_path,
             progress_bars=not _is_true(progress_raw),
             stream_idle_timeout=stream_idle,
+            modelscope_endpoint=_modelscope_endpoint(env),
+            modelscope_token=SecretStr(ms_token) if ms_token else None,
+            source=_source(env),
         )
 
     def token_value(self) -> str | None:

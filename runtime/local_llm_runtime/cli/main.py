@@ -81,6 +81,11 @@ def _section(out: TextIO, title: str, items: list[tuple[str, Any]]) -> None:
 _UNVERIFIED = "NO - the source sent no hash; the digest is of the bytes received"
 
 
+def _repository(source: dict[str, Any]) -> str | None:
+    repo = source.get("repo_id")
+    return f"modelscope.cn/{repo}" if repo and source.get("kind") == "modelscope" else repo
+
+
 def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
     if getattr(args, "modelfile", False):
         out.write(lib.modelfile(args.name))
@@ -113,7 +118,7 @@ def _cmd_show(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
         out,
         "Source",
         [
-            ("repository", source.get("repo_id")),
+            ("repository", _repository(source)),
             ("revision", source.get("revision")),
             ("digest", info["digest"]),
             ("verified", {True: "yes", False: _UNVERIFIED}.get(info["verified"], "-")),
@@ -142,7 +147,8 @@ def _cmd_pull(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> None:
         return
     names = ", ".join(f.repo_path or "?" for f in record.files if not f.verified)
     out.write(
-        f"WARNING: the Hub sent no hash for {names}; recorded UNVERIFIED "
+        f"WARNING: {'ModelScope' if record.source == 'modelscope' else 'the Hub'} sent no hash "
+        f"for {names}; recorded UNVERIFIED "
         f"(sha256 {record.digest[:12]} is of the bytes received)\nsuccess (unverified)\n"
     )
 
@@ -376,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub")
+    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub or ModelScope")
     p.add_argument("name", help="e.g. qwen2.5:7b or hf.co/org/repo-GGUF:Q4_K_M")
     p.add_argument("--update", action="store_true", help="check the Hub for a newer commit")
     p.set_defaults(func=_cmd_pull)

@@ -1,7 +1,8 @@
 """The catalog of Ollama-style names, loaded from ``catalog.json``.
 
 The catalog is data: a family (``qwen2.5``) lists its size tags, the Hub
-repository of each, its default size and quantization, the variant words a tag
+repository of each (and, under ``modelscope``, the ModelScope repository of each
+where one exists: the fallback source), its default size and quantization, the variant words a tag
 may carry (``7b-instruct``) and whether it is an embedding model. A tag is
 ``{size}[-{variant}...][-{quant}]``; ``latest`` is the default size.
 """
@@ -35,6 +36,8 @@ class Family:
     tags: dict[str, str]
     embedding: bool = False
     reasoning: bool = False
+    modelscope: dict[str, str] | None = None
+    """Size tag -> ModelScope repository (``None``: the family has none there)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class CatalogEntry:
     quant: str
     embedding: bool
     reasoning: bool
+    modelscope_repo_id: str | None = None
+    """The same files on ModelScope (``org/repo``), or ``None``."""
 
 
 @cache
@@ -66,6 +71,7 @@ def families() -> dict[str, Family]:
             tags=dict(spec["tags"]),
             embedding=bool(spec.get("embedding", False)),
             reasoning=bool(spec.get("reasoning", False)),
+            modelscope=dict(spec["modelscope"]) if "modelscope" in spec else None,
         )
     return out
 
@@ -119,6 +125,7 @@ def lookup(name: OllamaName) -> CatalogEntry | None:
         quant=quant,
         embedding=family.embedding,
         reasoning=family.reasoning,
+        modelscope_repo_id=(family.modelscope or {}).get(size),
     )
 
 

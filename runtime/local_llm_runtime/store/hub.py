@@ -46,6 +46,7 @@ from local_llm_runtime.errors import (
     ModelNotFoundError,
     OfflineError,
     QuantizationNotFoundError,
+    SourceUnreachableError,
 )
 from local_llm_runtime.settings import RuntimeSettings
 
@@ -338,9 +339,11 @@ class HubClient:
             return DownloadError(
                 f"The Hub answered HTTP {status} for hf.co/{repo_id}; try again later."
             )
-        return DownloadError(
+        unreachable = SourceUnreachableError if _is_transient(exc) else DownloadError
+        return unreachable(
             f"Could not reach {self.settings.hf_endpoint} for hf.co/{repo_id} "
-            f"({type(exc).__name__}); check your connection or HF_ENDPOINT."
+            f"({type(exc).__name__}); check your connection or HF_ENDPOINT "
+            "(a mirror such as https://hf-mirror.com)."
         )
 
     def resolve(self, repo_id: str, quant: str, revision: str = "main") -> HubResolution:

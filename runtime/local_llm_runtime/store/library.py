@@ -3,9 +3,11 @@
 :class:`ModelLibrary` ties together names (:mod:`.names`), the catalog, the Hub
 client and the store. Resolution order for a name is: the local store (names
 the user pulled, copied or created), then the catalog, then -- for
-``hf.co/...`` -- the Hub itself. A name that was pulled resolves from the store
-with no network at all: its repository, commit, files and hashes are recorded
-at pull time.
+``hf.co/...`` -- the Hub itself (``modelscope.cn/...``: ModelScope). A catalog name
+with a ModelScope repository falls back to it when the Hub cannot be reached
+(``LOCAL_LLM_SOURCE=modelscope``: ModelScope first, the Hub the fallback). A
+name that was pulled resolves from the store with no network at all: its
+repository, commit, files and hashes are recorded at pull time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import difflib
 import functools
 import logging
 import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from local_llm_runtime.errors import (
     InvalidOptionError,
     ModelExistsError,
     ModelNotFoundError,
+    SourceUnreachableError,
     StoreError,
 )
 from local_llm_runtime.options import validate_options
@@ -48,6 +52,7 @@ from local_llm_runtime.store.records import (
 # on first pull or removal, so resolving, listing and showing stored models never do.
 if TYPE_CHECKING:
     from local_llm_runtime.store.hub import HubClient, ProgressCallback
+    from local_llm_runtime.store.modelscope import ModelScopeClient
 
 __all__ = ["LocalModel", "ModelLibrary"]
 
@@ -140,14 +145,20 @@ class ModelLibrary:
         settings: Where things live and how to reach the Hub; read from the
             environment when omitted.
         hub: The Hub client (injectable for tests).
+        modelscope: The ModelScope client (injectable for tests).
     """
 
     def __init__(
-        self, settings: RuntimeSettings | None = None, *, hub: HubClient | None = None
+        self,
+        settings: RuntimeSettings | None = None,
+        *,
+        hub: HubClient | None = None,
+        modelscope: ModelScopeClient | None = None,
     ) -> None:
         self.settings = settings if settings is not None else RuntimeSettings.from_env()
         self.store = Store(self.settings)
         self._hub = hub
+        self._modelscope = modelscope
 
     @property
     def hub(self) -> HubClient:
@@ -157,6 +168,15 @@ class ModelLibrary:
 
             self._hub = HubClient(self.settings)
         return self._hub
+
+    @property
+    def modelscope(self) -> ModelScopeClient:
+        """The ModelScope client, created on first use (no I/O: it connects per request)."""
+        if self._modelscope is None:
+            from local_llm_runtime.store.modelscope import ModelScopeClient
+
+            self._modelscope = ModelScopeClient(self.settings)
+        return self._modelscope
 
     # ---- names -------------------------------------------------------------
 
@@ -269,7 +289,8 @@ class ModelLibrary:
         pulled at. ``update=True`` re-resolves the repository's latest commit.
 
         Args:
-            text: A catalog name or an ``hf.co/`` reference (or a stored name).
+            text: A catalog name, an ``hf.co/`` or ``modelscope.cn/`` reference (or a stored
+                name).
             update: Check the Hub for a newer commit even if the files are here.
             progress: Called (on this thread) with each step: ``pulling manifest``,
                 ``pulling`` (bytes of each file), ``verifying sha256 digest``,
@@ -313,8 +334,32 @@ class ModelLibrary:
         else:
             repo_id, quant, embedding = self._hub_source(ref)
             revision = "main"
-        resolution = self.hub.resolve(repo_id, quant, revision)
-        fetched = self.hub.download(resolution, progress=progress)
+        sources = self._sources(ref, existing, repo_id)
+        ms_revision = existing.revision if existing and existing.source == "modelscope" else None
+        unreachable: SourceUnreachableError | None = None
+        if sources[0][0] == "modelscope":
+            try:
+                return self._pull_modelscope(
+                    name, sources[0][1], quant, embedding, None if update else ms_revision, progress
+                )
+            except SourceUnreachableError as exc:
+                if len(sources) == 1:
+                    raise
+                unreachable = self._fall_back(exc, sources[0], sources[1], progress)
+                repo_id, revision = sources[1][1], "main"
+        try:
+            resolution = self.hub.resolve(repo_id, quant, revision)
+            fetched = self.hub.download(resolution, progress=progress)
+        except SourceUnreachableError as exc:
+            if unreachable is not None:
+                raise SourceUnreachableError(f"{unreachable} {exc}") from None
+            if len(sources) == 1:
+                raise
+            unreachable = self._fall_back(exc, sources[0], sources[1], progress)
+            try:
+                return self._pull_modelscope(name, sources[1][1], quant, embedding, None, progress)
+            except SourceUnreachableError as again:
+                raise SourceUnreachableError(f"{unreachable} {again}") from None
         files = [
             FileRecord(
                 sha256=f.sha256,
@@ -354,6 +399,87 @@ class ModelLibrary:
                 key = hub_file_key(resolution.repo_id, resolution.revision, f.file.path)
                 if f.downloaded and key not in owned:
                     manifest.downloaded.append(key)
+            if previous is not None:
+                after_commit.append(self._collect_garbage(manifest, [previous]))
+        return record
+
+    def _sources(
+        self, ref: OllamaName | HubRef, existing: ModelRecord | None, repo_id: str
+    ) -> list[tuple[str, str]]:
+        """The (source, repository) pairs to pull from, in order: later ones are fallbacks.
+
+        A ``hf.co/`` or ``modelscope.cn/`` reference has its one source. A catalog name
+        has the Hub and, where the catalog names one, ModelScope: the source it was pulled
+        from before comes first, else the one ``LOCAL_LLM_SOURCE`` prefers.
+        """
+        if isinstance(ref, HubRef):
+            return [(ref.source, repo_id)]
+        entry = catalog.lookup(ref)
+        if existing is not None and existing.source == "modelscope":
+            return [("modelscope", repo_id)] + ([("hf", entry.repo_id)] if entry else [])
+        hub = ("hf", repo_id)
+        if entry is None or entry.modelscope_repo_id is None:
+            return [hub]
+        mirror = ("modelscope", entry.modelscope_repo_id)
+        if existing is None and self.settings.source == "modelscope":
+            return [mirror, hub]
+        return [hub, mirror]
+
+    @staticmethod
+    def _fall_back(
+        exc: SourceUnreachableError,
+        failed: tuple[str, str],
+        to: tuple[str, str],
+        progress: ProgressCallback | None,
+    ) -> SourceUnreachableError:
+        """Say that one source is unreachable and the pull goes to the other; return ``exc``."""
+        from local_llm_runtime.store.hub import PullProgress
+
+        prefix = {"hf": "hf.co/", "modelscope": "modelscope.cn/"}
+        message = (
+            f"{prefix[failed[0]]}{failed[1]} is unreachable; "
+            f"pulling from {prefix[to[0]]}{to[1]} instead"
+        )
+        logger.warning("%s (%s)", message, exc)
+        if progress is not None:
+            progress(PullProgress(message))
+        return exc
+
+    def _pull_modelscope(
+        self,
+        name: str,
+        repo_id: str,
+        quant: str,
+        embedding: bool,
+        revision: str | None,
+        progress: ProgressCallback | None,
+    ) -> ModelRecord:
+        """Pull from ModelScope into the store's blobs and record ``name``."""
+        from local_llm_runtime.store.hub import PullProgress
+
+        resolution = self.modelscope.resolve(repo_id, quant, revision)
+        stored = self.modelscope.download(resolution, self.store, progress=progress)
+        if progress is not None:
+            progress(PullProgress("writing manifest"))
+        after_commit: list[Callable[[], None]] = []
+        with self.store.transaction(after_commit) as manifest:
+            previous = manifest.models.get(store_key(name))
+            pulled: dict[str, Any] = {
+                "source": "modelscope",
+                "files": [s.record for s in stored],
+                "repo_id": resolution.repo_id,
+                "revision": resolution.revision,
+                "quant": quant,
+                "embedding": embedding,
+                "modified_at": now(),
+            }
+            record = (
+                previous.model_copy(update=pulled)
+                if previous is not None
+                else ModelRecord(name=name, origin=name, **pulled)
+            )
+            self.store.link_split(record)
+            manifest.models[store_key(name)] = record
             if previous is not None:
                 after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
@@ -398,9 +524,9 @@ class ModelLibrary:
             )
         ]
         source: dict[str, Any] = {"kind": "file"}
-        if record is not None and record.source == "hub":
+        if record is not None and record.source in ("hub", "modelscope"):
             source = {
-                "kind": "hub",
+                "kind": record.source,
                 "repo_id": record.repo_id,
                 "revision": record.revision,
                 "quant": record.quant,
@@ -697,12 +823,13 @@ class ModelLibrary:
 
         Runs inside the transaction: it only decides (and forgets the ownership of
         what it will delete in ``manifest``); the returned callback deletes, after the
-        manifest commit succeeded. Imported blobs are the store's own; a Hub file is
+        manifest commit succeeded. Imported and ModelScope blobs are the store's own; a Hub file is
         deleted only if this store downloaded it (``manifest.downloaded``), through
         huggingface_hub's cache API, which keeps blobs other snapshots reference.
         """
         remaining = [r for r in manifest.models.values()]
-        keep_blobs = {f.sha256 for r in remaining if r.source == "file" for f in r.files}
+        dropped = list(dropped)
+        keep_blobs = {f.sha256 for r in remaining if r.source != "hub" for f in r.files}
         keep_blobs |= {f.sha256 for r in remaining for f in r.adapters}  # always blobs
         keep_hub = {
             hub_file_key(r.repo_id, r.revision, f.repo_path)
@@ -711,6 +838,8 @@ class ModelLibrary:
             for f in r.files
             if f.repo_path
         }
+        keep_splits = {self.store.split_dir(r) for r in remaining} - {None}
+        splits = {self.store.split_dir(r) for r in dropped} - keep_splits - {None}
         owned = set(manifest.downloaded)
         imported: list[Path] = []
         hub_files: list[tuple[str, str, str]] = []
@@ -721,7 +850,7 @@ class ModelLibrary:
                 if f.sha256 not in keep_blobs
             ]
             for file in record.files:
-                if record.source == "file":
+                if record.source != "hub":  # imported or ModelScope: the store's own blobs
                     if file.sha256 not in keep_blobs:
                         imported.append(self.store.blob_path(file.sha256))
                     continue
@@ -738,6 +867,9 @@ class ModelLibrary:
             for path in imported:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+            for split in splits:  # hard links of a split ModelScope model's blobs
+                if split is not None:
+                    shutil.rmtree(split, ignore_errors=True)
             if not hub_files:  # nothing downloaded to delete: no need for huggingface_hub
                 return
             try:

@@ -6,6 +6,8 @@ A reference is what a user types to name a model. Four forms are accepted:
   (``qwen2.5:7b``, ``qwen2.5:7b-instruct-q8_0``) or a name the user made with
   ``cp`` / ``create``; ``:latest`` is implied;
 * a Hub reference ``hf.co/{org}/{repo}[:{QUANT}]`` (``huggingface.co/`` too);
+* a ModelScope reference ``modelscope.cn/{org}/{repo}[:{QUANT}]``, the form Ollama
+  accepts (``www.modelscope.cn/``, ``https://`` and the site's ``/models/`` URLs too);
 * a path to a local ``.gguf`` file (``./m.gguf``, ``/models/m.gguf``, ``~/m.gguf``).
 
 Parsing is pure: nothing here touches the file system or the network. Names
@@ -20,6 +22,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from local_llm_runtime.errors import InvalidModelNameError
 
@@ -40,6 +43,13 @@ _TAG = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9_])?")
 _HUB_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 _QUANT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,38}[A-Za-z0-9])?")
 _HUB_PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
+_MODELSCOPE_PREFIXES = tuple(
+    f"{scheme}{host}/"
+    for scheme in ("https://", "http://", "")
+    for host in ("www.modelscope.cn", "modelscope.cn")
+)
+MODELSCOPE_PREFIX = "modelscope.cn/"
+"""How a ModelScope reference starts in a stored name (``modelscope.cn/Org/Repo:Q4_K_M``)."""
 _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\", "\\")
 _DEFAULT_NAMESPACE = "library"
 
@@ -67,21 +77,24 @@ class OllamaName:
 
 @dataclass(frozen=True)
 class HubRef:
-    """A GGUF repository on the Hugging Face Hub, optionally with a quantization."""
+    """A GGUF repository on a model hub, optionally with a quantization."""
 
     repo_id: str
     """``org/repo`` as spelled by the user (the Hub is case-insensitive)."""
     quant: str | None = None
     """Requested quantization in upper case (``Q4_K_M``); ``None`` means the default."""
+    source: Literal["hf", "modelscope"] = "hf"
+    """Which hub: the Hugging Face Hub (``hf.co/``) or ModelScope (``modelscope.cn/``)."""
 
     @property
     def key(self) -> str:
         """The canonical spelling (``hf.co/Org/Repo-GGUF:Q4_K_M``), quant defaulted later."""
-        return f"hf.co/{self.repo_id}" + (f":{self.quant}" if self.quant else "")
+        prefix = MODELSCOPE_PREFIX if self.source == "modelscope" else "hf.co/"
+        return f"{prefix}{self.repo_id}" + (f":{self.quant}" if self.quant else "")
 
     def with_quant(self, quant: str) -> HubRef:
         """Return the same reference with an explicit quantization."""
-        return HubRef(self.repo_id, quant.upper())
+        return HubRef(self.repo_id, quant.upper(), self.source)
 
     def __str__(self) -> str:
         return self.key
@@ -139,21 +152,23 @@ def _parse_path(text: str) -> FileRef:
     return FileRef(Path(text).expanduser())
 
 
-def _parse_hub(text: str, rest: str) -> HubRef:
+def _parse_hub(text: str, rest: str, source: Literal["hf", "modelscope"] = "hf") -> HubRef:
+    hub = "ModelScope" if source == "modelscope" else "Hub"
+    prefix = MODELSCOPE_PREFIX if source == "modelscope" else "hf.co/"
     repo, sep, quant = rest.partition(":")
     if sep and not quant:
         raise _invalid(text, "empty quantization after ':'")
     parts = repo.split("/")
     if len(parts) != 2:
-        raise _invalid(text, "a Hub reference is 'hf.co/{org}/{repo}[:{QUANT}]'")
+        raise _invalid(text, f"a {hub} reference is '{prefix}{{org}}/{{repo}}[:{{QUANT}}]'")
     for part in parts:
         if not _HUB_PART.fullmatch(part) or ".." in part or "--" in part:
-            raise _invalid(text, f"{part!r} is not a valid Hub organisation or repository name")
+            raise _invalid(text, f"{part!r} is not a valid {hub} organisation or repository name")
     if not quant or quant.lower() == DEFAULT_TAG:
-        return HubRef(repo)
+        return HubRef(repo, None, source)
     if not _QUANT.fullmatch(quant):
         raise _invalid(text, f"{quant!r} is not a quantization name (like Q4_K_M)")
-    return HubRef(repo, quant.upper())
+    return HubRef(repo, quant.upper(), source)
 
 
 def parse_name(text: str) -> OllamaName:
@@ -172,7 +187,7 @@ def parse_name(text: str) -> OllamaName:
     """
     _check_characters(text)
     lowered = text.lower()
-    if _looks_like_path(lowered) or lowered.startswith(_HUB_PREFIXES):
+    if _looks_like_path(lowered) or lowered.startswith(_HUB_PREFIXES + _MODELSCOPE_PREFIXES):
         raise _invalid(text, "expected a plain name, not a path or a Hub reference")
     if lowered.count(":") > 1:
         raise _invalid(text, "more than one ':'")
@@ -210,7 +225,8 @@ def parse_ref(text: str) -> ModelRef:
     """Parse any model reference.
 
     Args:
-        text: An Ollama-style name, an ``hf.co/`` reference or a ``.gguf`` path.
+        text: An Ollama-style name, an ``hf.co/`` or ``modelscope.cn/`` reference or a
+            ``.gguf`` path.
 
     Returns:
         The parsed reference. Nothing is looked up: use the store to resolve it.
@@ -226,6 +242,12 @@ def parse_ref(text: str) -> ModelRef:
     for prefix in _HUB_PREFIXES:
         if lowered.startswith(prefix):
             return _parse_hub(text, text[len(prefix) :])
+    for prefix in _MODELSCOPE_PREFIXES:
+        if lowered.startswith(prefix):
+            rest = text[len(prefix) :]
+            if rest.lower().startswith("models/") and rest.partition(":")[0].count("/") == 2:
+                rest = rest[len("models/") :]  # the site's page URL: modelscope.cn/models/org/repo
+            return _parse_hub(text, rest, "modelscope")
     if _looks_like_path(text):
         return _parse_path(text)
     return parse_name(text)

@@ -5,8 +5,10 @@ The manifest (``$LOCAL_LLM_HOME/models.json``) maps each normalized name to a
 commit, or a file imported into ``$LOCAL_LLM_HOME/blobs``), their sha256 and
 sizes, and the defaults bound by ``create`` (system prompt, options).
 
-Names are keys inside the manifest, never paths: imported files are stored as
-``blobs/sha256-<hex>`` and Hub files stay in the standard Hugging Face cache.
+Names are keys inside the manifest, never paths: imported and ModelScope files
+are stored as ``blobs/sha256-<hex>`` (the shards of a split ModelScope model also
+hard-linked under their own names, which llama.cpp needs) and Hub files stay in
+the standard Hugging Face cache.
 Every read-modify-write runs under an inter-process file lock, and the new
 manifest replaces the old one with an atomic rename, so concurrent CLI
 processes cannot corrupt it and a crash mid-write leaves the previous state.
@@ -19,6 +21,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -34,6 +38,7 @@ from local_llm_runtime.settings import RuntimeSettings
 __all__ = ["FileRecord", "Manifest", "ModelRecord", "Store", "hub_file_key", "hub_snapshot_path"]
 
 MANIFEST_VERSION = 1
+_SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-\d{5}-of-\d{5}\.gguf")
 _LOCK_TIMEOUT_S = 120.0
 
 
@@ -45,7 +50,7 @@ class FileRecord(BaseModel):
     size: int
     """Size in bytes."""
     repo_path: str | None = None
-    """Path inside the Hub repository; ``None`` for an imported file."""
+    """Path inside the Hub (or ModelScope) repository; ``None`` for an imported file."""
     verified: bool = True
     """Whether ``sha256`` was checked against a hash the source sent. ``False`` only for a
     Hub file whose listing and download carried no hash: then ``sha256`` is merely the
@@ -57,14 +62,16 @@ class ModelRecord(BaseModel):
 
     name: str
     """The name as displayed (``qwen2.5:7b``, ``hf.co/Org/Repo-GGUF:Q4_K_M``)."""
-    source: Literal["hub", "file"]
-    """Where the files live: the Hugging Face cache or ``$LOCAL_LLM_HOME/blobs``."""
+    source: Literal["hub", "file", "modelscope"]
+    """Where the files come from: the Hugging Face Hub (files in the HF cache), an imported
+    file or ModelScope (both in ``$LOCAL_LLM_HOME/blobs``, named by sha256)."""
     files: list[FileRecord]
     """The GGUF file(s); the first one is what llama.cpp opens."""
     repo_id: str | None = None
-    """Hub repository the files were pulled from."""
+    """Hub (or ModelScope) repository the files were pulled from."""
     revision: str | None = None
-    """Commit the files were pulled at (pinned: resolution needs no network)."""
+    """Commit the files were pulled at (pinned: resolution needs no network); for ModelScope
+    the revision (branch or tag) listed, the files themselves pinned by their sha256."""
     quant: str | None = None
     """Quantization requested when pulling."""
     origin: str | None = None
@@ -228,6 +235,17 @@ class Store:
             raise StoreError(f"Invalid sha256 {sha256!r} in the model store.")
         return self.blobs_dir / f"sha256-{sha256}"
 
+    def split_dir(self, record: ModelRecord) -> Path | None:
+        """Where the shards of a split ModelScope model are linked under their own names.
+
+        llama.cpp finds shard 2.. of a split GGUF by the first one's file name
+        (``x-00001-of-00003.gguf``), so the content-named blobs are hard-linked as
+        ``blobs/split-<sha256 of shard 1>/<shard name>``. ``None`` for other records.
+        """
+        if record.source != "modelscope" or len(record.files) < 2:
+            return None
+        return self.blob_path(record.files[0].sha256).with_name(f"split-{record.files[0].sha256}")
+
     def file_path(self, record: ModelRecord, file: FileRecord) -> Path:
         """The on-disk path of one file of a record."""
         if record.source == "hub":
@@ -236,7 +254,33 @@ class Store:
             return hub_snapshot_path(
                 self.settings.hf_cache, record.repo_id, record.revision, file.repo_path
             )
+        split = self.split_dir(record)
+        if split is not None:
+            name = (file.repo_path or "").rsplit("/", 1)[-1]
+            if not _SHARD_NAME.fullmatch(name):
+                raise StoreError(f"The record of '{record.name}' is damaged; pull it again.")
+            return split / name
         return self.blob_path(file.sha256)
+
+    def link_split(self, record: ModelRecord) -> None:
+        """Hard-link the blobs of a split ModelScope model under their shard names."""
+        split = self.split_dir(record)
+        if split is None:
+            return
+        try:
+            split.mkdir(parents=True, exist_ok=True)
+            for file in record.files:
+                blob, link = self.blob_path(file.sha256), self.file_path(record, file)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samefile(blob, link):
+                        continue
+                    link.unlink()
+                try:
+                    os.link(blob, link)
+                except OSError:  # no hard links on this file system: a copy
+                    shutil.copyfile(blob, link)
+        except OSError as exc:
+            raise StoreError(f"Cannot write {split}: {exc.strerror}.") from None
 
     def paths(self, record: ModelRecord) -> list[Path]:
         """The on-disk paths of every file of a record, in shard order."""
