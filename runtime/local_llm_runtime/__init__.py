@@ -242,6 +242,10 @@ def create(
     *,
     system: str | None = None,
     parameters: dict[str, Any] | None = None,
+    template: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    adapters: list[str | Path] | None = None,
+    license: str | None = None,
     modelfile: str | None = None,
     base_dir: str | Path | None = None,
 ) -> ModelRecord:
@@ -254,12 +258,14 @@ def create(
 
     Raises:
         InvalidOptionError: Both or neither of ``source`` and ``modelfile``, or
-            ``system``/``parameters`` beside a ``modelfile``.
+            ``system``/``parameters``/``template``/``messages``/``adapters``/``license``
+            beside a ``modelfile``.
     """
     from local_llm_runtime.store.library import ModelLibrary
 
+    bound = (system, parameters, template, messages, adapters, license)
     if modelfile is not None:
-        if source is not None or system is not None or parameters is not None:
+        if source is not None or any(value is not None for value in bound):
             raise InvalidOptionError(
                 "Give either a modelfile or source (with system/parameters): write FROM, "
                 "SYSTEM and PARAMETER lines in the Modelfile."
@@ -267,7 +273,16 @@ def create(
         return ModelLibrary().create_from_modelfile(name, modelfile, base_dir=base_dir)
     if source is None:
         raise InvalidOptionError("create() needs a source (a model or .gguf file) or a modelfile.")
-    return ModelLibrary().create(name, source, system=system, parameters=parameters)
+    return ModelLibrary().create(
+        name,
+        source,
+        system=system,
+        parameters=parameters,
+        template=template,
+        messages=messages,
+        adapters=adapters,
+        license=license,
+    )
 
 
 def ps() -> list[RunningModel]:

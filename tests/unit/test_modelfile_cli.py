@@ -209,3 +209,19 @@ def test_python_api(base: str) -> None:
         ModelLibrary().create("py4", base, template="{{ .Prompt }}")
     with pytest.raises(InvalidOptionError, match="messages"):
         ModelLibrary().create("py5", base, messages=[{"role": "tool", "content": "x"}])
+
+
+def test_python_api_binds_what_a_modelfile_binds(base: str, tiny_lora_gguf: Path) -> None:
+    record = rt.create(
+        "py-all",
+        base,
+        template=JINJA_CHATML_EXAMPLE,
+        messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy"}],
+        adapters=[tiny_lora_gguf],
+        license="MIT",
+    )
+    assert record.template == JINJA_CHATML_EXAMPLE
+    assert [m["content"] for m in record.messages] == ["Hi", "Ahoy"]
+    assert len(record.adapters) == 1 and record.license == "MIT"
+    with pytest.raises(InvalidOptionError):
+        rt.create("py-both", modelfile=f"FROM {base}", license="MIT")

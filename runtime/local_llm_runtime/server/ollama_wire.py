@@ -249,7 +249,10 @@ _UNSUPPORTED: dict[str, str] = {
     "steps": "image generation is not supported",
     "quantize": "quantizing is not supported; pull the quantization you want (name:tag)",
     "files": "uploaded blobs are not supported; use 'from' with a model name or a GGUF path",
-    "adapters": "LoRA adapters are not supported",
+    "adapters": (
+        "adapters: uploaded blobs are not supported; put an ADAPTER line with the adapter's "
+        "path in the modelfile field (or use 'local-llm create NAME -f Modelfile')"
+    ),
     "license": "a license is not supported",
     "insecure": "insecure registries are not supported",
 }
