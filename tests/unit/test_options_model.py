@@ -70,6 +70,10 @@ def _out_of_range(spec: OptionSpec) -> Any:
     return math.nan
 
 
+_COMPANIONS: dict[str, dict[str, Any]] = {"top_logprobs": {"logprobs": True}}
+"""Options another option needs beside it (``top_logprobs`` above 0 needs ``logprobs``)."""
+
+
 def _adapters_for(name: str) -> list[type[BaseModel]]:
     relevant = field_destination(ModelOptions.model_fields[name]) in EMBEDDING_DESTINATIONS
     return LLM_ADAPTERS + (EMBEDDING_ADAPTERS if relevant else [])
@@ -119,7 +123,7 @@ def test_every_option_is_the_same_field_in_every_adapter(name: str) -> None:
         assert info.default is None
         assert field_destination(info) == spec.destination
         value = _valid(spec)
-        instance = cls(model="m", **{name: value})
+        instance = cls(model="m", **{**_COMPANIONS.get(name, {}), name: value})
         assert getattr(instance, name) == value
         with pytest.raises((ValidationError, InvalidOptionError), match=name):
             cls(model="m", **{name: _out_of_range(spec) if not spec.repeated else [""]})
