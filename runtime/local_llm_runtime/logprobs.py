@@ -50,7 +50,7 @@ MAX_TOP_LOGPROBS = 20
 
 
 def token_text(piece: bytes) -> str:
-    """A token's text: its UTF-8 bytes decoded, a byte that is no whole character as ``\\xNN``.
+    r"""A token's text: its UTF-8 bytes decoded, a byte that is no whole character as ``\xNN``.
 
     OpenAI writes the bytes of a token that is part of a character this way; the
     exact bytes are in ``bytes``.
@@ -93,9 +93,9 @@ class LogprobCarrier:
     def chunks(self, chunks: Iterable[Chunk]) -> Iterator[Chunk]:
         """:meth:`attach` over a stream of chunks (without reasoning if ``hide_reasoning``)."""
         for chunk in chunks:
-            chunk = self.attach(chunk)
-            if not (self.hide_reasoning and isinstance(chunk, ReasoningDelta)):
-                yield chunk
+            attached = self.attach(chunk)
+            if not (self.hide_reasoning and isinstance(attached, ReasoningDelta)):
+                yield attached
 
 
 def _top_object(item: TopLogprob) -> dict[str, Any]:

@@ -157,10 +157,10 @@ class Timings:
 
 @dataclass(frozen=True)
 class TopLogprob:
-    """One of the most likely tokens at a position, and its log-probability.
+    r"""One of the most likely tokens at a position, and its log-probability.
 
     ``token`` is the token's text (bytes that are not whole UTF-8 characters are
-    written ``\\xNN``); ``bytes`` its exact UTF-8 bytes, as OpenAI's ``bytes``.
+    written ``\xNN``); ``bytes`` its exact UTF-8 bytes, as OpenAI's ``bytes``.
     """
 
     token: str

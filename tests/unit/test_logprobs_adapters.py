@@ -34,7 +34,8 @@ class _Tokens(BaseCallbackHandler):
         self.logprobs: list[Any] = []
 
     def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-        self.logprobs.append(kwargs.get("logprobs"))
+        chunk = kwargs.get("chunk")  # the generation chunk, as ChatOpenAI's callbacks get it
+        self.logprobs.append((chunk.generation_info or {}).get("logprobs") if chunk else None)
 
 
 def test_chat_local_response_metadata_has_chat_openais_shape(engine: FakeEngine) -> None:
@@ -82,7 +83,10 @@ def test_langchain_completion_llm_has_the_legacy_completion_shape(engine: FakeEn
     assert info["tokens"] == fake_tokens(ANSWER) == ["Hello", ",", " world"]
     assert info["token_logprobs"] == [t.logprob for t in items]
     assert info["text_offset"] == [0, 5, 6]
-    assert info["top_logprobs"][0] == {"Hello": items[0].logprob, "<alt1>": items[0].top_logprobs[1].logprob}
+    assert info["top_logprobs"][0] == {
+        "Hello": items[0].logprob,
+        "<alt1>": items[0].top_logprobs[1].logprob,
+    }
     streamed = list(llm.stream("hi"))
     assert "".join(streamed) == ANSWER
     plain = LangChainLLM(model="m", engine=engine).generate(["hi"]).generations[0][0]

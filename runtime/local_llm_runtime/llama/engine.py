@@ -643,19 +643,21 @@ class LlamaEngine(WholeResults):
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
         # Each token's logprob goes with the text it shows; hidden reasoning is dropped
         # after that (not before), so its tokens' logprobs leave with it.
-        carrier = LogprobCarrier(hide_reasoning=prepared.request.reasoning == "hide")
-        request = replace(prepared.request, reasoning="separate") if carrier.hide_reasoning else None
-        out = _OutputPipeline(prepared.template, request or prepared.request, sampling.stop)
+        request = prepared.request
+        carrier = LogprobCarrier(hide_reasoning=request.reasoning == "hide")
+        if carrier.hide_reasoning:
+            request = replace(request, reasoning="separate")
+        out = _OutputPipeline(prepared.template, request, sampling.stop)
         started = time.monotonic()
         run = self._start(entry, prepared, sampling, max_tokens, cancel)
         loop = _TokenLoop(entry.llm, out, max_tokens, cancel)
-        tokens: Iterable[int] = run
+        sampled: Iterable[int] = run
         if sampling.logprobs:
             from local_llm_runtime.llama.logprob_tokens import tokens_with_logprobs
 
-            tokens = tokens_with_logprobs(entry.llm, run, carrier)
+            sampled = tokens_with_logprobs(entry.llm, run, carrier)
         try:
-            yield from carrier.chunks(loop.run(tokens))
+            yield from carrier.chunks(loop.run(sampled))
         finally:
             run.close()
         # Only an output that ended by itself (end-of-generation token, stop sequence,

@@ -3,8 +3,8 @@
 The dialect parsers (:mod:`.openai_dialect`, :mod:`.ollama_dialect`) feed an
 :class:`Assembler` with text, reasoning and tool-call fragments, the finish
 reason, usage, timings and tokens' log-probabilities (attached to the text that
-follows them, as the in-process engine does); it applies the reasoning mode, assembles tool calls
-(OpenAI streams their arguments in fragments, by index), validates their
+follows them, as the in-process engine does); it applies the reasoning mode,
+assembles tool calls (OpenAI streams their arguments in fragments, by index), validates their
 arguments against the offered tools' schemas like the in-process engine, and
 ends with exactly one :class:`~local_llm_runtime.types.FinalChunk`.
 """

@@ -19,8 +19,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from local_llm_runtime.remote.chunks import Assembler
 from local_llm_runtime.logprobs import token_logprob_of
+from local_llm_runtime.remote.chunks import Assembler
 from local_llm_runtime.remote.options_map import logprob_fields, ollama_options
 from local_llm_runtime.types import Chunk, Timings
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from local_llm_runtime.remote.chunks import Assembler
 from local_llm_runtime.logprobs import token_logprob_of
+from local_llm_runtime.remote.chunks import Assembler
 from local_llm_runtime.remote.options_map import logprob_fields, openai_sampling
 from local_llm_runtime.types import Chunk, TokenLogprob, ToolChoice, TopLogprob
 
@@ -196,7 +196,9 @@ def apply_chat_event(assembler: Assembler, data: Mapping[str, Any]) -> list[Chun
         delta = choice.get("delta") or choice.get("message") or {}
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, Mapping):
-            items = (token_logprob_of(i) for i in logprobs.get("content") or () if isinstance(i, Mapping))
+            items = (
+                token_logprob_of(i) for i in logprobs.get("content") or () if isinstance(i, Mapping)
+            )
             assembler.logprobs([item for item in items if item is not None])
         for key in ("reasoning_content", "reasoning"):
             value = delta.get(key)

@@ -27,10 +27,10 @@ Request fields come in three kinds:
   ``verbosity``, ``logit_bias`` when empty, ``modalities`` ``["text"]``,
   ``n`` 1;
 * refused with a 400 naming the field: ``n`` > 1, ``top_logprobs`` above 0
-  without ``logprobs``, ``logit_bias``, ``audio``, ``prediction``, ``web_search_options``, the legacy
-  ``functions``/``function_call``, image/audio/file content parts (the runtime is
-  text only), and any field OpenAI does not define (a typo is an error, not a
-  silent default).
+  without ``logprobs``, ``logit_bias``, ``audio``, ``prediction``,
+  ``web_search_options``, the legacy ``functions``/``function_call``,
+  image/audio/file content parts (the runtime is text only), and any field
+  OpenAI does not define (a typo is an error, not a silent default).
 
 Reasoning text (a ``<think>`` block) is sent as ``reasoning_content``, as
 DeepSeek's API, vLLM and llama-server do. A tool call whose arguments do not
@@ -743,9 +743,7 @@ class CompletionChunker:
             "created": self.created,
             "model": self.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [
-                {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
-            ],
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
         }
         if self.include_usage:
             obj["usage"] = None

@@ -51,7 +51,10 @@ def test_openai_sdk_chat_logprobs(server: ServerThread, fake: FakeEngine) -> Non
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     items = fake_logprobs(ANSWER, 2)
     reply = client.chat.completions.create(
-        model="m", messages=USER, logprobs=True, top_logprobs=2  # type: ignore[arg-type]
+        model="m",
+        messages=USER,
+        logprobs=True,
+        top_logprobs=2,  # type: ignore[arg-type]
     )
     assert fake.last_request.options == {"logprobs": True, "top_logprobs": 2}
     content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
@@ -61,7 +64,10 @@ def test_openai_sdk_chat_logprobs(server: ServerThread, fake: FakeEngine) -> Non
     assert [a.token for a in content[0].top_logprobs] == ["Hello", "<alt1>"]
 
     stream = client.chat.completions.create(
-        model="m", messages=USER, logprobs=True, stream=True  # type: ignore[arg-type]
+        model="m",
+        messages=USER,
+        logprobs=True,
+        stream=True,  # type: ignore[arg-type]
     )
     streamed = [
         t.token
@@ -86,9 +92,14 @@ def test_openai_sdk_legacy_completion_logprobs(server: ServerThread, fake: FakeE
     assert logprobs.token_logprobs == [t.logprob for t in items]
     assert logprobs.text_offset == [0, 5, 6]
     assert logprobs.top_logprobs is not None
-    assert logprobs.top_logprobs[2] == {" world": items[2].logprob, "<alt1>": items[2].top_logprobs[1].logprob}
+    assert logprobs.top_logprobs[2] == {
+        " world": items[2].logprob,
+        "<alt1>": items[2].top_logprobs[1].logprob,
+    }
     chunks = list(client.completions.create(model="m", prompt="x", logprobs=0, stream=True))
-    offsets = [o for c in chunks if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset or ()]
+    offsets = [
+        o for c in chunks if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset or ()
+    ]
     assert offsets == [0, 5, 6]  # counted from the start of the completion, across chunks
 
 
@@ -113,13 +124,16 @@ def test_chat_openai_and_chat_local_give_the_same_metadata(
     ],
 )
 def test_openai_refuses_bad_logprob_fields(
-    server: ServerThread, fake: FakeEngine, fields: dict[str, Any], param: str
+    fake: FakeEngine, fields: dict[str, Any], param: str
 ) -> None:
-    client = TestClient(make_app(fake))
-    response = client.post("/v1/chat/completions", json={"model": "m", "messages": USER, **fields})
-    assert response.status_code == 400 and response.json()["error"]["param"] == param
-    legacy = client.post("/v1/completions", json={"model": "m", "prompt": "x", "logprobs": 21})
-    assert legacy.status_code == 400 and legacy.json()["error"]["param"] == "logprobs"
+    with TestClient(make_app(fake)) as client:
+        body = {"model": "m", "messages": USER, **fields}
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400 and response.json()["error"]["param"] == param
+        body = {"model": "m", "prompt": "x", "logprobs": 21}
+        legacy = client.post("/v1/completions", json=body)
+        assert legacy.status_code == 400 and legacy.json()["error"]["param"] == "logprobs"
+    assert fake.requests == []
 
 
 # ---- Ollama ------------------------------------------------------------------------------------
@@ -164,11 +178,11 @@ def test_ollama_thinking_tokens_come_with_thinking() -> None:
 def test_ollama_refuses_bad_logprob_fields(
     fake: FakeEngine, fields: dict[str, Any], param: str
 ) -> None:
-    client = TestClient(make_app(fake))
-    for path, body in (("/api/chat", {"messages": USER}), ("/api/generate", {"prompt": "x"})):
-        response = client.post(path, json={"model": "m:1", "stream": False, **body, **fields})
-        assert response.status_code == 400, response.text
-        assert param in response.json()["error"]
+    with TestClient(make_app(fake)) as client:
+        for path, body in (("/api/chat", {"messages": USER}), ("/api/generate", {"prompt": "x"})):
+            response = client.post(path, json={"model": "m:1", "stream": False, **body, **fields})
+            assert response.status_code == 400, response.text
+            assert param in response.json()["error"]
     assert fake.requests == []
 
 
