@@ -146,8 +146,9 @@ def test_adapter_aliases_still_work() -> None:
 def test_every_option_goes_where_its_metadata_says(name: str) -> None:
     spec = OPTIONS[name]
     value = _valid(spec)
-    load, sampling, keep_alive = split_options({name: value})
-    (converted,) = validate_options({name: value}).values()
+    companions = _COMPANIONS.get(name, {})
+    load, sampling, keep_alive = split_options({**companions, name: value})
+    converted = validate_options({**companions, name: value})[name]
     if spec.destination == "load":
         assert getattr(load, name) == converted
         assert sampling == SamplingOptions()
@@ -159,7 +160,8 @@ def test_every_option_goes_where_its_metadata_says(name: str) -> None:
         assert (load, sampling, keep_alive) == (LoadOptions(), SamplingOptions(), converted)
     # ``create --param`` / ``/set parameter``: Ollama's text form parses to the same value
     text = value[0] if spec.repeated else str(value)
-    assert parse_params([f"{name}={text}"]) == {name: converted}
+    pairs = [f"{k}={v}" for k, v in companions.items()]
+    assert parse_params([*pairs, f"{name}={text}"]) == {**companions, name: converted}
 
 
 def test_the_backend_options_match_the_model() -> None:

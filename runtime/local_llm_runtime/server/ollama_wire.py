@@ -330,7 +330,8 @@ def engine_options(
                 400, "options.keep_alive: send keep_alive beside options", param="options"
             )
         kept[key] = value
-    kept.update(extra)
+    if extra.get("logprobs"):  # false (some clients' default) asks for nothing
+        kept.update(extra)
     try:
         return validate_options(kept)
     except ValueError as exc:  # UnknownOptionError / InvalidOptionError

@@ -345,10 +345,11 @@ def _logprob_options(
     """
     given = {"logprobs": logprobs, "top_logprobs": top_logprobs}
     try:
-        return validate_options({k: v for k, v in given.items() if v is not None})
+        checked = validate_options({k: v for k, v in given.items() if v is not None})
     except (InvalidOptionError, UnknownOptionError) as exc:
         param = "logprobs" if legacy or "top_logprobs" not in str(exc) else "top_logprobs"
         raise HTTPError(400, f"{param}: {exc}", param=param) from None
+    return checked if checked.get("logprobs") else {}  # false: nothing to ask the engine
 
 
 def _content(index: int, content: str | list[dict[str, Any]] | None) -> Any:
