@@ -41,7 +41,8 @@ from local_llm_integrations.langchain._convert import (
     restore_invalid_tool_calls,
     to_runtime_messages,
 )
-from local_llm_runtime.types import Chunk
+from local_llm_runtime.logprobs import token_logprob_object
+from local_llm_runtime.types import Chunk, TextDelta, TokenLogprob
 from local_llm_runtime.validation import check_arguments
 
 __all__ = ["ChatLocal"]
@@ -174,15 +175,18 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         model, runtime_messages, call = self._request(messages, stop, kwargs)
+        logprobs = bool(call["options"].get("logprobs"))
         # Closed on every path (an exception in the caller's loop, an abandoned
         # generator): the stream holds the model until it is closed.
         with self.serving_engine().chat_stream(
             model, runtime_messages, timeout=self.timeout, **call
         ) as stream:
             for chunk in stream:
-                generation = _generation_chunk(chunk)
+                generation = _generation_chunk(chunk, logprobs=logprobs)
                 if run_manager is not None:
-                    run_manager.on_llm_new_token(generation.text, chunk=generation)
+                    run_manager.on_llm_new_token(
+                        generation.text, chunk=generation, logprobs=_logprobs_of(generation)
+                    )
                 yield generation
 
     async def _astream(
@@ -193,13 +197,16 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         model, runtime_messages, call = self._request(messages, stop, kwargs)
+        logprobs = bool(call["options"].get("logprobs"))
         async with self.serving_engine().achat_stream(
             model, runtime_messages, timeout=self.timeout, **call
         ) as stream:
             async for chunk in stream:
-                generation = _generation_chunk(chunk)
+                generation = _generation_chunk(chunk, logprobs=logprobs)
                 if run_manager is not None:
-                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
+                    await run_manager.on_llm_new_token(
+                        generation.text, chunk=generation, logprobs=_logprobs_of(generation)
+                    )
                 yield generation
 
     def _generate(
@@ -314,15 +321,36 @@ def _restored(result: ChatResult, chunks: list[ChatGenerationChunk]) -> ChatResu
     return result
 
 
-def _generation_chunk(chunk: Chunk) -> ChatGenerationChunk:
+def _generation_chunk(chunk: Chunk, *, logprobs: bool = False) -> ChatGenerationChunk:
+    """One LangChain chunk; with ``logprobs``, ``generation_info["logprobs"]`` as ChatOpenAI's.
+
+    ``{"content": [{"token", "logprob", "bytes", "top_logprobs"}], "refusal": None}``
+    on every answer chunk (and an empty ``content`` on the last one, so the whole
+    answer has the key even without tokens); LangChain merges them into the
+    message's ``response_metadata["logprobs"]`` (the ``content`` lists concatenate).
+    """
     message = message_chunk(chunk)
-    info = None
+    info: dict[str, Any] | None = None
+    if logprobs and isinstance(chunk, TextDelta):
+        info = {"logprobs": _content_logprobs(chunk.logprobs)}
     if message.chunk_position == "last":
         info = {
             "finish_reason": message.response_metadata.get("finish_reason"),
             "model_name": message.response_metadata.get("model_name"),
         }
+        if logprobs:
+            info["logprobs"] = _content_logprobs(())
     return ChatGenerationChunk(message=message, generation_info=info)
+
+
+def _content_logprobs(items: Sequence[TokenLogprob]) -> dict[str, Any]:
+    return {"content": [token_logprob_object(item) for item in items], "refusal": None}
+
+
+def _logprobs_of(generation: ChatGenerationChunk) -> dict[str, Any] | None:
+    """What ChatOpenAI passes callbacks' ``on_llm_new_token`` as ``logprobs``."""
+    logprobs = (generation.generation_info or {}).get("logprobs")
+    return logprobs if isinstance(logprobs, dict) else None
 
 
 def _tool_choice(

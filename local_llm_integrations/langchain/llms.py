@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions
+from local_llm_runtime.logprobs import LegacyLogprobs
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
 from local_llm_runtime.validation import check_arguments
 
@@ -104,11 +105,12 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
+        legacy = LegacyLogprobs() if call["options"].get("logprobs") else None
         with self.serving_engine().generate_stream(
             model, prompt, timeout=self.timeout, **call
         ) as stream:
             for chunk in stream:
-                generation = _generation_chunk(chunk)
+                generation = _generation_chunk(chunk, legacy)
                 if generation is None:
                     continue
                 if run_manager is not None:
@@ -123,11 +125,12 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         model, call = self._call_args(stop, kwargs)
+        legacy = LegacyLogprobs() if call["options"].get("logprobs") else None
         async with self.serving_engine().agenerate_stream(
             model, prompt, timeout=self.timeout, **call
         ) as stream:
             async for chunk in stream:
-                generation = _generation_chunk(chunk)
+                generation = _generation_chunk(chunk, legacy)
                 if generation is None:
                     continue
                 if run_manager is not None:
@@ -165,9 +168,16 @@ class LocalLLM(LocalModelOptions, BaseLLM):
         return LLMResult(generations=generations)
 
 
-def _generation_chunk(chunk: Chunk) -> GenerationChunk | None:
+def _generation_chunk(chunk: Chunk, legacy: LegacyLogprobs | None) -> GenerationChunk | None:
+    """One LangChain chunk, with ``generation_info["logprobs"]`` when ``legacy`` is set.
+
+    That is OpenAI's legacy completion object, as ``langchain_openai.OpenAI`` has it:
+    ``{"tokens", "token_logprobs", "top_logprobs", "text_offset"}`` (chunks concatenate
+    when added).
+    """
     if isinstance(chunk, TextDelta):
-        return GenerationChunk(text=chunk.text)
+        info = {"logprobs": legacy.object(chunk.logprobs)} if legacy is not None else None
+        return GenerationChunk(text=chunk.text, generation_info=info)
     if isinstance(chunk, FinalChunk):
         return GenerationChunk(
             text="",
@@ -177,6 +187,7 @@ def _generation_chunk(chunk: Chunk) -> GenerationChunk | None:
                 "prompt_tokens": chunk.usage.prompt_tokens,
                 "completion_tokens": chunk.usage.completion_tokens,
                 "eval_tokens_per_s": chunk.timings.generation_tokens_per_s,
+                **({"logprobs": legacy.object(())} if legacy is not None else {}),
             },
         )
     return None  # reasoning and tool calls have no place in plain completions

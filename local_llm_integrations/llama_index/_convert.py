@@ -6,7 +6,9 @@
   ``FinalChunk``) -> streamed ``ChatResponse``s: every response carries the whole
   message so far (a ``ThinkingBlock``, a ``TextBlock``, ``ToolCallBlock``s), the
   new answer text in ``delta`` and new reasoning in
-  ``additional_kwargs["thinking_delta"]``, as llama-index-core 0.14 expects.
+  ``additional_kwargs["thinking_delta"]``, as llama-index-core 0.14 expects;
+  with ``logprobs`` requested, ``logprobs`` holds the answer's tokens so far
+  (:func:`position_logprobs`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from llama_index.core.base.llms.types import (
     CitationBlock,
     CompletionResponse,
     ContentBlock,
+    LogProb,
     MessageRole,
     TextBlock,
     ThinkingBlock,
@@ -37,6 +40,7 @@ from local_llm_runtime.types import (
     FinalChunk,
     ReasoningDelta,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
 )
 
@@ -45,6 +49,7 @@ __all__ = [
     "chat_responses",
     "completion_response",
     "keep_first_tool_call",
+    "position_logprobs",
     "to_runtime_messages",
     "tool_selections",
 ]
@@ -171,6 +176,22 @@ def _final_raw(chunk: FinalChunk) -> dict[str, Any]:
     }
 
 
+def position_logprobs(item: TokenLogprob) -> list[LogProb]:
+    """One generated token as LlamaIndex's ``logprobs`` entry (a list per position).
+
+    The generated token first, then the other most likely tokens, most likely
+    first (``top_logprobs`` of them, the generated one not repeated). So
+    ``response.logprobs[i][0]`` is always the token that was generated, with its
+    log-probability, whether it was the most likely one or not (LlamaIndex's
+    OpenAI class lists only the alternatives, losing it when it is not among them).
+    """
+    out = [LogProb(token=item.token, logprob=item.logprob, bytes=list(item.bytes))]
+    for top in item.top_logprobs:
+        if (top.token, top.bytes) != (item.token, item.bytes):
+            out.append(LogProb(token=top.token, logprob=top.logprob, bytes=list(top.bytes)))
+    return out
+
+
 class ChatAccumulator:
     """Fold runtime chunks into LlamaIndex chat responses, one per chunk.
 
@@ -188,6 +209,7 @@ class ChatAccumulator:
         self._calls: list[ToolCallBlock] = []
         self._errors: dict[str, str] = {}
         self._raw: dict[str, Any] | None = None
+        self._logprobs: list[list[LogProb]] | None = None
 
     def message(self) -> ChatMessage:
         """The assistant message so far: thinking, then text, then tool calls."""
@@ -213,6 +235,9 @@ class ChatAccumulator:
         """Add one chunk (non-streaming calls: no response per chunk)."""
         if isinstance(chunk, TextDelta):
             self._text.append(chunk.text)
+            if chunk.logprobs:
+                self._logprobs = self._logprobs or []
+                self._logprobs.extend(position_logprobs(item) for item in chunk.logprobs)
         elif isinstance(chunk, ReasoningDelta):
             self._thinking.append(chunk.text)
         elif isinstance(chunk, ToolCallDelta):
@@ -241,13 +266,24 @@ class ChatAccumulator:
             extra.update(self._usage_kwargs())
         delta = chunk.text if isinstance(chunk, TextDelta) else ""
         return ChatResponse(
-            message=self.message(), delta=delta, raw=self._raw, additional_kwargs=extra
+            message=self.message(),
+            delta=delta,
+            raw=self._raw,
+            additional_kwargs=extra,
+            logprobs=self.logprobs(),
         )
+
+    def logprobs(self) -> list[list[LogProb]] | None:
+        """The answer's tokens so far (:func:`position_logprobs`); ``None`` without any."""
+        return list(self._logprobs) if self._logprobs is not None else None
 
     def response(self) -> ChatResponse:
         """The whole response (for non-streaming calls)."""
         return ChatResponse(
-            message=self.message(), raw=self._raw, additional_kwargs=self._usage_kwargs()
+            message=self.message(),
+            raw=self._raw,
+            additional_kwargs=self._usage_kwargs(),
+            logprobs=self.logprobs(),
         )
 
 
@@ -273,7 +309,11 @@ def completion_response(response: ChatResponse) -> CompletionResponse:
         extra["thinking"] = thinking
     text = "".join(b.text for b in response.message.blocks if isinstance(b, TextBlock))
     return CompletionResponse(
-        text=text, delta=response.delta, raw=response.raw, additional_kwargs=extra
+        text=text,
+        delta=response.delta,
+        raw=response.raw,
+        additional_kwargs=extra,
+        logprobs=response.logprobs,
     )
 
 

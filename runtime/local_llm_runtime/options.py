@@ -231,6 +231,21 @@ class ModelOptions(BaseModel):
         ge=1,
         le=MAX_THREADS,
     )
+    logprobs: bool | None = option_field(
+        "sampling",
+        "return the generated tokens' log-probabilities (true/false)",
+        "Return each generated token's log-probability (OpenAI's and Ollama's logprobs): "
+        "the log-softmax of the model's raw logits at that position, before temperature, "
+        "penalties, top-k/top-p and any grammar. Default: false.",
+    )
+    top_logprobs: int | None = option_field(
+        "sampling",
+        "alternatives per token with their log-probabilities (needs logprobs)",
+        "With logprobs: also return this many most likely tokens at each position, most "
+        "likely first (0-20, as OpenAI and Ollama). Default: 0.",
+        ge=0,
+        le=20,
+    )
     keep_alive: FiniteFloat | str | None = option_field(
         "request",
         "how long the model stays loaded (e.g. 5m, -1)",
@@ -374,10 +389,12 @@ def _convert(key: str, spec: OptionSpec, value: Any) -> Any:
         except InvalidOptionError as exc:
             raise InvalidOptionError(f"Option {key}={value!r}: {exc}") from None
     try:
-        if spec.kind is int:
+        if spec.kind is bool:
+            converted: Any = _boolean(value)
+        elif spec.kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            converted: Any = int(value)
+            converted = int(value)
         elif spec.kind is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -387,6 +404,10 @@ def _convert(key: str, spec: OptionSpec, value: Any) -> Any:
                 raise ValueError
             converted = value
     except (TypeError, ValueError, OverflowError):
+        if spec.kind is bool:
+            raise InvalidOptionError(
+                f"Option {key}={value!r} must be true or false ({spec.help})."
+            ) from None
         raise InvalidOptionError(
             f"Option {key}={value!r} must be {spec.kind.__name__} ({spec.help}), {_range(spec)}."
         ) from None
@@ -405,6 +426,33 @@ def _convert(key: str, spec: OptionSpec, value: Any) -> Any:
     if out_of_range:
         raise InvalidOptionError(f"Option {key}={value!r} must be {_range(spec)} ({spec.help}).")
     return converted
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _boolean(value: Any) -> bool:
+    """A boolean option: ``True``/``False``, or their text (``create --param logprobs=true``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _check_together(options: Mapping[str, Any]) -> None:
+    """Rules between options: ``top_logprobs`` above 0 needs ``logprobs`` (OpenAI's and vLLM's).
+
+    Raises:
+        InvalidOptionError: Naming both options.
+    """
+    top = options.get("top_logprobs")
+    if top and options.get("logprobs") is not True:
+        raise InvalidOptionError(
+            f"Option top_logprobs={top!r} needs logprobs=true (as OpenAI's API): set "
+            "logprobs=true to get the alternatives, or drop top_logprobs."
+        )
 
 
 def _spec(key: str, table: Mapping[str, OptionSpec]) -> OptionSpec:
@@ -431,7 +479,8 @@ def validate_options(
 
     Raises:
         UnknownOptionError: On an unknown name (naming the closest known one).
-        InvalidOptionError: On a bad value, naming the option and its range.
+        InvalidOptionError: On a bad value, naming the option and its range, or
+            ``top_logprobs`` above 0 without ``logprobs=true``.
     """
     table = option_table(model)
     out: dict[str, Any] = {}
@@ -449,6 +498,7 @@ def validate_options(
             out[key] = [_convert(key, spec, v) for v in values]
         else:
             out[key] = _convert(key, spec, value)
+    _check_together(out)
     return out
 
 
@@ -482,4 +532,5 @@ def parse_params(pairs: Iterable[str], model: type[ModelOptions] = ModelOptions)
             out.setdefault(key, []).append(converted)
         else:
             out[key] = converted
+    _check_together(out)
     return out

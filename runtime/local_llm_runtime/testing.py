@@ -45,7 +45,10 @@ What it does, so tests exercise the same paths as with a real model:
   dropped, as a cut call is in the real engine), ``cancel``/closing the stream
   (finish ``cancelled``), ``timeout`` (``RequestTimeoutError``),
   ``parallel_tool_calls=False`` (only the first call), ``reasoning``
-  (``hide`` drops reasoning, ``inline`` puts it in the text as ``<think>...</think>``).
+  (``hide`` drops reasoning, ``inline`` puts it in the text as ``<think>...</think>``),
+  ``logprobs``/``top_logprobs`` (every text and reasoning chunk carries one
+  deterministic :class:`~local_llm_runtime.types.TokenLogprob` per fake token,
+  :func:`fake_logprobs`; scripted chunks that carry their own keep them).
   Every option is validated as by the real engine (``InvalidOptionError``),
   and so is ``format`` as a JSON schema; the others (``temperature``, ``seed``...)
   are only recorded, and no grammar runs: script valid JSON yourself when a test
@@ -113,8 +116,10 @@ from local_llm_runtime.types import (
     RunningModel,
     TextDelta,
     Timings,
+    TokenLogprob,
     ToolCallDelta,
     ToolChoice,
+    TopLogprob,
     Usage,
     aggregate,
 )
@@ -127,6 +132,7 @@ __all__ = [
     "FakeResponse",
     "FakeToolCall",
     "Response",
+    "fake_logprobs",
     "fake_tokens",
 ]
 
@@ -720,6 +726,8 @@ class FakeEngine:
         body = _check_tool_calls(body, tools, parallel)
         body = _apply_reasoning(body, reasoning)
         body, cut = _cut(body, options.get("stop") or [], options.get("num_predict"))
+        if options.get("logprobs"):
+            body = [_with_logprobs(c, int(options.get("top_logprobs") or 0)) for c in body]
         if cut is not None:
             finish = cut
         elif finish is None:
@@ -891,6 +899,33 @@ def _cut(
                 kept.append(replace(chunk, text="".join(fake_tokens(chunk.text)[:left])))
             return kept, "length"
     return body, cut
+
+
+def fake_logprobs(text: str, top_logprobs: int = 0) -> tuple[TokenLogprob, ...]:
+    """:class:`FakeEngine`'s log-probabilities of a text: one per fake token, deterministic.
+
+    Each token's probability ``p`` comes from a hash of its text (between 0.36 and
+    0.99); it is the most likely token, and alternative ``i`` (``<alt1>``,
+    ``<alt2>``...) has ``(1 - p) / 2**i``, so the list is sorted and sums below 1.
+    """
+    out = []
+    for piece in fake_tokens(text):
+        raw = piece.encode("utf-8")
+        logprob = -0.01 - (zlib.crc32(raw) % 1000) / 1000
+        rest = 1.0 - math.exp(logprob)
+        top = [TopLogprob(piece, logprob, tuple(raw))][:top_logprobs]
+        top += [
+            TopLogprob(f"<alt{i}>", math.log(rest / 2**i), tuple(f"<alt{i}>".encode()))
+            for i in range(1, top_logprobs)
+        ]
+        out.append(TokenLogprob(piece, logprob, tuple(raw), tuple(top)))
+    return tuple(out)
+
+
+def _with_logprobs(chunk: Chunk, top_logprobs: int) -> Chunk:
+    if isinstance(chunk, TextDelta | ReasoningDelta) and not chunk.logprobs:
+        return replace(chunk, logprobs=fake_logprobs(chunk.text, top_logprobs))
+    return chunk
 
 
 def _stream(plan: _Plan, signal: RequestSignal) -> Iterator[Chunk]:

@@ -28,6 +28,8 @@ __all__ = [
     "Timings",
     "ToolCallDelta",
     "ToolChoice",
+    "TokenLogprob",
+    "TopLogprob",
     "Usage",
     "aggregate",
 ]
@@ -154,10 +156,43 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    r"""One of the most likely tokens at a position, and its log-probability.
+
+    ``token`` is the token's text (bytes that are not whole UTF-8 characters are
+    written ``\xNN``); ``bytes`` its exact UTF-8 bytes, as OpenAI's ``bytes``.
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the most likely alternatives there.
+
+    ``logprob`` is the natural log of the token's probability under the model's
+    raw distribution at that position (a log-softmax of its logits, before
+    temperature, penalties, top-k/top-p or a grammar), as OpenAI and vLLM report
+    it; ``top_logprobs`` holds the ``top_logprobs`` most likely tokens, most
+    likely first (the generated token may or may not be among them).
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """A piece of the answer."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens this piece completes, with their log-probabilities, when the request
+    asked for ``logprobs`` (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +200,8 @@ class ReasoningDelta:
     """A piece of the model's reasoning (``<think>`` block), separate from the answer."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """As :attr:`TextDelta.logprobs`, for reasoning tokens."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +253,10 @@ class ChatResult:
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     timings: Timings | None = None
     model: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """The answer's tokens with their log-probabilities (requests with ``logprobs``)."""
+    reasoning_logprobs: list[TokenLogprob] = field(default_factory=list)
+    """The reasoning's tokens with their log-probabilities (requests with ``logprobs``)."""
 
 
 def aggregate(chunks: Iterable[Chunk]) -> ChatResult:
@@ -226,8 +267,10 @@ def aggregate(chunks: Iterable[Chunk]) -> ChatResult:
     for chunk in chunks:
         if isinstance(chunk, TextDelta):
             text.append(chunk.text)
+            result.logprobs.extend(chunk.logprobs)
         elif isinstance(chunk, ReasoningDelta):
             reasoning.append(chunk.text)
+            result.reasoning_logprobs.extend(chunk.logprobs)
         elif isinstance(chunk, ToolCallDelta):
             (result.tool_calls if chunk.error is None else result.invalid_tool_calls).append(chunk)
         else:

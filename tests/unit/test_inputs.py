@@ -78,6 +78,11 @@ BAD_OPTIONS: list[tuple[str, Any, str]] = [
     ("stop", 5, "list of strings"),
     ("keep_alive", math.nan, "finite"),
     ("keep_alive", "inf", "finite"),
+    ("top_logprobs", 21, "between 0 and 20"),  # OpenAI's and Ollama's limit
+    ("top_logprobs", -1, "between 0 and 20"),
+    ("top_logprobs", 3, "needs logprobs=true"),  # as OpenAI: alternatives need logprobs
+    ("logprobs", 1, "true or false"),
+    ("logprobs", "maybe", "true or false"),
 ]
 
 
@@ -436,8 +441,10 @@ ADAPTER_OPTIONS = {
     "temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "typical_p": 0.95,
     "repeat_penalty": 1.2, "repeat_last_n": 16, "presence_penalty": 0.5,
     "frequency_penalty": 0.5, "seed": 3, "num_ctx": 256, "num_predict": 2, "stop": ["zz"],
-    "num_thread": 1, "num_batch": 64,
+    "num_thread": 1, "num_batch": 64, "logprobs": True, "top_logprobs": 2,
 }  # fmt: skip
+_COMPANIONS: dict[str, dict[str, object]] = {"top_logprobs": {"logprobs": True}}
+"""Options another option needs beside it (``top_logprobs`` above 0 needs ``logprobs``)."""
 
 
 def test_the_option_list_covers_the_readme_options() -> None:
@@ -454,7 +461,7 @@ def test_every_option_reaches_the_engine_from_every_adapter(tiny_gguf: Path, nam
     from local_llm_integrations.llama_index import LocalLLM as IndexLLM
 
     value = ADAPTER_OPTIONS[name]
-    base = {"model": str(tiny_gguf), "num_predict": 2, "num_thread": 1}
+    base = {"model": str(tiny_gguf), "num_predict": 2, "num_thread": 1, **_COMPANIONS.get(name, {})}
     for cls in (ChatLocal, LangChainLLM):
         assert cls(**{**base, name: value}).engine_options()[name] == value
     chat = ChatLocal(**base)

@@ -70,6 +70,10 @@ def _out_of_range(spec: OptionSpec) -> Any:
     return math.nan
 
 
+_COMPANIONS: dict[str, dict[str, Any]] = {"top_logprobs": {"logprobs": True}}
+"""Options another option needs beside it (``top_logprobs`` above 0 needs ``logprobs``)."""
+
+
 def _adapters_for(name: str) -> list[type[BaseModel]]:
     relevant = field_destination(ModelOptions.model_fields[name]) in EMBEDDING_DESTINATIONS
     return LLM_ADAPTERS + (EMBEDDING_ADAPTERS if relevant else [])
@@ -119,7 +123,7 @@ def test_every_option_is_the_same_field_in_every_adapter(name: str) -> None:
         assert info.default is None
         assert field_destination(info) == spec.destination
         value = _valid(spec)
-        instance = cls(model="m", **{name: value})
+        instance = cls(model="m", **{**_COMPANIONS.get(name, {}), name: value})
         assert getattr(instance, name) == value
         with pytest.raises((ValidationError, InvalidOptionError), match=name):
             cls(model="m", **{name: _out_of_range(spec) if not spec.repeated else [""]})
@@ -142,8 +146,9 @@ def test_adapter_aliases_still_work() -> None:
 def test_every_option_goes_where_its_metadata_says(name: str) -> None:
     spec = OPTIONS[name]
     value = _valid(spec)
-    load, sampling, keep_alive = split_options({name: value})
-    (converted,) = validate_options({name: value}).values()
+    companions = _COMPANIONS.get(name, {})
+    load, sampling, keep_alive = split_options({**companions, name: value})
+    converted = validate_options({**companions, name: value})[name]
     if spec.destination == "load":
         assert getattr(load, name) == converted
         assert sampling == SamplingOptions()
@@ -155,7 +160,8 @@ def test_every_option_goes_where_its_metadata_says(name: str) -> None:
         assert (load, sampling, keep_alive) == (LoadOptions(), SamplingOptions(), converted)
     # ``create --param`` / ``/set parameter``: Ollama's text form parses to the same value
     text = value[0] if spec.repeated else str(value)
-    assert parse_params([f"{name}={text}"]) == {name: converted}
+    pairs = [f"{k}={v}" for k, v in companions.items()]
+    assert parse_params([*pairs, f"{name}={text}"]) == {**companions, name: converted}
 
 
 def test_the_backend_options_match_the_model() -> None:

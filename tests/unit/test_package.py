@@ -50,7 +50,7 @@ def test_public_api_is_pinned() -> None:
             "ModelNotFoundError", "ModelfileError", "ModelRecord", "ModelRef", "OfflineError", "OllamaName",
             "QuantizationNotFoundError", "ReasoningDelta", "RequestTimeoutError", "RunningModel",
             "RuntimeSettings", "StoreError", "StreamReclaimedError", "TemplateError", "TextDelta", "Timings", "ToolCallDelta",
-            "UnknownOptionError", "Usage",
+            "TokenLogprob", "TopLogprob", "UnknownOptionError", "Usage",
             "__version__", "copy", "create", "default_engine", "list_models", "parse_ref", "ps",
             "pull", "remove", "resolve", "show", "unload",
         ]

@@ -39,6 +39,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,9 @@ class SlotRun:
     """A cached state to copy into the slot before the run starts (prompt cache hit)."""
     finished: bool = False
     closing: bool = False
+    logprobs: deque[tuple[float, list[tuple[int, float]]]] = field(default_factory=deque)
+    """Per sampled token, in order, when the sampler reports logprobs: its log-probability
+    and the most likely alternatives (:meth:`Sampler.logprobs`), put here before the token."""
 
     def __iter__(self) -> Iterator[int]:
         decoder = self._decoder
@@ -623,6 +627,8 @@ class BatchDecoder:
     def _sample(self, run: SlotRun, index: int) -> None:
         """Sample ``run``'s next token from batch row ``index`` and hand it over."""
         token = run.sampler.sample(self.ctx, index)
+        if run.sampler.top_logprobs is not None:  # only rows that asked pay for it
+            run.logprobs.append(run.sampler.logprobs(self.ctx, index, token))
         run.sampled += 1
         run.last = token
         run._queue.put(token)

@@ -30,6 +30,7 @@ from local_llm_runtime.errors import (
     GenerationError,
     InvalidOptionError,
 )
+from local_llm_runtime.logprobs import LogprobCarrier
 from local_llm_runtime.options import split_by_destination, validate_options
 from local_llm_runtime.prompt.chat_template import ChatTemplate
 from local_llm_runtime.prompt.families import traits_for
@@ -641,18 +642,29 @@ class LlamaEngine(WholeResults):
             raise ContextLengthExceededError(len(tokens), entry.num_ctx)
         budget = entry.num_ctx - len(tokens)
         max_tokens = min(sampling.num_predict, budget) if sampling.num_predict > 0 else budget
-        out = _OutputPipeline(prepared.template, prepared.request, sampling.stop)
+        # Each token's logprob goes with the text it shows; hidden reasoning is dropped
+        # after that (not before), so its tokens' logprobs leave with it.
+        request = prepared.request
+        carrier = LogprobCarrier(hide_reasoning=request.reasoning == "hide")
+        if carrier.hide_reasoning:
+            request = replace(request, reasoning="separate")
+        out = _OutputPipeline(prepared.template, request, sampling.stop)
         started = time.monotonic()
         run = self._start(entry, prepared, sampling, max_tokens, cancel)
         loop = _TokenLoop(entry.llm, out, max_tokens, cancel)
+        sampled: Iterable[int] = run
+        if sampling.logprobs:
+            from local_llm_runtime.llama.logprob_tokens import tokens_with_logprobs
+
+            sampled = tokens_with_logprobs(entry.llm, run, carrier)
         try:
-            yield from loop.run(run)
+            yield from carrier.chunks(loop.run(sampled))
         finally:
             run.close()
         # Only an output that ended by itself (end-of-generation token, stop sequence,
         # the one allowed call complete) may have a last call completed; a cut one
         # (token limit, cancel, timeout) is text. Errors raise before this line.
-        yield from out.finish(ended_naturally=loop.finish == "stop")
+        yield from carrier.chunks(out.finish(ended_naturally=loop.finish == "stop"))
         ended = time.monotonic()
         first = loop.first_token_at or ended
         yield FinalChunk(

@@ -32,7 +32,7 @@ import numpy as np
 
 from local_llm_runtime.errors import GenerationError, InvalidOptionError
 
-__all__ = ["GreedyPick", "Sampler", "SamplingOptions", "common_prefix"]
+__all__ = ["GreedyPick", "Sampler", "SamplingOptions", "common_prefix", "token_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class SamplingOptions:
     request gives the same output whatever ran before (greedy ones included)."""
     num_predict: int = -1
     stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    """Report each sampled token's log-probability (see :func:`token_logprobs`)."""
+    top_logprobs: int = 0
+    """With ``logprobs``: how many of the most likely tokens to report with it."""
 
 
 class Sampler:
@@ -114,6 +118,19 @@ class Sampler:
         )
         self.rejections = 0
         """How many sampled tokens the grammar rejected (each cost a full pass)."""
+        self.top_logprobs: int | None = options.top_logprobs if options.logprobs else None
+        """Alternatives to report with each token's log-probability; ``None``: no logprobs."""
+
+    def logprobs(self, ctx: Any, index: int, token: int) -> tuple[float, list[tuple[int, float]]]:
+        """``token``'s log-probability at batch row ``index`` and the row's most likely tokens.
+
+        Computed from the row's raw logits (see :func:`token_logprobs`); call it
+        after :meth:`sample` (samplers never write the context's logits).
+        """
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,)
+        )
+        return token_logprobs(logits, token, self.top_logprobs or 0)
 
     def sample(self, ctx: Any, index: int = -1) -> int:
         """Sample a token from the logits of batch row ``index`` (the last by default).
@@ -264,6 +281,41 @@ def _chain(options: SamplingOptions, seed: int, n_vocab: int) -> Any:
     for step in steps:
         llama_cpp.llama_sampler_chain_add(chain, step)
     return chain
+
+
+def token_logprobs(
+    logits: np.ndarray[Any, Any], token: int, k: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """Log-probability of ``token`` and the ``k`` most likely tokens, from one row of logits.
+
+    The distribution is the model's own: a log-softmax of the raw logits, before
+    temperature, repetition penalties, top-k/top-p/min-p and any grammar. That is
+    what OpenAI's API and vLLM (``logprobs_mode="raw_logprobs"``, its default)
+    report, and llama-server's ``n_probs`` without ``post_sampling_probs``: the
+    numbers say how likely the model found each token, whatever the sampler then
+    did. So the sampled token need not be the most likely one (temperature above
+    0, penalties, a grammar), and its log-probability is reported either way.
+
+    Args:
+        logits: The row's logits, shape ``(n_vocab,)`` (a view of llama.cpp's
+            buffer: it is read, never written or copied whole).
+        token: The sampled token id.
+        k: How many of the most likely tokens to return (0: none).
+
+    Returns:
+        ``(logprob, [(token_id, logprob), ...])``: the alternatives most likely
+        first (ties by token id), natural logs, each ``<= 0``.
+    """
+    top = float(np.max(logits))
+    # log(sum(exp(x - max))) in float64: the float32 sum over 150k terms drifts.
+    log_total = top + math.log(float(np.sum(np.exp(logits - top), dtype=np.float64)))
+    chosen = min(0.0, float(logits[token]) - log_total)  # rounding never makes it positive
+    if k <= 0:
+        return chosen, []
+    k = min(k, int(logits.shape[0]))
+    ids = np.argpartition(-logits, k - 1)[:k] if k < logits.shape[0] else np.arange(k)
+    ranked = sorted(((float(logits[i]), int(i)) for i in ids), key=lambda p: (-p[0], p[1]))
+    return chosen, [(i, min(0.0, value - log_total)) for value, i in ranked]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

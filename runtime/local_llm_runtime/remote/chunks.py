@@ -2,8 +2,9 @@
 
 The dialect parsers (:mod:`.openai_dialect`, :mod:`.ollama_dialect`) feed an
 :class:`Assembler` with text, reasoning and tool-call fragments, the finish
-reason, usage and timings; it applies the reasoning mode, assembles tool calls
-(OpenAI streams their arguments in fragments, by index), validates their
+reason, usage, timings and tokens' log-probabilities (attached to the text that
+follows them, as the in-process engine does); it applies the reasoning mode,
+assembles tool calls (OpenAI streams their arguments in fragments, by index), validates their
 arguments against the offered tools' schemas like the in-process engine, and
 ends with exactly one :class:`~local_llm_runtime.types.FinalChunk`.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from local_llm_runtime.logprobs import LogprobCarrier
 from local_llm_runtime.prompt.reasoning import ReasoningMode, ThinkSplitter
 from local_llm_runtime.prompt.tool_schema import validate_arguments
 from local_llm_runtime.types import (
@@ -25,6 +27,7 @@ from local_llm_runtime.types import (
     ReasoningDelta,
     TextDelta,
     Timings,
+    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
@@ -77,6 +80,7 @@ class Assembler:
     _text: list[str] = field(default_factory=list)
     _splitter: ThinkSplitter | None = None
     _done: bool = False
+    _carrier: LogprobCarrier = field(default_factory=LogprobCarrier)
     complete: bool = False
     """Whether the server said the answer is whole (a finish reason, ``[DONE]``,
     Ollama's ``done``); an answer that ends without it was cut off."""
@@ -87,17 +91,22 @@ class Assembler:
 
     # ---- input ------------------------------------------------------------------
 
+    def logprobs(self, items: Sequence[TokenLogprob]) -> None:
+        """Tokens' log-probabilities from the server, for the text that comes next."""
+        for item in items:
+            self._carrier.add(item)
+
     def text(self, text: str) -> list[Chunk]:
         """Answer text from the server (may open with a ``<think>`` block)."""
         if not text:
             return []
         self._mark()
         if self._splitter is None:
-            return [*self._close_think(), TextDelta(text)]
+            return self._carried([*self._close_think(), TextDelta(text)])
         out: list[Chunk] = []
         for kind, piece in self._splitter.feed(text):
             out += self.reasoning_text(piece) if kind == "reasoning" else self._answer(piece)
-        return out
+        return self._carried(out)
 
     def reasoning_text(self, text: str) -> list[Chunk]:
         """Reasoning from the server (``reasoning_content``, ``reasoning``, ``thinking``)."""
@@ -105,12 +114,13 @@ class Assembler:
             return []
         self._mark()
         if self.reasoning == "hide":
+            self._carrier = LogprobCarrier()  # hidden tokens: their logprobs go with them
             return []
         if self.reasoning == "inline":
             opening = "" if self._inside else "<think>"
             self._inside = True
-            return [TextDelta(opening + text)]
-        return [ReasoningDelta(text)]
+            return self._carried([TextDelta(opening + text)])
+        return self._carried([ReasoningDelta(text)])
 
     def tool_fragment(
         self,
@@ -184,9 +194,12 @@ class Assembler:
             usage = Usage(*counted) if counted else Usage(0, 0)
         timings = self._timings or self._measured(usage)
         out.append(FinalChunk(finish_reason=reason, usage=usage, timings=timings, model=self.model))
-        return out
+        return self._carried(out)
 
     # ---- internals --------------------------------------------------------------
+
+    def _carried(self, chunks: list[Chunk]) -> list[Chunk]:
+        return [self._carrier.attach(chunk) for chunk in chunks]
 
     def _mark(self) -> None:
         if self._first_at is None:

@@ -8,7 +8,8 @@ Requests: :func:`chat_body` (``/api/chat``), :func:`generate_body`
 Responses: :func:`apply_line` feeds one NDJSON object into an
 :class:`~local_llm_runtime.remote.chunks.Assembler`: ``message.content`` /
 ``response`` -> text, ``message.thinking`` / ``thinking`` -> reasoning,
-``message.tool_calls`` (whole calls, arguments as objects), and on the last
+``message.tool_calls`` (whole calls, arguments as objects), ``logprobs`` (the
+tokens of that object, when the request asked), and on the last
 object (``done: true``) ``done_reason``, the token counts and the durations.
 """
 
@@ -18,8 +19,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from local_llm_runtime.logprobs import token_logprob_of
 from local_llm_runtime.remote.chunks import Assembler
-from local_llm_runtime.remote.options_map import ollama_options
+from local_llm_runtime.remote.options_map import logprob_fields, ollama_options
 from local_llm_runtime.types import Chunk, Timings
 
 __all__ = [
@@ -91,6 +93,7 @@ def _common(
     wired = ollama_options(options or {})
     if wired:
         body["options"] = wired
+    body.update(logprob_fields(options or {}))
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
     return body
@@ -146,6 +149,8 @@ def apply_line(assembler: Assembler, data: Mapping[str, Any]) -> list[Chunk]:
     out: list[Chunk] = []
     message = data.get("message") if isinstance(data.get("message"), Mapping) else data
     assert isinstance(message, Mapping)
+    items = (token_logprob_of(i) for i in data.get("logprobs") or () if isinstance(i, Mapping))
+    assembler.logprobs([item for item in items if item is not None])
     thinking = message.get("thinking")
     if isinstance(thinking, str):
         out += assembler.reasoning_text(thinking)

@@ -21,9 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from local_llm_runtime.logprobs import token_logprob_of
 from local_llm_runtime.remote.chunks import Assembler
-from local_llm_runtime.remote.options_map import openai_sampling
-from local_llm_runtime.types import Chunk, ToolChoice
+from local_llm_runtime.remote.options_map import logprob_fields, openai_sampling
+from local_llm_runtime.types import Chunk, TokenLogprob, ToolChoice, TopLogprob
 
 __all__ = [
     "ServedModel",
@@ -34,6 +35,7 @@ __all__ = [
     "embeddings_body",
     "embeddings_of",
     "event_error",
+    "legacy_logprobs",
     "models_of",
     "response_format",
     "tool_choice_field",
@@ -132,6 +134,7 @@ def chat_body(
     if format is not None:
         body["response_format"] = response_format(format)
     body.update(openai_sampling(options or {}))
+    body.update(logprob_fields(options or {}))
     return body
 
 
@@ -146,6 +149,7 @@ def completion_body(
         "stream_options": {"include_usage": True},
     }
     body.update(openai_sampling(options or {}))
+    body.update(logprob_fields(options or {}, legacy=True))
     return body
 
 
@@ -190,6 +194,12 @@ def apply_chat_event(assembler: Assembler, data: Mapping[str, Any]) -> list[Chun
     out: list[Chunk] = []
     for choice in data.get("choices") or ():
         delta = choice.get("delta") or choice.get("message") or {}
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, Mapping):
+            items = (
+                token_logprob_of(i) for i in logprobs.get("content") or () if isinstance(i, Mapping)
+            )
+            assembler.logprobs([item for item in items if item is not None])
         for key in ("reasoning_content", "reasoning"):
             value = delta.get(key)
             if isinstance(value, str):
@@ -214,11 +224,38 @@ def apply_completion_event(assembler: Assembler, data: Mapping[str, Any]) -> lis
     """Feed one ``text_completion`` object; return the chunks now ready."""
     out: list[Chunk] = []
     for choice in data.get("choices") or ():
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, Mapping):
+            assembler.logprobs(legacy_logprobs(logprobs))
         text = choice.get("text")
         if isinstance(text, str):
             out += assembler.text(text)
         assembler.finish(choice.get("finish_reason"))
     _usage(assembler, data)
+    return out
+
+
+def legacy_logprobs(data: Mapping[str, Any]) -> list[TokenLogprob]:
+    """The tokens of a legacy completion ``logprobs`` object, alternatives most likely first.
+
+    The object has ``tokens``, ``token_logprobs`` and ``top_logprobs`` (``{token:
+    logprob}`` maps), as OpenAI's legacy completions, vLLM and llama-server send it.
+    """
+    tokens = data.get("tokens") or []
+    values = data.get("token_logprobs") or []
+    tops = data.get("top_logprobs") or []
+    out = []
+    for i, token in enumerate(tokens):
+        value = values[i] if i < len(values) else None
+        if not isinstance(token, str) or not isinstance(value, int | float):
+            continue
+        top = tops[i] if i < len(tops) and isinstance(tops[i], Mapping) else {}
+        ranked = sorted(
+            ((str(t), float(v)) for t, v in top.items() if isinstance(v, int | float)),
+            key=lambda pair: -pair[1],
+        )
+        alternatives = tuple(TopLogprob(t, v, tuple(t.encode("utf-8"))) for t, v in ranked)
+        out.append(TokenLogprob(token, float(value), tuple(token.encode("utf-8")), alternatives))
     return out
 
 

@@ -12,7 +12,9 @@ go as the extra fields llama-server, llama_cpp.server, vLLM (``top_k``,
 ``num_batch``, ``num_gpu``, ``num_thread``) are the server's own configuration
 and ``typical_p``/``repeat_last_n`` have no portable field: they are not sent
 (:data:`NOT_SENT_OPENAI`). On the Ollama dialect every option goes in
-``options`` as is (``keep_alive`` as the request's field).
+``options`` as is (``keep_alive``, ``logprobs`` and ``top_logprobs`` as the
+request's fields). ``logprobs``/``top_logprobs`` go as each API names them
+(:func:`logprob_fields`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 
 from local_llm_runtime.options import validate_options
 
-__all__ = ["NOT_SENT_OPENAI", "checked_options", "ollama_options", "openai_sampling"]
+__all__ = [
+    "NOT_SENT_OPENAI",
+    "checked_options",
+    "logprob_fields",
+    "ollama_options",
+    "openai_sampling",
+]
 
 _OPENAI_FIELDS: tuple[tuple[str, str], ...] = (
     ("temperature", "temperature"),
@@ -69,6 +77,24 @@ def openai_sampling(options: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
+_TOP_LEVEL = frozenset({"keep_alive", "logprobs", "top_logprobs"})
+"""Options Ollama takes beside ``options``, not in it."""
+
+
 def ollama_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Ollama's ``options`` object for checked options (``keep_alive`` excluded)."""
-    return {k: v for k, v in options.items() if k != "keep_alive" and v is not None}
+    """Ollama's ``options`` object for checked options (``keep_alive`` and logprobs excluded)."""
+    return {k: v for k, v in options.items() if k not in _TOP_LEVEL and v is not None}
+
+
+def logprob_fields(options: Mapping[str, Any], *, legacy: bool = False) -> dict[str, Any]:
+    """The request fields asking for log-probabilities (none unless ``logprobs`` is true).
+
+    Ollama and OpenAI chat: ``logprobs: true`` and ``top_logprobs``; OpenAI's legacy
+    completions (``legacy=True``): ``logprobs`` is the number of alternatives.
+    """
+    if not options.get("logprobs"):
+        return {}
+    top = int(options.get("top_logprobs") or 0)
+    if legacy:
+        return {"logprobs": top}
+    return {"logprobs": True, **({"top_logprobs": top} if top else {})}

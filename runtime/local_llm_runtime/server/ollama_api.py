@@ -142,7 +142,9 @@ async def chat(request: Request) -> Response:
     state = server_state(request)
     model = model_name(body.model)
     messages = wire.to_engine_messages(body.messages)
-    options = wire.engine_options(body.options)
+    options = wire.engine_options(
+        body.options, logprobs=body.logprobs, top_logprobs=body.top_logprobs
+    )
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     fmt = wire.engine_format(body.format)
     if not messages:
@@ -180,7 +182,9 @@ async def generate(request: Request) -> Response:
     wire.refuse_unsupported(body)
     state = server_state(request)
     model = model_name(body.model)
-    options = wire.engine_options(body.options)
+    options = wire.engine_options(
+        body.options, logprobs=body.logprobs, top_logprobs=body.top_logprobs
+    )
     keep_alive = wire.keep_alive_seconds(body.keep_alive)
     fmt = wire.engine_format(body.format)
     if not body.prompt:

@@ -24,9 +24,11 @@ Python SDK (0.6) sends and parses:
 Our departures from Ollama, on purpose: ``done_reason`` is ``cancelled`` for a
 generation stopped by a disconnect or a shutdown; a tool call whose arguments
 do not validate against the tool's schema is not sent as a call (it must not
-be run); ``images``, ``suffix``, ``template``, ``context``, ``logprobs`` and
+be run); ``images``, ``suffix``, ``template``, ``context`` and
 image-generation fields are refused with 400 (this runtime has no vision, no
-fill-in-the-middle, no raw token context and no log-probabilities).
+fill-in-the-middle and no raw token context). ``logprobs``/``top_logprobs``
+give each object the ``logprobs`` of its tokens (content and thinking), as
+Ollama's ``[{"token", "logprob", "bytes", "top_logprobs"}]``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from local_llm_runtime.interface import JsonFormat
+from local_llm_runtime.logprobs import token_logprob_object
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.reasoning import ReasoningMode
 from local_llm_runtime.server.errors import HTTPError
@@ -54,6 +57,7 @@ from local_llm_runtime.types import (
     RunningModel,
     TextDelta,
     Timings,
+    TokenLogprob,
     ToolCallDelta,
 )
 
@@ -242,8 +246,6 @@ _UNSUPPORTED: dict[str, str] = {
     "template": "custom prompt templates are not supported (the model's own template is used)",
     "context": "the token context of an earlier response is not supported; send the "
     "conversation as /api/chat messages",
-    "logprobs": "log-probabilities are not supported",
-    "top_logprobs": "log-probabilities are not supported",
     "width": "image generation is not supported",
     "height": "image generation is not supported",
     "steps": "image generation is not supported",
@@ -299,15 +301,27 @@ _NEUTRAL_OPTIONS: dict[str, Any] = {"mirostat": 0, "tfs_z": 1.0}
 """Ollama sampling options the engine does not implement: accepted only at their no-op value."""
 
 
-def engine_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Ollama ``options`` as the engine's ``options=`` (validated).
+def engine_options(
+    options: Mapping[str, Any] | None,
+    *,
+    logprobs: bool | None = None,
+    top_logprobs: int | None = None,
+) -> dict[str, Any]:
+    """Ollama ``options`` (and the request's ``logprobs``/``top_logprobs``) as the engine's.
 
     ``None`` values are dropped; Ollama-only load hints that change no answer are
     accepted and unused; ``mirostat``/``tfs_z`` only at their no-op values.
 
     Raises:
-        HTTPError: 400 naming the option: unknown, unsupported or out of range.
+        HTTPError: 400 naming the option: unknown, unsupported or out of range
+            (``top_logprobs``: 0 to 20, above 0 only with ``logprobs: true``).
     """
+    given = {"logprobs": logprobs, "top_logprobs": top_logprobs}
+    try:
+        extra = validate_options({k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        param = "top_logprobs" if "top_logprobs" in str(exc) else "logprobs"
+        raise HTTPError(400, f"{param}: {exc}", param=param) from None
     kept: dict[str, Any] = {}
     for key, value in (options or {}).items():
         if value is None or key in _IGNORED_OPTIONS:
@@ -328,6 +342,8 @@ def engine_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
                 400, "options.keep_alive: send keep_alive beside options", param="options"
             )
         kept[key] = value
+    if extra.get("logprobs"):  # false (some clients' default) asks for nothing
+        kept.update(extra)
     try:
         return validate_options(kept)
     except ValueError as exc:  # UnknownOptionError / InvalidOptionError
@@ -523,16 +539,32 @@ def chat_chunk(model: str, chunk: Chunk, *, total_s: float = 0.0) -> dict[str, A
                 total_s,
             ),
         }
-    return {**head, "message": message, "done": False}
+    return {**head, "message": message, "done": False, **_logprobs(chunk)}
+
+
+def _logprobs(chunk: Chunk) -> dict[str, Any]:
+    """``{"logprobs": [...]}`` for a text or thinking chunk that carries tokens, else ``{}``."""
+    if isinstance(chunk, TextDelta | ReasoningDelta) and chunk.logprobs:
+        return {"logprobs": _logprob_list(chunk.logprobs)}
+    return {}
+
+
+def _logprob_list(items: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    return [token_logprob_object(item, empty_top=False) for item in items]
+
+
+def _result_logprobs(result: ChatResult) -> dict[str, Any]:
+    items = [*result.reasoning_logprobs, *result.logprobs]
+    return {"logprobs": _logprob_list(items)} if items else {}
 
 
 def generate_chunk(model: str, chunk: Chunk, *, total_s: float = 0.0) -> dict[str, Any] | None:
     """One streamed ``/api/generate`` object (``response``/``thinking``; ``None``: skip)."""
     head = {"model": model, "created_at": created_at()}
     if isinstance(chunk, TextDelta):
-        return {**head, "response": chunk.text, "done": False}
+        return {**head, "response": chunk.text, "done": False, **_logprobs(chunk)}
     if isinstance(chunk, ReasoningDelta):
-        return {**head, "response": "", "thinking": chunk.text, "done": False}
+        return {**head, "response": "", "thinking": chunk.text, "done": False, **_logprobs(chunk)}
     if isinstance(chunk, ToolCallDelta):
         return None  # completions offer no tools
     return {
@@ -566,6 +598,7 @@ def chat_response(model: str, result: ChatResult, *, total_s: float) -> dict[str
             result.timings,
             total_s,
         ),
+        **_result_logprobs(result),
     }
 
 
@@ -583,6 +616,7 @@ def generate_response(model: str, result: ChatResult, *, total_s: float) -> dict
             total_s,
         )
     )
+    out.update(_result_logprobs(result))
     return out
 
 

@@ -84,6 +84,7 @@ async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions``: a ``chat.completion``, or SSE ``chat.completion.chunk``s."""
     req = await parse_body(request, ChatCompletionRequest)
     args = chat_arguments(req)
+    logprobs = bool(args.options.get("logprobs"))
     state = server_state(request)
     ticket = state.admit()
     kwargs: dict[str, Any] = {
@@ -98,14 +99,16 @@ async def chat_completions(request: Request) -> Response:
         result = await collect(
             request, ticket, state.engine.achat(req.model, args.messages, **kwargs)
         )
-        body = chat_completion(result, id=new_id("chatcmpl"), created=now(), model=req.model)
+        body = chat_completion(
+            result, id=new_id("chatcmpl"), created=now(), model=req.model, logprobs=logprobs
+        )
         return JSONResponse(body)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return await _sse(
         request,
         ticket,
         lambda: state.engine.achat_stream(req.model, args.messages, **kwargs),
-        ChatChunker(model=req.model, include_usage=include_usage),
+        ChatChunker(model=req.model, include_usage=include_usage, logprobs=logprobs),
     )
 
 
@@ -114,6 +117,7 @@ async def completions(request: Request) -> Response:
     """``POST /v1/completions``: a raw continuation of ``prompt`` (``text_completion``)."""
     req = await parse_body(request, CompletionRequest)
     args = completion_arguments(req)
+    logprobs = bool(args.options.get("logprobs"))
     state = server_state(request)
     ticket = state.admit()
     kwargs: dict[str, Any] = {"raw": True, "options": args.options, "cancel": ticket.cancel}
@@ -121,14 +125,16 @@ async def completions(request: Request) -> Response:
         result = await collect(
             request, ticket, state.engine.agenerate(req.model, args.prompt, **kwargs)
         )
-        body = text_completion(result, id=new_id("cmpl"), created=now(), model=req.model)
+        body = text_completion(
+            result, id=new_id("cmpl"), created=now(), model=req.model, logprobs=logprobs
+        )
         return JSONResponse(body)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return await _sse(
         request,
         ticket,
         lambda: state.engine.agenerate_stream(req.model, args.prompt, **kwargs),
-        CompletionChunker(model=req.model, include_usage=include_usage),
+        CompletionChunker(model=req.model, include_usage=include_usage, logprobs=logprobs),
     )
 
 

@@ -16,18 +16,21 @@ Request fields come in three kinds:
   ``parallel_tool_calls``, ``response_format`` (``json_object`` -> any JSON,
   ``json_schema`` -> its schema), ``stop``, ``seed``, ``max_tokens`` /
   ``max_completion_tokens`` (-> ``num_predict``), ``temperature``, ``top_p``,
-  ``frequency_penalty``, ``presence_penalty``; our extras, as llama-server and
-  vLLM accept them: ``top_k``, ``min_p``, ``repeat_penalty``;
+  ``frequency_penalty``, ``presence_penalty``, ``logprobs``/``top_logprobs``
+  (chat: ``choices[].logprobs.content``; completions' legacy ``logprobs`` number:
+  ``{tokens, token_logprobs, top_logprobs, text_offset}``, streamed chunks too);
+  our extras, as llama-server and vLLM accept them: ``top_k``, ``min_p``,
+  ``repeat_penalty``;
 * accepted and ignored, having no effect on a local model: ``user``,
   ``metadata``, ``store``, ``service_tier``, ``prompt_cache_key``,
   ``prompt_cache_retention``, ``safety_identifier``, ``reasoning_effort``,
   ``verbosity``, ``logit_bias`` when empty, ``modalities`` ``["text"]``,
-  ``n`` 1, ``logprobs`` false;
-* refused with a 400 naming the field: ``n`` > 1, ``logprobs``/``top_logprobs``,
-  ``logit_bias``, ``audio``, ``prediction``, ``web_search_options``, the legacy
-  ``functions``/``function_call``, image/audio/file content parts (the runtime is
-  text only), and any field OpenAI does not define (a typo is an error, not a
-  silent default).
+  ``n`` 1;
+* refused with a 400 naming the field: ``n`` > 1, ``top_logprobs`` above 0
+  without ``logprobs``, ``logit_bias``, ``audio``, ``prediction``,
+  ``web_search_options``, the legacy ``functions``/``function_call``,
+  image/audio/file content parts (the runtime is text only), and any field
+  OpenAI does not define (a typo is an error, not a silent default).
 
 Reasoning text (a ``<think>`` block) is sent as ``reasoning_content``, as
 DeepSeek's API, vLLM and llama-server do. A tool call whose arguments do not
@@ -55,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from local_llm_runtime.errors import InvalidOptionError, UnknownOptionError
 from local_llm_runtime.interface import JsonFormat
+from local_llm_runtime.logprobs import LegacyLogprobs, token_logprob_object
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.model_names import ModelName
@@ -66,6 +70,7 @@ from local_llm_runtime.types import (
     FinishReason,
     ReasoningDelta,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
     ToolChoice,
     Usage,
@@ -330,6 +335,23 @@ def _options(req: _Sampling, max_tokens: tuple[str, int | None]) -> dict[str, An
     return options
 
 
+def _logprob_options(
+    logprobs: bool | None, top_logprobs: int | None, *, legacy: bool = False
+) -> dict[str, Any]:
+    """``logprobs``/``top_logprobs`` as engine options (400 naming the field when invalid).
+
+    OpenAI's rule: ``top_logprobs`` above 0 needs ``logprobs: true``; 0 to 20
+    alternatives. The legacy completions ``logprobs`` is the number of alternatives.
+    """
+    given = {"logprobs": logprobs, "top_logprobs": top_logprobs}
+    try:
+        checked = validate_options({k: v for k, v in given.items() if v is not None})
+    except (InvalidOptionError, UnknownOptionError) as exc:
+        param = "logprobs" if legacy or "top_logprobs" not in str(exc) else "top_logprobs"
+        raise HTTPError(400, f"{param}: {exc}", param=param) from None
+    return checked if checked.get("logprobs") else {}  # false: nothing to ask the engine
+
+
 def _content(index: int, content: str | list[dict[str, Any]] | None) -> Any:
     if not isinstance(content, list):
         return content
@@ -443,9 +465,6 @@ def chat_arguments(req: ChatCompletionRequest) -> ChatArguments:
         HTTPError: 400 naming the field for what this server cannot do (see the module doc).
     """
     _common_checks(req)
-    if req.logprobs or req.top_logprobs:
-        field_name = "logprobs" if req.logprobs else "top_logprobs"
-        raise _refuse(field_name, "log probabilities are not supported by this server yet.")
     for name in ("audio", "prediction", "web_search_options"):
         if getattr(req, name) is not None:
             raise _refuse(name, f"{name} is not supported by this server.")
@@ -473,7 +492,7 @@ def chat_arguments(req: ChatCompletionRequest) -> ChatArguments:
         tool_choice=_tool_choice(req, names),
         parallel_tool_calls=req.parallel_tool_calls is not False,
         format=_response_format(req.response_format),
-        options=_options(req, limit),
+        options={**_options(req, limit), **_logprob_options(req.logprobs, req.top_logprobs)},
     )
 
 
@@ -482,7 +501,7 @@ def completion_arguments(req: CompletionRequest) -> CompletionArguments:
 
     Raises:
         HTTPError: 400 naming the field: token-id prompts, several prompts, ``echo``,
-            ``suffix``, ``best_of`` > 1, ``logprobs``, ``n`` > 1.
+            ``suffix``, ``best_of`` > 1, ``n`` > 1, ``logprobs`` above 20.
     """
     _common_checks(req)
     if req.echo:
@@ -491,8 +510,6 @@ def completion_arguments(req: CompletionRequest) -> CompletionArguments:
         raise _refuse("suffix", "suffix (fill-in-the-middle) is not supported by this server.")
     if req.best_of is not None and req.best_of != 1:
         raise _refuse("best_of", "only best_of=1 is supported.")
-    if req.logprobs is not None:
-        raise _refuse("logprobs", "log probabilities are not supported by this server yet.")
     prompt = req.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
@@ -502,7 +519,10 @@ def completion_arguments(req: CompletionRequest) -> CompletionArguments:
                 "and batches are not supported.",
             )
         prompt = prompt[0]
-    return CompletionArguments(prompt=prompt, options=_options(req, ("max_tokens", req.max_tokens)))
+    options = _options(req, ("max_tokens", req.max_tokens))
+    if req.logprobs is not None:  # legacy: the number of alternatives asks for logprobs
+        options.update(_logprob_options(True, req.logprobs, legacy=True))
+    return CompletionArguments(prompt=prompt, options=options)
 
 
 def embedding_inputs(req: EmbeddingRequest) -> list[str]:
@@ -560,8 +580,18 @@ def _tool_call(call: ToolCallDelta) -> dict[str, Any]:
     }
 
 
-def chat_completion(result: ChatResult, *, id: str, created: int, model: str) -> dict[str, Any]:
-    """A whole ``chat.completion`` object from the engine's aggregated result."""
+def _content_logprobs(items: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """``choices[].logprobs`` of a chat answer: its tokens (``refusal``: none)."""
+    return {"content": [token_logprob_object(item) for item in items], "refusal": None}
+
+
+def chat_completion(
+    result: ChatResult, *, id: str, created: int, model: str, logprobs: bool = False
+) -> dict[str, Any]:
+    """A whole ``chat.completion`` object from the engine's aggregated result.
+
+    ``logprobs``: the request asked for them (``choices[].logprobs.content``; else ``null``).
+    """
     calls = sorted(result.tool_calls + result.invalid_tool_calls, key=lambda c: c.index)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -582,7 +612,7 @@ def chat_completion(result: ChatResult, *, id: str, created: int, model: str) ->
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": _content_logprobs(result.logprobs) if logprobs else None,
                 "finish_reason": finish_reason(result.finish_reason),
             }
         ],
@@ -599,16 +629,23 @@ class ChatChunker:
     accumulate by index); the :class:`FinalChunk` gives a chunk with an empty
     delta and ``finish_reason``, then, with ``include_usage``, one with
     ``choices: []`` and ``usage`` (every earlier chunk then has ``usage: null``).
+    With ``logprobs`` each content chunk carries its tokens in ``choices[].logprobs``.
     """
 
     model: str
     include_usage: bool = False
+    logprobs: bool = False
     id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=now)
     _started: bool = False
     _calls: int = 0
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if not self._started:
             delta = {"role": "assistant", **delta}
             self._started = True
@@ -618,7 +655,9 @@ class ChatChunker:
             "created": self.created,
             "model": self.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            ],
         }
         if self.include_usage:
             obj["usage"] = None
@@ -627,7 +666,10 @@ class ChatChunker:
     def convert(self, chunk: Chunk) -> list[dict[str, Any]]:
         """The wire objects of one engine chunk (none for an empty text delta)."""
         if isinstance(chunk, TextDelta):
-            return [self._chunk({"content": chunk.text})] if chunk.text else []
+            if not chunk.text:
+                return []
+            logprobs = _content_logprobs(chunk.logprobs) if self.logprobs else None
+            return [self._chunk({"content": chunk.text}, logprobs=logprobs)]
         if isinstance(chunk, ReasoningDelta):
             return [self._chunk({"reasoning_content": chunk.text})] if chunk.text else []
         if isinstance(chunk, ToolCallDelta):
@@ -656,8 +698,10 @@ class ChatChunker:
         return out
 
 
-def text_completion(result: ChatResult, *, id: str, created: int, model: str) -> dict[str, Any]:
-    """A whole ``text_completion`` object."""
+def text_completion(
+    result: ChatResult, *, id: str, created: int, model: str, logprobs: bool = False
+) -> dict[str, Any]:
+    """A whole ``text_completion`` object (``logprobs``: the legacy object, else ``null``)."""
     return {
         "id": id,
         "object": "text_completion",
@@ -668,7 +712,7 @@ def text_completion(result: ChatResult, *, id: str, created: int, model: str) ->
             {
                 "index": 0,
                 "text": result.text,
-                "logprobs": None,
+                "logprobs": LegacyLogprobs().object(result.logprobs) if logprobs else None,
                 "finish_reason": finish_reason(result.finish_reason),
             }
         ],
@@ -678,21 +722,29 @@ def text_completion(result: ChatResult, *, id: str, created: int, model: str) ->
 
 @dataclass
 class CompletionChunker:
-    """Engine chunks to streamed ``text_completion`` objects (reasoning is not sent)."""
+    """Engine chunks to streamed ``text_completion`` objects (reasoning is not sent).
+
+    With ``logprobs`` each text chunk carries the legacy ``logprobs`` object of its
+    tokens (``text_offset`` counted from the start of the completion).
+    """
 
     model: str
     include_usage: bool = False
+    logprobs: bool = False
     id: str = field(default_factory=lambda: new_id("cmpl"))
     created: int = field(default_factory=now)
+    _legacy: LegacyLogprobs = field(default_factory=LegacyLogprobs)
 
-    def _chunk(self, text: str, finish: str | None = None) -> dict[str, Any]:
+    def _chunk(
+        self, text: str, finish: str | None = None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         obj: dict[str, Any] = {
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
         }
         if self.include_usage:
             obj["usage"] = None
@@ -701,7 +753,10 @@ class CompletionChunker:
     def convert(self, chunk: Chunk) -> list[dict[str, Any]]:
         """The wire objects of one engine chunk."""
         if isinstance(chunk, TextDelta):
-            return [self._chunk(chunk.text)] if chunk.text else []
+            if not chunk.text:
+                return []
+            logprobs = self._legacy.object(chunk.logprobs) if self.logprobs else None
+            return [self._chunk(chunk.text, logprobs=logprobs)]
         if not isinstance(chunk, FinalChunk):
             return []
         out = [self._chunk("", finish_reason(chunk.finish_reason))]

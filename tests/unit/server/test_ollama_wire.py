@@ -228,7 +228,6 @@ def test_format_and_think() -> None:
         ),
         (wire.GenerateRequest, {"model": "m", "prompt": "p", "context": [1, 2]}, "context"),
         (wire.GenerateRequest, {"model": "m", "prompt": "p", "images": ["aGk="]}, "images"),
-        (wire.ChatRequest, {"model": "m", "messages": [], "logprobs": True}, "logprobs"),
         (wire.CreateRequest, {"model": "m", "from": "x", "quantize": "q4_K_M"}, "quantize"),
         (wire.CreateRequest, {"model": "m", "files": {"a.gguf": "sha256:0"}}, "files"),
     ],

@@ -86,7 +86,7 @@ def test_json_schema_response_format_is_the_engines_schema(
     ("fields", "param"),
     [
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true, as OpenAI
         ({"temprature": 0.5}, "temprature"),
         ({"temperature": 3}, "temperature"),
         ({"messages": []}, "messages"),

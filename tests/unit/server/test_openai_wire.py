@@ -135,8 +135,8 @@ def test_response_format_becomes_the_engines_format(
     ("fields", "param"),
     [
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # needs logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),  # 0 to 20
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
         ({"modalities": ["text", "audio"]}, "modalities"),
@@ -297,7 +297,7 @@ def test_whole_chat_completion() -> None:
         ({"echo": True}, "echo"),
         ({"suffix": "}"}, "suffix"),
         ({"best_of": 2}, "best_of"),
-        ({"logprobs": 1}, "logprobs"),
+        ({"logprobs": 21}, "logprobs"),  # the legacy number of alternatives: 0 to 20
         ({"n": 3}, "n"),
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"prompt": ["a", "b"]}, "prompt"),
