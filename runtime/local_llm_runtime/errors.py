@@ -16,6 +16,7 @@ __all__ = [
     "ContextLengthExceededError",
     "DownloadError",
     "GenerationError",
+    "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
@@ -269,3 +270,19 @@ class ToolCallMissingError(InvalidToolCallError):
             "server that enforces it (vLLM, llama-server, local-llm serve over /v1), or "
             "run the model in-process.",
         )
+
+
+class InsufficientMemoryError(LocalLLMError, MemoryError):
+    """No file of a model fits this machine's memory (``:auto`` quantization).
+
+    Raised before anything is downloaded: the store never pulls a model that cannot run.
+
+    Attributes:
+        needs: Bytes each quantization would need (weights + KV cache + compute), by name.
+        available: Bytes usable (free GPU memory or available RAM, less headroom).
+    """
+
+    def __init__(self, message: str, *, needs: dict[str, int], available: int) -> None:
+        self.needs = dict(needs)
+        self.available = available
+        super().__init__(message)

@@ -137,6 +137,22 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return _int_at_least(env, name, default, 0)
 
 
+_QUANT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,38}[A-Za-z0-9])?")
+
+
+def _quant(env: Mapping[str, str]) -> str | None:
+    """``LOCAL_LLM_QUANT``: a quantization name (``q5_k_m``) or ``auto``, upper-cased."""
+    raw = (env.get("LOCAL_LLM_QUANT") or "").strip()
+    if not raw:
+        return None
+    if not _QUANT_NAME.fullmatch(raw):
+        raise InvalidOptionError(
+            f"LOCAL_LLM_QUANT={raw!r} is not a quantization name: use one like Q4_K_M, "
+            "Q8_0, or auto (the largest that fits this machine's memory)."
+        )
+    return raw.upper()
+
+
 class RuntimeSettings(BaseModel):
     """Typed view of the environment the runtime depends on."""
 
@@ -212,6 +228,11 @@ class RuntimeSettings(BaseModel):
     progress_bars: bool = True
     """Show download progress (off when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set)."""
 
+    quant: str | None = None
+    """Quantization pulled when a name gives none (``LOCAL_LLM_QUANT``, upper case:
+    ``Q8_0``, or ``AUTO`` for the largest that fits this machine's memory); ``None``: the
+    catalog family's default, ``Q4_K_M`` for ``hf.co/`` references."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
         """Read the settings from environment variables.
@@ -278,6 +299,7 @@ class RuntimeSettings(BaseModel):
             hf_token_path=hf_token_path,
             progress_bars=not _is_true(progress_raw),
             stream_idle_timeout=stream_idle,
+            quant=_quant(env),
         )
 
     def token_value(self) -> str | None:
