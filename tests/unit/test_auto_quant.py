@@ -421,3 +421,25 @@ def test_auto_model_runs(fake_hub: FakeHub, tiny_repo: dict[str, bytes]) -> None
         assert llm.create_completion("hi", max_tokens=2)["usage"]["completion_tokens"] >= 1
     finally:
         llm.close()
+
+
+def test_api_pull_streams_the_auto_choice(
+    fake_hub: FakeHub, tiny_repo: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from local_llm_runtime.store import auto_quant
+    from local_llm_runtime.testing import FakeEngine
+    from tests.support.server import make_app
+
+    monkeypatch.setattr(
+        auto_quant, "probe_budget", lambda: MemoryBudget(64 * GiB, 0, "available RAM")
+    )
+    with TestClient(make_app(FakeEngine())) as client:
+        text = client.post("/api/pull", json={"model": f"hf.co/{REPO}:auto"}).text
+    statuses = [json.loads(line)["status"] for line in text.splitlines() if line.strip()]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    (reason,) = [s for s in statuses if s.startswith("auto:")]
+    assert reason.startswith("auto: Q8_0 (") and reason.endswith("it is the largest quantization")
