@@ -111,7 +111,9 @@ def test_llama_engine_dimensions_are_the_unit_prefix_direction(
         for s, f in zip(short, full, strict=True):
             assert len(s) == dims and math.isclose(_norm(s), 1.0, rel_tol=1e-6)
             assert _is_prefix_direction(s, f)
-    assert engine.embed(model, texts, dimensions=64) == pytest.approx(engine.embed(model, texts))
+    whole = engine.embed(model, texts)
+    same = engine.embed(model, texts, dimensions=64)  # the full width: unchanged
+    assert [pytest.approx(v) for v in whole] == same
     raw = engine.embed(model, texts, dimensions=8, normalize=False)
     assert raw[0] == pytest.approx(full[0][:8])  # normalize=False: the plain prefix
     with pytest.raises(InvalidOptionError, match="at most 64"):
@@ -149,17 +151,20 @@ def test_fake_engine_follows_the_same_rules() -> None:
     short = fake.embed("e", ["red apple"], dimensions=4)[0]
     assert len(short) == 4 and _is_prefix_direction(short, full)
     assert fake.last_request.dimensions == 4 and fake.last_request.truncate is True
-    long = " ".join(["word"] * 20)
+    words = [f"w{i}" for i in range(20)]
+    long = " ".join(words)  # 20 tokens, the context is 8
     assert len(fake.embed("e", [long])[0]) == 16
-    with pytest.raises(ContextLengthExceededError):
+    with pytest.raises(ContextLengthExceededError) as caught:
         fake.embed("e", [long], truncate=False)
+    assert (caught.value.prompt_tokens, caught.value.num_ctx) == (20, 8)
     with pytest.raises(ContextLengthExceededError):
         asyncio.run(fake.aembed("e", [long], truncate=False))
     with pytest.raises(InvalidOptionError, match="at most 16"):
         fake.embed("e", ["x"], dimensions=17)
-    # truncate=True embeds the head of the text: same vector as the head alone
-    head = " ".join(["word"] * 4)
-    assert fake.embed("e", [long + " other"]) == fake.embed("e", [head + " word word"])
+    # truncate=True embeds the first 8 tokens: the vector of the head alone
+    roomy = FakeEngine(dimension=16)  # 4096-token context
+    assert fake.embed("e", [long]) == roomy.embed("e", [" ".join(words[:8])])
+    assert fake.embed("e", [long]) != roomy.embed("e", [long])
 
 
 # ---- the adapters forward both --------------------------------------------------------------
