@@ -443,3 +443,23 @@ def test_api_pull_streams_the_auto_choice(
     assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
     (reason,) = [s for s in statuses if s.startswith("auto:")]
     assert reason.startswith("auto: Q8_0 (") and reason.endswith("it is the largest quantization")
+
+
+def test_probing_the_build_and_memory_imports_no_backend() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from local_llm_runtime.memory import llama_build_offloads\n"
+        "from local_llm_runtime.store.auto_quant import probe_budget\n"
+        "offloads = llama_build_offloads()\n"
+        "budget = probe_budget()\n"
+        "assert budget is None or budget.available_bytes > 0, budget\n"
+        "print(offloads, sorted(m for m in sys.modules if m.startswith("
+        "('llama_cpp', 'local_llm_runtime.llama'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split(maxsplit=1)
+    assert out[0] in ("True", "False", "None") and out[1].strip() == "[]"
