@@ -65,7 +65,9 @@ What it does, so tests exercise the same paths as with a real model:
   has a fixed pseudo-random direction (seeded by its hash), a text is the sum
   of its words'. The same text always gives the same vector, and texts sharing
   words are closer, so retrieval in a RAG test finds the document that shares
-  the question's words.
+  the question's words. ``dimensions`` and ``truncate`` behave as in the real
+  engine: a text longer than the model's context window (in :func:`fake_tokens`)
+  is embedded from its first tokens, or refused with ``truncate=False``.
 * **Models**: by default every name is a chat model with tools and a context
   of 4096 tokens (:meth:`FakeEngine.model_info`); with ``models={name: ModelInfo}``
   only those exist and any other name raises
