@@ -308,8 +308,8 @@ def test_auto_pull_chooses_the_largest_that_fits_and_records_it(
     assert fake_hub.file_gets("tiny-q8_0.gguf") == 0  # never downloaded
     assert fake_hub.file_gets("tiny-q4_k_m.gguf") == 1
     header_reads = [r for r in fake_hub.requests if r.path.endswith("tiny-q2_k.gguf")]
-    first = min(MiB, len(tiny_repo["tiny-q2_k.gguf"]))  # the header of the smallest file
-    assert [r.headers.get("range") for r in header_reads] == [f"bytes=0-{first - 1}"]
+    smallest = len(tiny_repo["tiny-q2_k.gguf"])  # one range request for its header
+    assert [r.headers.get("range") for r in header_reads] == [f"bytes=0-{smallest - 1}"]
 
     # Later runs: offline, stable, no memory probe, no request.
     fake_hub.reset_requests()
@@ -463,3 +463,25 @@ def test_probing_the_build_and_memory_imports_no_backend() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.split(maxsplit=1)
     assert out[0] in ("True", "False", "None") and out[1].strip() == "[]"
+
+
+def test_read_prefix_stops_once_the_header_is_complete(fake_hub: FakeHub, tiny_gguf: Path) -> None:
+    from local_llm_runtime.store.hub import HubClient
+
+    big = tiny_gguf.read_bytes() + b"\0" * (12 * MiB)
+    commit = fake_hub.add_repo(REPO, {"big-q4_k_m.gguf": big})
+    hub = HubClient(RuntimeSettings.from_env())
+    asked: list[int] = []
+
+    def enough(head: bytes) -> bool:
+        asked.append(len(head))
+        return read_gguf_metadata_prefix(head, "big") is not None
+
+    data = hub.read_prefix(REPO, commit, "big-q4_k_m.gguf", 64 * MiB, enough=enough)
+    assert MiB <= len(data) < 2 * MiB and len(asked) == 1  # stopped at the first checkpoint
+    assert read_gguf_metadata_prefix(data, "big") == read_gguf_info(tiny_gguf).metadata
+    exact = hub.read_prefix(REPO, commit, "big-q4_k_m.gguf", 3 * MiB)
+    assert exact == big[: 3 * MiB]
+    (first, second) = [r for r in fake_hub.requests if r.path.endswith("big-q4_k_m.gguf")]
+    assert first.headers["range"] == f"bytes=0-{64 * MiB - 1}"
+    assert second.headers["range"] == f"bytes=0-{3 * MiB - 1}"

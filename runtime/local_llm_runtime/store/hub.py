@@ -71,6 +71,8 @@ _DOWNLOAD_ATTEMPTS = 3
 _HASH_CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
+_PREFIX_CHECKPOINT = 1 << 20
+"""First size at which :meth:`HubClient.read_prefix` asks whether it has read enough."""
 
 
 @dataclass(frozen=True)
@@ -539,11 +541,27 @@ class HubClient:
         }
         return RepoListing(repo_id=canonical, revision=info.sha, sizes=sizes)
 
-    def read_prefix(self, repo_id: str, revision: str, path: str, limit: int) -> bytes:
-        """The first ``limit`` bytes of a file (a ``Range`` request; nothing is cached).
+    def read_prefix(
+        self,
+        repo_id: str,
+        revision: str,
+        path: str,
+        limit: int,
+        *,
+        enough: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        """The first bytes of a file, up to ``limit`` (one ``Range`` request; nothing cached).
 
-        Servers that ignore ``Range`` send the whole file: only ``limit`` bytes are
-        read before the connection is closed.
+        Servers that ignore ``Range`` send the whole file: only what is needed is read
+        before the connection is closed.
+
+        Args:
+            repo_id: ``org/repo``.
+            revision: The commit.
+            path: The file in the repository.
+            limit: The most bytes to read.
+            enough: Asked with the bytes so far each time they pass 1 MiB, 2 MiB, 4 MiB,
+                ...; ``True`` stops reading there (a GGUF header is complete).
 
         Raises:
             DownloadError: If the Hub cannot be reached or answers an error.
@@ -572,10 +590,15 @@ class HubClient:
                         f"The Hub answered HTTP {response.status_code} for {path} of "
                         f"hf.co/{repo_id}; try again later."
                     )
+                checkpoint = _PREFIX_CHECKPOINT
                 for chunk in response.iter_bytes():
                     out += chunk
                     if len(out) >= limit:
                         break
+                    if enough is not None and len(out) >= checkpoint:
+                        if enough(bytes(out)):
+                            break
+                        checkpoint = max(checkpoint * 2, len(out))
         except LocalLLMError:
             raise
         except httpx.HTTPError as exc:
