@@ -52,6 +52,16 @@ class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
     """Prefix for documents; ``None`` uses the model's own convention (nomic-embed-text:
     ``search_document: ``), ``""`` none."""
 
+    dimensions: int | None = Field(default=None, ge=1)
+    """Keep the first this many values of each vector, then L2-normalize (Matryoshka, as
+    Ollama's and OpenAI's ``dimensions``); ``None`` keeps the model's full width. More
+    than the model's width raises ``InvalidOptionError`` on the first call."""
+
+    truncate: bool = True
+    """Cut a text longer than the context (``num_ctx`` tokens) to its first ``num_ctx``
+    tokens; ``False`` raises ``ContextLengthExceededError`` instead of returning the
+    vector of a silently shortened text."""
+
     batch_size: int = Field(default=64, ge=1)
     """Texts per engine call; other requests on the model can run between batches."""
 
@@ -68,8 +78,8 @@ class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
         """Create the embeddings; unknown or misspelt keywords and bad option values raise.
 
         Raises:
-            UnknownOptionError: For a keyword the class does not know (e.g.
-                ``dimensions``: the model decides the size), instead of ignoring it.
+            UnknownOptionError: For a keyword the class does not know (with the
+                closest known name), instead of ignoring it.
             ValidationError: For an option value out of its field's bounds.
             InvalidOptionError: For a value the runtime refuses (a malformed ``keep_alive``).
         """
@@ -95,6 +105,8 @@ class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
             "options": self._options(),
             "task": task,
             "prefix": self.query_prefix if task == "query" else self.document_prefix,
+            "dimensions": self.dimensions,
+            "truncate": self.truncate,
         }
         kwargs.update(self.option_values(("request",)))  # keep_alive
         return kwargs

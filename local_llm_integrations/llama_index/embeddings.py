@@ -69,6 +69,21 @@ class LocalEmbedding(EmbeddingOptionFields, RemoteFields, BaseEmbedding):
             "(nomic-embed-text: 'search_document: '), '' none."
         ),
     )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Keep the first this many values of each vector, then L2-normalize (Matryoshka, "
+            "as Ollama's and OpenAI's `dimensions`); None keeps the model's full width."
+        ),
+    )
+    truncate: bool = Field(
+        default=True,
+        description=(
+            "Cut a text longer than the context (num_ctx tokens); False raises "
+            "ContextLengthExceededError instead of embedding a silently shortened text."
+        ),
+    )
     preload: bool = Field(
         default=False,
         description="Load the model when the object is created (otherwise on the first call).",
@@ -125,6 +140,8 @@ class LocalEmbedding(EmbeddingOptionFields, RemoteFields, BaseEmbedding):
             "options": self._options(),
             "task": task,
             "prefix": self.query_instruction if task == "query" else self.text_instruction,
+            "dimensions": self.dimensions,
+            "truncate": self.truncate,
         }
         kwargs.update(self.option_values(("request",)))  # keep_alive
         return kwargs

@@ -17,6 +17,7 @@ __all__ = [
     "DownloadError",
     "GenerationError",
     "InvalidAdapterError",
+    "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidModelNameError",
     "InvalidOptionError",
@@ -299,3 +300,19 @@ class SourceUnreachableError(DownloadError):
     The connection failed (refused, reset, DNS, timeout) rather than the source answering
     with an error: a catalog name then falls back to its other source.
     """
+
+
+class InsufficientMemoryError(LocalLLMError, MemoryError):
+    """No file of a model fits this machine's memory (``:auto`` quantization).
+
+    Raised before anything is downloaded: the store never pulls a model that cannot run.
+
+    Attributes:
+        needs: Bytes each quantization would need (weights + KV cache + compute), by name.
+        available: Bytes usable (free GPU memory or available RAM, less headroom).
+    """
+
+    def __init__(self, message: str, *, needs: dict[str, int], available: int) -> None:
+        self.needs = dict(needs)
+        self.available = available
+        super().__init__(message)

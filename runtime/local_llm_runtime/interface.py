@@ -158,6 +158,8 @@ class EngineProtocol(Protocol):
         prefix: str | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        truncate: bool = True,
     ) -> list[list[float]]:
         """Exactly one vector per text, in order (L2-normalized unless ``normalize=False``).
 
@@ -169,6 +171,16 @@ class EngineProtocol(Protocol):
             prefix: An explicit prefix instead (``""`` for none).
             options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
             keep_alive: As :meth:`chat_stream`.
+            dimensions: Keep the first this many values of each vector, then normalize
+                (Matryoshka, as Ollama's and OpenAI's ``dimensions``; see
+                :func:`local_llm_runtime.vectors.finish_vectors`); ``None``: full width.
+            truncate: A text longer than the context (``num_ctx`` tokens) is cut to its
+                first ``num_ctx`` tokens; ``False`` raises
+                :class:`~local_llm_runtime.errors.ContextLengthExceededError` instead.
+
+        Raises:
+            InvalidOptionError: ``dimensions`` below 1 or above the model's width.
+            ContextLengthExceededError: A text over the context with ``truncate=False``.
         """
         ...
 

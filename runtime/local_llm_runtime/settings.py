@@ -163,6 +163,22 @@ def _source(env: Mapping[str, str]) -> Literal["hf", "modelscope"]:
     return raw  # type: ignore[return-value]
 
 
+_QUANT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,38}[A-Za-z0-9])?")
+
+
+def _quant(env: Mapping[str, str]) -> str | None:
+    """``LOCAL_LLM_QUANT``: a quantization name (``q5_k_m``) or ``auto``, upper-cased."""
+    raw = (env.get("LOCAL_LLM_QUANT") or "").strip()
+    if not raw:
+        return None
+    if not _QUANT_NAME.fullmatch(raw):
+        raise InvalidOptionError(
+            f"LOCAL_LLM_QUANT={raw!r} is not a quantization name: use one like Q4_K_M, "
+            "Q8_0, or auto (the largest that fits this machine's memory)."
+        )
+    return raw.upper()
+
+
 class RuntimeSettings(BaseModel):
     """Typed view of the environment the runtime depends on."""
 
@@ -249,6 +265,10 @@ class RuntimeSettings(BaseModel):
     source: Literal["hf", "modelscope"] = "hf"
     """The source a catalog name is pulled from first (``LOCAL_LLM_SOURCE``: ``hf`` or
     ``modelscope``); the other one is the fallback when the first cannot be reached."""
+    quant: str | None = None
+    """Quantization pulled when a name gives none (``LOCAL_LLM_QUANT``, upper case:
+    ``Q8_0``, or ``AUTO`` for the largest that fits this machine's memory); ``None``: the
+    catalog family's default, ``Q4_K_M`` for ``hf.co/`` references."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -320,6 +340,7 @@ class RuntimeSettings(BaseModel):
             modelscope_endpoint=_modelscope_endpoint(env),
             modelscope_token=SecretStr(ms_token) if ms_token else None,
             source=_source(env),
+            quant=_quant(env),
         )
 
     def token_value(self) -> str | None:

@@ -68,7 +68,9 @@ What it does, so tests exercise the same paths as with a real model:
   has a fixed pseudo-random direction (seeded by its hash), a text is the sum
   of its words'. The same text always gives the same vector, and texts sharing
   words are closer, so retrieval in a RAG test finds the document that shares
-  the question's words.
+  the question's words. ``dimensions`` and ``truncate`` behave as in the real
+  engine: a text longer than the model's context window (in :func:`fake_tokens`)
+  is embedded from its first tokens, or refused with ``truncate=False``.
 * **Models**: by default every name is a chat model with tools and a context
   of 4096 tokens (:meth:`FakeEngine.model_info`); with ``models={name: ModelInfo}``
   only those exist and any other name raises
@@ -94,7 +96,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from local_llm_runtime.errors import ModelNotFoundError
+from local_llm_runtime.errors import ContextLengthExceededError, ModelNotFoundError
 from local_llm_runtime.interface import EngineProtocol, JsonFormat
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.prompt.reasoning import ReasoningMode
@@ -124,6 +126,7 @@ from local_llm_runtime.types import (
     aggregate,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
+from local_llm_runtime.vectors import check_dimensions, finish_vectors
 
 __all__ = [
     "FakeEngine",
@@ -231,6 +234,10 @@ class FakeRequest:
     task: EmbeddingTask | None = None
     prefix: str | None = None
     normalize: bool = True
+    dimensions: int | None = None
+    """Embedding ``dimensions`` (``None``: full width)."""
+    truncate: bool = True
+    """Embedding ``truncate``."""
     response: Response | None = None
     """The scripted response this request got (``None`` for embeddings)."""
 
@@ -481,20 +488,33 @@ class FakeEngine:
         prefix: str | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        truncate: bool = True,
     ) -> list[list[float]]:
         """Deterministic bag-of-words vectors, one per text (``prefix`` is prepended).
 
+        A text is :func:`fake_tokens`; one longer than the model's context window
+        (``num_ctx``, capped by its ``context_length``) is cut to its first tokens, or
+        refused with ``truncate=False``, as the in-process engine does. ``dimensions``
+        follows :func:`local_llm_runtime.vectors.finish_vectors`.
+
         Raises:
-            InvalidOptionError: For one string instead of a list, or bad options.
+            InvalidOptionError: For one string instead of a list, bad options, or a
+                ``dimensions`` below 1 or above :attr:`dimension`.
+            ContextLengthExceededError: A text over the context with ``truncate=False``.
             ModelNotFoundError: For a model not in ``models`` (when given).
         """
-        return self._embed("embed", model, texts, normalize, task, prefix, options, keep_alive)
+        return self._embed(
+            "embed", model, texts, normalize, task, prefix, options, keep_alive,
+            dimensions=dimensions, truncate=truncate,
+        )  # fmt: skip
 
     async def aembed(self, model: str, texts: Sequence[str], **kwargs: Any) -> list[list[float]]:
         """Async :meth:`embed`."""
         return self._embed(
             "aembed", model, texts, kwargs.pop("normalize", True), kwargs.pop("task", None),
             kwargs.pop("prefix", None), kwargs.pop("options", None), kwargs.pop("keep_alive", None),
+            dimensions=kwargs.pop("dimensions", None), truncate=kwargs.pop("truncate", True),
             **kwargs,
         )  # fmt: skip
 
@@ -759,26 +779,34 @@ class FakeEngine:
         prefix: str | None,
         options: Mapping[str, Any] | None,
         keep_alive: float | str | None,
+        *,
+        dimensions: int | None = None,
+        truncate: bool = True,
         **unknown: Any,
     ) -> list[list[float]]:
         if unknown:
             raise TypeError(f"{method}() got unexpected keyword arguments: {sorted(unknown)}.")
         checked = validate_texts(texts)
         valid = validate_options(options or {})
+        check_dimensions(dimensions)
+        window = self.model_info(model).context_window(valid.get("num_ctx"))
+        fulls = [prefix + t if prefix and not t.startswith(prefix) else t for t in checked]
+        pieces = [fake_tokens(text) for text in fulls]
+        if not truncate:
+            for tokens in pieces:
+                if len(tokens) > window:
+                    raise ContextLengthExceededError(len(tokens), window)
         self._load(model, True, valid, keep_alive)
         self._record(
             FakeRequest(
                 method=method, model=model, texts=list(checked), options=dict(options or {}),
                 keep_alive=keep_alive, task=task, prefix=prefix, normalize=normalize,
+                dimensions=dimensions, truncate=truncate,
             ),
             scripted=False,
         )  # fmt: skip
-        out = []
-        for text in checked:
-            full = prefix + text if prefix and not text.startswith(prefix) else text
-            vector = _bag_of_words(full, self.dimension)
-            out.append(_l2_normalize(vector) if normalize else vector)
-        return out
+        vectors = [_bag_of_words("".join(tokens[:window]), self.dimension) for tokens in pieces]
+        return finish_vectors(vectors, dimensions=dimensions, normalize=normalize)
 
 
 # ---- pure helpers -------------------------------------------------------------------------
@@ -991,11 +1019,6 @@ def _bag_of_words(text: str, dimension: int) -> list[float]:
         for i, x in enumerate(_word_vector(word, dimension)):
             vector[i] += x
     return vector
-
-
-def _l2_normalize(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector] if norm > 0 else vector
 
 
 if TYPE_CHECKING:  # mypy checks FakeEngine against the interface on every run

@@ -348,14 +348,15 @@ MISSPELT: list[tuple[str, dict[str, Any], str | None]] = [
     ("ChatLocal", {"frobnicate": 1}, None),
     ("LocalLLM", {"temprature": 0.3}, "temperature"),
     ("LocalLLM", {"systen": "be brief"}, "system"),
-    ("LocalEmbeddings", {"dimensions": 64}, None),
+    ("LocalEmbeddings", {"dimension": 64}, "dimensions"),
     ("LocalEmbeddings", {"normalise": False}, "normalize"),
     ("LocalEmbeddings", {"batchsize": 8}, "batch_size"),
     ("IndexLLM", {"temprature": 0.3}, "temperature"),
     ("IndexLLM", {"context_windw": 512}, "context_window"),
     ("IndexLLM", {"num_predit": 5}, "num_predict"),
     ("LocalEmbedding", {"embed_batchsize": 8}, "embed_batch_size"),
-    ("LocalEmbedding", {"dimensions": 64}, None),
+    ("LocalEmbedding", {"dimension": 64}, "dimensions"),
+    ("LocalEmbedding", {"truncation": False}, "truncate"),
 ]
 
 

@@ -43,6 +43,7 @@ def test_public_api_is_pinned() -> None:
         [
             "AuthenticationError", "ChatResult", "ChecksumMismatchError", "Chunk",
             "ContextLengthExceededError", "DownloadError", "Engine", "EngineProtocol", "FileRef", "FinalChunk",
+            "InsufficientMemoryError",
             "GenerationError",
             "LlamaBindingError", "LlamaEngine", "ModelInfo",
             "HubRef", "InvalidModelFileError", "InvalidModelNameError", "InvalidOptionError",
@@ -74,6 +75,7 @@ def test_errors_inherit_matching_builtins() -> None:
         (e.TemplateError, ValueError), (e.ModelfileError, ValueError),
         (e.RequestTimeoutError, TimeoutError), (e.StreamReclaimedError, RuntimeError),
         (e.UnknownOptionError, ValueError), (e.UnknownOptionError, TypeError),
+        (e.InsufficientMemoryError, MemoryError),
     ]  # fmt: skip
     for error, builtin in pairs:
         assert issubclass(error, e.LocalLLMError)

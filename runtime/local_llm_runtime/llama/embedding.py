@@ -16,7 +16,10 @@ the tokens are prepared first, so that every text has at least one token:
 * **Text longer than the context** (``num_ctx`` tokens) is truncated to its
   first ``num_ctx`` tokens (Ollama's default ``truncate: true``), keeping the
   end-of-sequence marker that models such as BERT add, so the vector still
-  pools over a properly terminated sequence.
+  pools over a properly terminated sequence. With ``truncate=False`` (Ollama's
+  ``truncate: false``) it raises
+  :class:`~local_llm_runtime.errors.ContextLengthExceededError` instead, before
+  anything is evaluated.
 
 Text is tokenized as plain text (``special=False``): control-token spellings
 inside a document are not turned into control tokens.
@@ -38,7 +41,11 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from local_llm_runtime.errors import GenerationError, InvalidOptionError
+from local_llm_runtime.errors import (
+    ContextLengthExceededError,
+    GenerationError,
+    InvalidOptionError,
+)
 from local_llm_runtime.llama import compute
 
 __all__ = [
@@ -55,13 +62,16 @@ PACK_SEQUENCES = 64
 """The most texts (sequences) packed into one ``llama_decode``."""
 
 
-def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
+def embedding_tokens(
+    llm: llama_cpp.Llama, text: str, limit: int, *, truncate: bool = True
+) -> list[int]:
     """The tokens a text is embedded from: never empty, at most ``limit`` long.
 
     Args:
         llm: An embedding instance (its vocabulary is used).
         text: The text (any string, ``""`` included).
         limit: The most tokens one sequence may have (the context size).
+        truncate: Cut a longer text to ``limit`` tokens; ``False`` raises instead.
 
     Returns:
         The text's tokens with the model's own BOS/EOS as its tokenizer adds
@@ -71,6 +81,8 @@ def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
     Raises:
         InvalidOptionError: If the text has no tokens and the vocabulary has
             neither a BOS nor an EOS token to stand for it.
+        ContextLengthExceededError: If the text has more than ``limit`` tokens and
+            ``truncate`` is false.
     """
     vocab = llm._model.vocab
     tokens = list(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
@@ -82,6 +94,8 @@ def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
             "An empty text cannot be embedded with this model: it has no tokens and the "
             "vocabulary has no BOS or EOS token to stand for it. Drop empty texts first."
         )
+    if len(tokens) > limit and not truncate:
+        raise ContextLengthExceededError(len(tokens), limit)
     if len(tokens) > limit:
         adds_end = llama_cpp.llama_vocab_get_add_eos(vocab) or llama_cpp.llama_vocab_get_add_sep(
             vocab
@@ -92,7 +106,9 @@ def embedding_tokens(llm: llama_cpp.Llama, text: str, limit: int) -> list[int]:
     return tokens
 
 
-def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]:
+def embed_texts(
+    llm: llama_cpp.Llama, texts: Sequence[str], *, truncate: bool = True
+) -> list[list[float]]:
     """Embed texts on an embedding instance: exactly one pooled vector per text, in order.
 
     Texts are packed into batches of up to :data:`PACK_TOKENS` tokens and
@@ -105,6 +121,9 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
     Args:
         llm: A ``Llama`` created with ``embedding=True``.
         texts: The texts (may be empty strings).
+        truncate: Cut a text longer than the context; ``False`` raises
+            :class:`~local_llm_runtime.errors.ContextLengthExceededError` (every text
+            is tokenized and checked before the first batch is evaluated).
 
     Returns:
         One vector of ``n_embd`` floats per text (not normalized).
@@ -153,9 +172,9 @@ def embed_texts(llm: llama_cpp.Llama, texts: Sequence[str]) -> list[list[float]]
         pending.clear()
         used = 0
 
+    prepared = [embedding_tokens(llm, text, n_batch, truncate=truncate) for text in texts]
     try:
-        for text in texts:
-            tokens = embedding_tokens(llm, text, n_batch)
+        for tokens in prepared:
             if used + len(tokens) > budget or len(pending) >= max_seqs:
                 flush()
             pending.append(tokens)

@@ -16,7 +16,6 @@ loop through a queue; cancelling the task stops generation within a token.
 from __future__ import annotations
 
 import functools
-import math
 import random
 import threading
 import time
@@ -65,6 +64,7 @@ from local_llm_runtime.types import (
     Usage,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
+from local_llm_runtime.vectors import check_dimensions, finish_vectors
 
 # The modules that import llama_cpp (a native library, ~0.3 s) are imported where
 # they are used -- the first load or request -- so constructing an engine (every
@@ -403,6 +403,8 @@ class LlamaEngine(WholeResults):
         prefix: str | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        truncate: bool = True,
     ) -> list[list[float]]:
         """Embed texts: exactly one vector per input, in order.
 
@@ -412,7 +414,7 @@ class LlamaEngine(WholeResults):
         Every text gets a vector (see :mod:`local_llm_runtime.llama.embedding`): an
         empty text is embedded as the model's BOS token (EOS without one), the
         same vector alone or in any batch; a text longer than ``num_ctx`` tokens
-        is truncated to its first ``num_ctx`` tokens.
+        is truncated to its first ``num_ctx`` tokens (``truncate=False`` raises).
 
         Args:
             model: Any model reference.
@@ -425,11 +427,18 @@ class LlamaEngine(WholeResults):
             prefix: An explicit prefix instead (``""`` for none).
             options: Load options (``num_ctx``, ``num_gpu``, ``num_thread``).
             keep_alive: How long the model stays loaded after this request.
+            dimensions: Keep the first this many values, then normalize (Matryoshka;
+                :func:`~local_llm_runtime.vectors.finish_vectors`); ``None``: all.
+            truncate: Cut a text longer than ``num_ctx`` tokens; ``False`` raises.
 
         Raises:
-            InvalidOptionError: If ``texts`` is one string or holds a non-string.
+            InvalidOptionError: If ``texts`` is one string or holds a non-string, or
+                ``dimensions`` is below 1 or above the model's width.
+            ContextLengthExceededError: A text over ``num_ctx`` tokens with
+                ``truncate=False`` (nothing is evaluated).
         """
         texts = validate_texts(texts)
+        check_dimensions(dimensions)
         if not texts:
             return []
         local = self.library.resolve(model)
@@ -443,11 +452,11 @@ class LlamaEngine(WholeResults):
                 texts = [t if t.startswith(prefix) else prefix + t for t in texts]
             from local_llm_runtime.llama.embedding import embed_texts
 
-            raw = embed_texts(entry.llm, texts)
+            raw = embed_texts(entry.llm, texts, truncate=truncate)
         vectors = [_pooled(v) for v in raw]
         if len(vectors) != len(texts):  # pragma: no cover - llama.cpp contract
             raise RuntimeError(f"{len(texts)} texts gave {len(vectors)} embeddings")
-        return [_l2_normalize(v) for v in vectors] if normalize else vectors
+        return finish_vectors(vectors, dimensions=dimensions, normalize=normalize)
 
     async def aembed(self, model: str, texts: Sequence[str], **kwargs: Any) -> list[list[float]]:
         """Async :meth:`embed` (runs on the bounded worker pool)."""
@@ -809,11 +818,6 @@ def _pooled(vector: Any) -> list[float]:
         n = len(vector)
         return [sum(col) / n for col in zip(*vector, strict=True)]
     return [float(x) for x in vector]
-
-
-def _l2_normalize(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector] if norm > 0 else vector
 
 
 def _header_summary(paths: tuple[Path, ...]) -> dict[str, Any]:

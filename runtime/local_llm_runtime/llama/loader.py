@@ -23,6 +23,7 @@ import llama_cpp
 from local_llm_runtime.errors import InvalidModelFileError, ModelLoadError
 from local_llm_runtime.llama import binding, cpu, gpu, llama_log, lora, repack, threads
 from local_llm_runtime.llama.batching import BatchDecoder
+from local_llm_runtime.memory import KV_BYTES_PER_ELEM
 from local_llm_runtime.settings import RuntimeSettings
 from local_llm_runtime.store.gguf_meta import read_gguf_info
 from local_llm_runtime.store.library import LocalModel
@@ -103,7 +104,7 @@ def build_llama(
 
 _GGML_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0,
                "q4_0": llama_cpp.GGML_TYPE_Q4_0}  # fmt: skip
-_KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+_KV_BYTES = KV_BYTES_PER_ELEM
 """Bytes per cached element (q8_0: 32 values in 34 bytes; q4_0: in 18)."""
 
 _SCRATCH_CTX = 64

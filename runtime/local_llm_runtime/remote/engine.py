@@ -19,7 +19,10 @@ What differs from in-process, on purpose:
   raises :class:`~local_llm_runtime.errors.ToolCallMissingError` (either dialect);
 * embeddings: Ollama's ``/api/embed`` always returns unit vectors, so
   ``normalize=False`` cannot undo that there; ``task`` prefixes are not added
-  (pass ``prefix=``);
+  (pass ``prefix=``); ``dimensions`` is sent (both dialects) and applied again
+  here (a server that ignores it still gives the shortened vectors);
+  ``truncate=False`` is sent to Ollama (``truncate: false``), the OpenAI API has
+  no such field (OpenAI itself refuses an over-long input);
 * options: see :mod:`.options_map` (load options are the server's configuration).
 """
 
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import socket
 import threading
 import time
@@ -78,6 +80,7 @@ from local_llm_runtime.types import (
     ToolChoice,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
+from local_llm_runtime.vectors import check_dimensions, finish_vectors
 
 __all__ = ["EMBED_BATCH", "RemoteEngine"]
 
@@ -108,11 +111,6 @@ class _Call:
     @property
     def forced(self) -> bool:
         return bool(self.tools) and self.tool_choice not in ("auto", "none")
-
-
-def _l2(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector] if norm > 0 else vector
 
 
 class RemoteEngine(WholeResults):
@@ -664,11 +662,23 @@ class RemoteEngine(WholeResults):
         return out
 
     def _embed_request(
-        self, dialect: Dialect, served: str, batch: list[str], keep_alive: float | str | None
+        self,
+        dialect: Dialect,
+        served: str,
+        batch: list[str],
+        keep_alive: float | str | None,
+        dimensions: int | None = None,
+        truncate: bool = True,
     ) -> tuple[str, dict[str, Any]]:
         if dialect == "ollama":
-            return "/api/embed", ollama.embed_body(served, batch, keep_alive=keep_alive)
-        return "/v1/embeddings", openai.embeddings_body(served, batch)
+            body = ollama.embed_body(served, batch, keep_alive=keep_alive)
+            if not truncate:
+                body["truncate"] = False
+        else:
+            body = openai.embeddings_body(served, batch)
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        return ("/api/embed" if dialect == "ollama" else "/v1/embeddings"), body
 
     def _vectors(self, dialect: Dialect, body: Any, expected: int) -> list[list[float]]:
         try:
@@ -695,13 +705,18 @@ class RemoteEngine(WholeResults):
         prefix: str | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        truncate: bool = True,
     ) -> list[list[float]]:
         """One vector per text, in order, in batches of :data:`EMBED_BATCH`.
 
         ``normalize`` is applied here (L2); ``prefix`` is prepended here;
-        ``task`` adds no prefix on a remote server (pass ``prefix=``).
+        ``task`` adds no prefix on a remote server (pass ``prefix=``);
+        ``dimensions`` and ``truncate`` are sent where the dialect has them (see the
+        module notes) and ``dimensions`` is applied here too.
         """
         del task
+        check_dimensions(dimensions)
         batch_texts = self._embed_plan(texts, prefix, options)
         if not batch_texts:
             return []
@@ -710,15 +725,19 @@ class RemoteEngine(WholeResults):
         out: list[list[float]] = []
         for start in range(0, len(batch_texts), EMBED_BATCH):
             batch = batch_texts[start : start + EMBED_BATCH]
-            path, body = self._embed_request(dialect, served, batch, keep_alive)
+            path, body = self._embed_request(
+                dialect, served, batch, keep_alive, dimensions, truncate
+            )
             response = self.http.send("POST", path, body, model=model)
             out += self._vectors(dialect, response.json(), len(batch))
-        return [_l2(v) for v in out] if normalize else out
+        return finish_vectors(out, dimensions=dimensions, normalize=normalize)
 
     async def aembed(self, model: str, texts: Sequence[str], **kwargs: Any) -> list[list[float]]:
         """Async :meth:`embed` over the async client."""
         normalize = kwargs.pop("normalize", True)
         kwargs.pop("task", None)
+        dimensions = check_dimensions(kwargs.pop("dimensions", None))
+        truncate = bool(kwargs.pop("truncate", True))
         batch_texts = self._embed_plan(
             texts, kwargs.pop("prefix", None), kwargs.pop("options", None)
         )
@@ -732,10 +751,12 @@ class RemoteEngine(WholeResults):
         out: list[list[float]] = []
         for start in range(0, len(batch_texts), EMBED_BATCH):
             batch = batch_texts[start : start + EMBED_BATCH]
-            path, body = self._embed_request(dialect, served, batch, keep_alive)
+            path, body = self._embed_request(
+                dialect, served, batch, keep_alive, dimensions, truncate
+            )
             response = await self.http.asend("POST", path, body, model=model)
             out += self._vectors(dialect, response.json(), len(batch))
-        return [_l2(v) for v in out] if normalize else out
+        return finish_vectors(out, dimensions=dimensions, normalize=normalize)
 
     # ---- tokens -------------------------------------------------------------------------
 

@@ -40,7 +40,6 @@ from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.model_names import check_model_name
 from local_llm_runtime.server.state import ServerState, Ticket
 from local_llm_runtime.server.streaming import collect, parse_body, stream_response
-from local_llm_runtime.server.vectors import shorten
 from local_llm_runtime.store.gguf_meta import read_gguf_info
 from local_llm_runtime.store.hub import PullProgress
 from local_llm_runtime.store.names import parse_ref
@@ -219,31 +218,11 @@ async def generate(request: Request) -> Response:
 # ---- embeddings --------------------------------------------------------------------------------
 
 
-async def _token_counts(
-    state: ServerState, model: str, texts: list[str], options: Any, *, truncate: bool
-) -> list[int]:
-    """Each text's tokens (the model's vocabulary only; no weights are loaded).
-
-    With ``truncate`` false (``truncate: false``), a text longer than the context is
-    refused instead of cut.
-
-    Raises:
-        HTTPError: 400 naming ``input.<i>`` for a text over the context.
-    """
+async def _token_counts(state: ServerState, model: str, texts: list[str]) -> list[int]:
+    """Each text's tokens (the model's vocabulary only; no weights are loaded)."""
 
     def count() -> list[int]:
-        counts = [len(state.engine.tokenize(model, text)) for text in texts]
-        if not truncate:
-            window = state.engine.model_info(model).context_window(options.get("num_ctx"))
-            for i, n in enumerate(counts):
-                if n > window:
-                    raise HTTPError(
-                        400,
-                        f"input.{i}: {n} tokens exceed the context length of {window} "
-                        "(send truncate: true, or raise options.num_ctx)",
-                        param=f"input.{i}",
-                    )
-        return counts
+        return [len(state.engine.tokenize(model, text)) for text in texts]
 
     counts: list[int] = await _blocking(count)
     return counts
@@ -274,14 +253,24 @@ async def embed(request: Request) -> Response:
                 "load_duration": wire.nanoseconds(load_s),
             }
         )
-    counts = await _token_counts(state, model, texts, options, truncate=body.truncate)
+    counts = await _token_counts(state, model, texts)
     ticket = state.admit()
+    # truncate: false and dimensions are the engine's own parameters (one rule for every
+    # engine): an over-long input is ContextLengthExceededError (400), too many dimensions
+    # an InvalidOptionError (400).
     vectors = await collect(
         request,
         ticket,
-        state.engine.aembed(model, texts, normalize=True, options=options, keep_alive=keep_alive),
+        state.engine.aembed(
+            model,
+            texts,
+            normalize=True,
+            options=options,
+            keep_alive=keep_alive,
+            dimensions=body.dimensions,
+            truncate=body.truncate,
+        ),
     )
-    vectors = shorten(vectors, body.dimensions)
     total = time.perf_counter() - started
     return JSONResponse(
         {

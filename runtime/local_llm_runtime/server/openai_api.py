@@ -148,7 +148,7 @@ async def embeddings(request: Request) -> Response:
     ticket = state.admit()
 
     async def embed() -> tuple[list[list[float]], int]:
-        vectors = await engine.aembed(req.model, texts)
+        vectors = await engine.aembed(req.model, texts, dimensions=req.dimensions)
         tokens = await anyio.to_thread.run_sync(
             lambda: sum(len(engine.tokenize(req.model, text)) for text in texts)
         )
@@ -160,7 +160,6 @@ async def embeddings(request: Request) -> Response:
         model=req.model,
         prompt_tokens=tokens,
         encoding_format=req.encoding_format,
-        dimensions=req.dimensions,
     )
     return JSONResponse(body)
 

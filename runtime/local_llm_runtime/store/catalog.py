@@ -4,7 +4,9 @@ The catalog is data: a family (``qwen2.5``) lists its size tags, the Hub
 repository of each (and, under ``modelscope``, the ModelScope repository of each
 where one exists: the fallback source), its default size and quantization, the variant words a tag
 may carry (``7b-instruct``) and whether it is an embedding model. A tag is
-``{size}[-{variant}...][-{quant}]``; ``latest`` is the default size.
+``{size}[-{variant}...][-{quant}]``; ``latest`` is the default size. The quant
+``auto`` (``qwen2.5:7b-auto``) lets the store choose by the machine's memory
+(:mod:`local_llm_runtime.store.auto_quant`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from local_llm_runtime.store.names import DEFAULT_TAG, OllamaName
 
 __all__ = ["CatalogEntry", "Family", "catalog_names", "families", "lookup", "suggest"]
 
-QUANT_PATTERN = re.compile(r"(?:i?q\d[a-z0-9_]*|f16|f32|bf16|ud-q\d[a-z0-9_]*)", re.IGNORECASE)
+QUANT_PATTERN = re.compile(r"(?:auto|i?q\d[a-z0-9_]*|f16|f32|bf16|ud-q\d[a-z0-9_]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class CatalogEntry:
     reasoning: bool
     modelscope_repo_id: str | None = None
     """The same files on ModelScope (``org/repo``), or ``None``."""
+    quant_in_tag: bool = False
+    """Whether the tag named the quantization (else :attr:`quant` is the family's
+    default, which ``LOCAL_LLM_QUANT`` overrides)."""
 
 
 @cache
@@ -81,10 +86,10 @@ def catalog_names() -> list[str]:
     return [f"{family.name}:{size}" for family in families().values() for size in family.tags]
 
 
-def _parse_tag(family: Family, tag: str) -> tuple[str, str] | None:
-    """Split a tag into (size, quant); ``None`` when it does not fit the family."""
+def _parse_tag(family: Family, tag: str) -> tuple[str, str | None] | None:
+    """Split a tag into (size, quant or ``None``); ``None`` when it does not fit the family."""
     if tag == DEFAULT_TAG:
-        return family.default_tag, family.default_quant
+        return family.default_tag, None
     size: str | None = None
     for candidate in sorted(family.tags, key=len, reverse=True):
         if tag == candidate or tag.startswith(candidate + "-"):
@@ -93,7 +98,7 @@ def _parse_tag(family: Family, tag: str) -> tuple[str, str] | None:
     if size is None:
         return None
     rest = tag[len(size) :].lstrip("-")
-    quant = family.default_quant
+    quant: str | None = None
     words = rest.split("-") if rest else []
     # The quantization is the tail of the tag (it may itself contain '-', as in ud-q4_k_xl).
     for start in range(len(words)):
@@ -122,10 +127,11 @@ def lookup(name: OllamaName) -> CatalogEntry | None:
         family=family.name,
         size=size,
         repo_id=family.tags[size],
-        quant=quant,
+        quant=quant or family.default_quant,
         embedding=family.embedding,
         reasoning=family.reasoning,
         modelscope_repo_id=(family.modelscope or {}).get(size),
+        quant_in_tag=quant is not None,
     )
 
 

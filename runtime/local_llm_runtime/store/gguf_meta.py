@@ -328,3 +328,58 @@ def summarize(infos: Sequence[GGUFInfo]) -> dict[str, Any]:
         "gguf_version": infos[0].version,
         "split_count": meta.get("split.count", 1 if len(infos) == 1 else len(infos)),
     }
+
+
+class _PrefixEnded(InvalidModelFileError):
+    """The bytes given end before the metadata does (more are needed)."""
+
+
+class _PrefixReader(_Reader):
+    def fail(self, what: str) -> InvalidModelFileError:
+        if what == "truncated" or "longer than the file" in what:
+            return _PrefixEnded(what)
+        return super().fail(what)
+
+
+def read_gguf_metadata_prefix(data: bytes, name: str) -> dict[str, Any] | None:
+    """The key/value metadata of a GGUF file from the first bytes of it.
+
+    For choosing among remote files without downloading them (``:auto``
+    quantization): the metadata section sits at the start of the file, before the
+    tensor infos and the weights; its size is dominated by the vocabulary (a few MB).
+
+    Args:
+        data: The first bytes of the file (any length).
+        name: The file's name, for error messages.
+
+    Returns:
+        The metadata (long arrays summarized by their length, as
+        :attr:`GGUFInfo.metadata`), or ``None`` when ``data`` ends before the metadata
+        does (read more bytes and call again).
+
+    Raises:
+        InvalidModelFileError: If the bytes are not the start of a GGUF file.
+    """
+    reader = _PrefixReader(data, Path(name))
+    try:
+        if len(data) < 4:
+            return None
+        if bytes(data[:4]) != GGUF_MAGIC:
+            raise reader.fail("wrong magic bytes")
+        reader.take(4)
+        version = reader.u32()
+        if version not in (2, 3):
+            raise reader.fail(f"unsupported GGUF version {version}")
+        tensor_count = reader.u64()
+        kv_count = reader.u64()
+        if tensor_count > 1 << 24 or kv_count > 1 << 20:
+            raise reader.fail("implausible header counts")
+        metadata: dict[str, Any] = {}
+        for _ in range(kv_count):
+            key = reader.string()
+            metadata[key] = reader.value(reader.u32())
+    except _PrefixEnded:
+        return None
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise InvalidModelFileError(f"{name} is not a valid GGUF file ({exc}).") from None
+    return metadata

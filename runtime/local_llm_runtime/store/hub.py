@@ -57,6 +57,7 @@ __all__ = [
     "HubResolution",
     "ProgressCallback",
     "PullProgress",
+    "RepoListing",
     "select_files",
     "sha256_file",
 ]
@@ -71,6 +72,8 @@ _DOWNLOAD_ATTEMPTS = 3
 _HASH_CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
+_PREFIX_CHECKPOINT = 1 << 20
+"""First size at which :meth:`HubClient.read_prefix` asks whether it has read enough."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,16 @@ class FetchedFile:
     """Whether they matched a hash the Hub sent (``False``: the Hub sent none)."""
     downloaded: bool
     """Whether this pull put the content into the cache (``False``: it was already there)."""
+
+
+@dataclass(frozen=True)
+class RepoListing:
+    """Every file of a repository at one commit, with its size (for ``:auto``)."""
+
+    repo_id: str
+    revision: str
+    sizes: dict[str, int]
+    """Path -> bytes."""
 
 
 @dataclass(frozen=True)
@@ -505,3 +518,92 @@ class HubClient:
                 "it was deleted, pull again."
             )
         return actual, True
+
+    # ---- for ``:auto`` quantization (store/auto_quant.py) --------------------------------
+
+    def list_sizes(self, repo_id: str, revision: str = "main") -> RepoListing:
+        """List a repository once: every file's size, pinned to the commit listed.
+
+        Args:
+            repo_id: ``org/repo``.
+            revision: Branch, tag or commit.
+
+        Returns:
+            The Hub's spelling of the id, the commit and ``{path: bytes}``.
+        """
+        self._check_online(f"hf.co/{repo_id}")
+        try:
+            info = self._api().model_info(repo_id, revision=revision, files_metadata=True)
+        except Exception as exc:
+            raise self._translate(exc, repo_id) from None
+        if not info.sha:
+            raise DownloadError(f"The Hub returned no commit for hf.co/{repo_id}; try again later.")
+        canonical = info.id if info.id and info.id.lower() == repo_id.lower() else repo_id
+        sizes = {
+            s.rfilename: int((s.lfs.size if s.lfs else s.size) or 0) for s in info.siblings or []
+        }
+        return RepoListing(repo_id=canonical, revision=info.sha, sizes=sizes)
+
+    def read_prefix(
+        self,
+        repo_id: str,
+        revision: str,
+        path: str,
+        limit: int,
+        *,
+        enough: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        """The first bytes of a file, up to ``limit`` (one ``Range`` request; nothing cached).
+
+        Servers that ignore ``Range`` send the whole file: only what is needed is read
+        before the connection is closed.
+
+        Args:
+            repo_id: ``org/repo``.
+            revision: The commit.
+            path: The file in the repository.
+            limit: The most bytes to read.
+            enough: Asked with the bytes so far each time they pass 1 MiB, 2 MiB, 4 MiB,
+                ...; ``True`` stops reading there (a GGUF header is complete).
+
+        Raises:
+            DownloadError: If the Hub cannot be reached or answers an error.
+        """
+        import httpx
+
+        self._check_online(f"hf.co/{repo_id}")
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.settings.hf_endpoint)
+        headers = {"Range": f"bytes=0-{limit - 1}", "Accept-Encoding": "identity"}
+        token = self._token()
+        if isinstance(token, str):
+            headers["Authorization"] = f"Bearer {token}"  # httpx drops it on cross-host redirects
+        out = bytearray()
+        try:
+            with (
+                httpx.Client(follow_redirects=True, timeout=30.0) as client,
+                client.stream("GET", url, headers=headers) as response,
+            ):
+                if response.status_code in (401, 403):
+                    raise AuthenticationError(
+                        f"The Hub refused access to hf.co/{repo_id} (HTTP "
+                        f"{response.status_code}); check HF_TOKEN or 'hf auth login'."
+                    )
+                if response.status_code not in (200, 206):
+                    raise DownloadError(
+                        f"The Hub answered HTTP {response.status_code} for {path} of "
+                        f"hf.co/{repo_id}; try again later."
+                    )
+                checkpoint = _PREFIX_CHECKPOINT
+                for chunk in response.iter_bytes():
+                    out += chunk
+                    if len(out) >= limit:
+                        break
+                    if enough is not None and len(out) >= checkpoint:
+                        if enough(bytes(out)):
+                            break
+                        checkpoint = max(checkpoint * 2, len(out))
+        except LocalLLMError:
+            raise
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, repo_id) from None
+        return bytes(out[:limit])

@@ -51,7 +51,8 @@ from local_llm_runtime.store.records import (
 # The Hub client and the HF cache API import huggingface_hub (~0.15 s): imported
 # on first pull or removal, so resolving, listing and showing stored models never do.
 if TYPE_CHECKING:
-    from local_llm_runtime.store.hub import HubClient, ProgressCallback
+    from local_llm_runtime.store.auto_quant import MemoryBudget, MemoryProbe
+    from local_llm_runtime.store.hub import HubClient, HubResolution, ProgressCallback
     from local_llm_runtime.store.modelscope import ModelScopeClient
 
 __all__ = ["LocalModel", "ModelLibrary"]
@@ -146,6 +147,9 @@ class ModelLibrary:
             environment when omitted.
         hub: The Hub client (injectable for tests).
         modelscope: The ModelScope client (injectable for tests).
+        memory: Returns the memory a model will run in, for ``:auto`` quantization and
+            the warning before a pull larger than memory (injectable for tests; default
+            :func:`local_llm_runtime.store.auto_quant.probe_budget`).
     """
 
     def __init__(
@@ -154,11 +158,13 @@ class ModelLibrary:
         *,
         hub: HubClient | None = None,
         modelscope: ModelScopeClient | None = None,
+        memory: MemoryProbe | None = None,
     ) -> None:
         self.settings = settings if settings is not None else RuntimeSettings.from_env()
         self.store = Store(self.settings)
         self._hub = hub
         self._modelscope = modelscope
+        self._memory = memory
 
     @property
     def hub(self) -> HubClient:
@@ -180,10 +186,9 @@ class ModelLibrary:
 
     # ---- names -------------------------------------------------------------
 
-    @staticmethod
-    def _stored_name(ref: OllamaName | HubRef) -> str:
+    def _stored_name(self, ref: OllamaName | HubRef) -> str:
         if isinstance(ref, HubRef):
-            return ref.with_quant(ref.quant or DEFAULT_QUANT).key
+            return ref.with_quant(ref.quant or self.settings.quant or DEFAULT_QUANT).key
         return ref.key
 
     def _names(self) -> list[str]:
@@ -273,14 +278,20 @@ class ModelLibrary:
     def _hub_source(self, ref: OllamaName | HubRef) -> tuple[str, str, bool]:
         """(repo, quant, embedding) for a reference that is not in the store."""
         if isinstance(ref, HubRef):
-            return ref.repo_id, ref.quant or DEFAULT_QUANT, False
+            return ref.repo_id, ref.quant or self.settings.quant or DEFAULT_QUANT, False
         entry = catalog.lookup(ref)
         if entry is None:
             raise catalog.not_found(ref, self._names())
-        return entry.repo_id, entry.quant, entry.embedding
+        quant = entry.quant if entry.quant_in_tag else (self.settings.quant or entry.quant)
+        return entry.repo_id, quant, entry.embedding
 
     def pull(
-        self, text: str, *, update: bool = False, progress: ProgressCallback | None = None
+        self,
+        text: str,
+        *,
+        update: bool = False,
+        progress: ProgressCallback | None = None,
+        num_ctx: int | None = None,
     ) -> ModelRecord:
         """Download a model into the HF cache, verify it and record its name.
 
@@ -294,10 +305,19 @@ class ModelLibrary:
             update: Check the Hub for a newer commit even if the files are here.
             progress: Called (on this thread) with each step: ``pulling manifest``,
                 ``pulling`` (bytes of each file), ``verifying sha256 digest``,
-                ``writing manifest`` (see :class:`~local_llm_runtime.store.hub.PullProgress`).
+                ``writing manifest`` (see :class:`~local_llm_runtime.store.hub.PullProgress`);
+                with ``:auto``, the choice and its reason; for a file larger than the
+                memory, a ``warning: ...`` status.
+            num_ctx: The context ``:auto`` plans the KV cache for; default 4096 (capped
+                by the model's trained context).
 
         Returns:
-            The store record.
+            The store record (``quant``: the quantization pulled, the one chosen for
+            ``:auto``).
+
+        Raises:
+            InsufficientMemoryError: ``:auto`` found no quantization that fits (nothing
+                is downloaded).
         """
         from local_llm_runtime.store.hub import PullProgress
 
@@ -348,7 +368,12 @@ class ModelLibrary:
                 unreachable = self._fall_back(exc, sources[0], sources[1], progress)
                 repo_id, revision = sources[1][1], "main"
         try:
-            resolution = self.hub.resolve(repo_id, quant, revision)
+            if quant.upper() == "AUTO":
+                quant, revision = self._auto_quant(repo_id, revision, num_ctx, progress)
+                resolution = self.hub.resolve(repo_id, quant, revision)
+            else:
+                resolution = self.hub.resolve(repo_id, quant, revision)
+                self._warn_if_too_big(resolution, progress)
             fetched = self.hub.download(resolution, progress=progress)
         except SourceUnreachableError as exc:
             if unreachable is not None:
@@ -370,7 +395,8 @@ class ModelLibrary:
             for f in fetched
         ]
         if isinstance(ref, HubRef):  # the Hub's spelling of the id, whatever case was typed
-            name = HubRef(resolution.repo_id, quant).key
+            # (and the quant as named: ':AUTO' stays the name, the choice is record.quant)
+            name = HubRef(resolution.repo_id, name.rsplit(":", 1)[1]).key
         if progress is not None:
             progress(PullProgress("writing manifest"))
         after_commit: list[Callable[[], None]] = []
@@ -483,6 +509,71 @@ class ModelLibrary:
             if previous is not None:
                 after_commit.append(self._collect_garbage(manifest, [previous]))
         return record
+
+    def _memory_budget(self) -> MemoryBudget | None:
+        if self._memory is not None:
+            return self._memory()
+        from local_llm_runtime.store.auto_quant import probe_budget
+
+        return probe_budget()
+
+    def _auto_quant(
+        self,
+        repo_id: str,
+        revision: str,
+        num_ctx: int | None,
+        progress: ProgressCallback | None,
+    ) -> tuple[str, str]:
+        """(quant, commit) that ``:auto`` chooses for this machine (see :mod:`.auto_quant`)."""
+        from local_llm_runtime.memory import KV_BYTES_PER_ELEM
+        from local_llm_runtime.store.auto_quant import choose_for_listing
+        from local_llm_runtime.store.hub import PullProgress
+        from local_llm_runtime.types import DEFAULT_NUM_CTX
+
+        listing = self.hub.list_sizes(repo_id, revision)
+        budget = self._memory_budget()
+        if budget is None:
+            line = (
+                f"auto: cannot tell this machine's free memory; pulling the default "
+                f"{DEFAULT_QUANT} of hf.co/{listing.repo_id} (name a quantization to choose)"
+            )
+            logger.warning("%s", line)
+            if progress is not None:
+                progress(PullProgress(line))
+            return DEFAULT_QUANT, listing.revision
+        choice = choose_for_listing(
+            self.hub,
+            listing,
+            budget=budget,
+            num_ctx=num_ctx,
+            num_parallel=self.settings.num_parallel,
+            kv_bytes_per_elem=KV_BYTES_PER_ELEM[self.settings.kv_cache_type],
+            default_num_ctx=DEFAULT_NUM_CTX,
+        )
+        logger.warning("hf.co/%s %s", listing.repo_id, choice.reason)
+        if progress is not None:
+            progress(PullProgress(choice.reason))
+        return choice.quant, listing.revision
+
+    def _warn_if_too_big(
+        self, resolution: HubResolution, progress: ProgressCallback | None
+    ) -> None:
+        """Warn (log and progress status, no error) before pulling more than the memory."""
+        from local_llm_runtime.memory import human_bytes
+        from local_llm_runtime.store.hub import PullProgress
+
+        size = sum(f.size for f in resolution.files)
+        budget = self._memory_budget()
+        if budget is None or size <= budget.available_bytes:
+            return
+        line = (
+            f"warning: {resolution.quant} of hf.co/{resolution.repo_id} is "
+            f"{human_bytes(size)}, more than the {human_bytes(budget.available_bytes)} of "
+            f"{budget.where}; it may not load or run slowly (':auto' picks one that fits)"
+        )
+        logger.warning("%s", line)
+        if progress is not None:
+            progress(PullProgress(line))
 
     # ---- list / show -------------------------------------------------------
 

@@ -347,9 +347,24 @@ def test_embed_truncate_false_refuses_a_too_long_input(
     client = client_for(FakeEngine(models={"e:1": small}))
     long = " ".join(["word"] * 20)
     refused = client.post("/api/embed", json={"model": "e:1", "input": long, "truncate": False})
-    assert refused.status_code == 400 and "exceed the context length" in refused.json()["error"]
+    # The engine's own truncate parameter refuses it (ContextLengthExceededError -> 400).
+    assert refused.status_code == 400 and "context window is 8" in refused.json()["error"]
     ok = client.post("/api/embed", json={"model": "e:1", "input": long})
     assert ok.status_code == 200
+
+
+def test_embed_dimensions_and_truncate_reach_the_engine(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    body = {"model": "m", "input": ["red apple"], "dimensions": 5, "truncate": False}
+    (vector,) = client.post("/api/embed", json=body).json()["embeddings"]
+    assert engine.last_request.dimensions == 5 and engine.last_request.truncate is False
+    full = engine.embed("m", ["red apple"])[0]
+    norm = sum(x * x for x in full[:5]) ** 0.5
+    assert vector == pytest.approx([x / norm for x in full[:5]])
+    too_wide = {"model": "m", "input": "x", "dimensions": engine.dimension + 1}
+    refused = client.post("/api/embed", json=too_wide)
+    assert refused.status_code == 400 and f"at most {engine.dimension}" in refused.json()["error"]
 
 
 # ---- store endpoints (tiny GGUF, fake Hub) -----------------------------------------------------
