@@ -483,6 +483,12 @@ class ModelLibrary:
         """Pull from ModelScope into the store's blobs and record ``name``."""
         from local_llm_runtime.store.hub import PullProgress
 
+        if quant.upper() == "AUTO":
+            raise InvalidOptionError(
+                f"':auto' chooses among the Hugging Face Hub's files and cannot choose on "
+                f"ModelScope yet; name a quantization (modelscope.cn/{repo_id}:Q4_K_M) or set "
+                "HF_ENDPOINT to a reachable Hub mirror."
+            )
         resolution = self.modelscope.resolve(repo_id, quant, revision)
         stored = self.modelscope.download(resolution, self.store, progress=progress)
         if progress is not None:
