@@ -485,3 +485,11 @@ def test_read_prefix_stops_once_the_header_is_complete(fake_hub: FakeHub, tiny_g
     (first, second) = [r for r in fake_hub.requests if r.path.endswith("big-q4_k_m.gguf")]
     assert first.headers["range"] == f"bytes=0-{64 * MiB - 1}"
     assert second.headers["range"] == f"bytes=0-{3 * MiB - 1}"
+
+
+def test_auto_on_modelscope_says_what_to_do_instead() -> None:
+    from local_llm_runtime.errors import InvalidOptionError
+    from local_llm_runtime.store.library import ModelLibrary
+
+    with pytest.raises(InvalidOptionError, match="name a quantization"):
+        ModelLibrary().pull("modelscope.cn/Qwen/Qwen2.5-7B-Instruct-GGUF:auto")
