@@ -288,6 +288,20 @@ def chart(results: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     return True
 
 
+def _scrub(value: Any, before: Path | None = None) -> Any:
+    """``value`` with this machine's paths made relative: the checkout as ``.``, an earlier
+    checkout as ``BEFORE``, the home folder as ``~`` (the results are committed)."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, before) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, before) for v in value]
+    if isinstance(value, str):
+        if before is not None:
+            value = value.replace(str(before), "BEFORE")
+        return value.replace(str(ROOT), ".").replace(str(Path.home()), "~")
+    return value
+
+
 def _with_rows(name: str, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with ``summary`` rows derived by the script's ``summary_rows`` when it has none
     (figures written before the script wrote them)."""
@@ -309,6 +323,7 @@ def render(out: Path, note: str | None) -> None:
     results = {n: _with_rows(n, d) for n, d in stored["results"].items()}
     before = {n: _with_rows(n, d) for n, d in stored.get("before", {}).items()}
     stored.update(header=header, results=results, before=before)
+    stored = _scrub(stored)
     (out / "latest.json").write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
     (out / "latest.md").write_text(markdown(results, header, before), encoding="utf-8")
     chart(results, out / "latest.png", f"{header['date']}, {header['machine']}")
@@ -370,7 +385,7 @@ def main() -> None:
     stored_all: dict[str, Any] = {"header": header, "results": results}
     if before:
         stored_all["before"] = before
-    store.write_text(json.dumps(stored_all, indent=2) + "\n")
+    store.write_text(json.dumps(_scrub(stored_all, args.before), indent=2) + "\n")
     (out / "latest.md").write_text(markdown(results, header, before), encoding="utf-8")
     drawn = chart(results, out / "latest.png", f"{header['date']}, {header['machine']}")
     print(f"wrote {out / 'latest.md'}" + (f" and {out / 'latest.png'}" if drawn else ""))

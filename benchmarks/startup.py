@@ -9,9 +9,13 @@ so a busy machine slows both sides alike; medians of ``--rounds`` (default 5).
   is compared with two baselines: ``import langchain_core.language_models`` (a
   lazy package: it imports little) and the LangChain classes the adapters
   subclass (``BaseChatModel``, ``BaseLLM``, ``Embeddings``, the message and
-  output types): the adapters' own cost is ``ChatLocal`` minus the latter
-  (goal: <= 50 ms). The child also reports whether ``llama_cpp`` /
-  ``huggingface_hub`` were imported (goal: no).
+  output types), subtracted across interpreters. The goal (<= 50 ms) is checked on
+  the adapters' own cost measured in one interpreter: every module that importing
+  ``ChatLocal`` brings in from LangChain, pydantic and the standard library is
+  imported first, then ``ChatLocal`` is imported and constructed (the subtraction
+  also counts LangChain modules missing from the baseline list and reads two noisy
+  clocks). The child also reports whether ``llama_cpp`` / ``huggingface_hub`` were
+  imported (goal: no).
 * ``cli`` rows: wall seconds of ``python -m local_llm_runtime list``, ``show demo``
   and ``--help`` (goal: list <= 0.2 s, show <= 0.3 s), against a bare
   ``python -c pass``. The store (``LOCAL_LLM_HOME``) is a benchmark folder under
@@ -26,7 +30,8 @@ Usage::
     python benchmarks/startup.py [MODEL_PATH] [--rounds 5] [--json PATH]
 
 To measure another checkout (e.g. before a change), run this file with that
-checkout first on ``PYTHONPATH``: ``PYTHONPATH=/work/main:/work/main/runtime``.
+checkout first on ``PYTHONPATH`` (``PYTHONPATH=CHECKOUT:CHECKOUT/runtime``), or let
+``benchmarks/report.py --before CHECKOUT`` do it.
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ def summary_rows(figures: dict[str, Any]) -> list[dict[str, object]]:
     rows = [
         summary_row(
             "ChatLocal import+construct over LangChain bases", figures["chatlocal_over_langchain_ms"],
-            50.0, "budget 50 ms", goal=1.0, unit="ms", higher_is_better=False,
+            50.0, "budget 50 ms (two interpreters subtracted)", unit="ms",
+            higher_is_better=False,
         ),
     ]  # fmt: skip
     if "chatlocal_own_ms" in figures:
