@@ -487,9 +487,26 @@ def test_read_prefix_stops_once_the_header_is_complete(fake_hub: FakeHub, tiny_g
     assert second.headers["range"] == f"bytes=0-{3 * MiB - 1}"
 
 
-def test_auto_on_modelscope_says_what_to_do_instead() -> None:
-    from local_llm_runtime.errors import InvalidOptionError
-    from local_llm_runtime.store.library import ModelLibrary
+def test_auto_pull_on_modelscope_chooses_like_on_the_hub(
+    tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.fake_modelscope import FakeModelScope
 
-    with pytest.raises(InvalidOptionError, match="name a quantization"):
-        ModelLibrary().pull("modelscope.cn/Qwen/Qwen2.5-7B-Instruct-GGUF:auto")
+    base = tiny_gguf.read_bytes()
+    files = {f"tiny-{q.lower()}.gguf": base + b"\0" * pad for q, pad in PADS.items()}
+    needs = _needs(tiny_gguf, files, 2048)
+    budget = MemoryBudget(needs["Q4_K_M"] + MiB, 0, "available RAM")
+    with FakeModelScope() as ms:
+        monkeypatch.setenv("MODELSCOPE_DOMAIN", ms.url)
+        ms.add_repo(REPO, {**files, "README.md": b"# tiny\n"})
+        events: list[PullProgress] = []
+        record = ModelLibrary(memory=lambda: budget).pull(
+            f"modelscope.cn/{REPO}:auto", progress=events.append
+        )
+        assert record.source == "modelscope" and record.quant == "Q4_K_M"
+        assert record.files[0].repo_path == "tiny-q4_k_m.gguf"
+        reasons = [e.status for e in events if e.status.startswith("auto:")]
+        assert len(reasons) == 1 and "; Q8_0 (" in reasons[0]
+        assert ms.file_gets("tiny-q8_0.gguf") == []  # never downloaded
+        header = ms.file_gets("tiny-q2_k.gguf")  # the smallest file's header, one request
+        assert [r.headers.get("range") for r in header] == [f"bytes=0-{len(base) - 1}"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from local_llm_runtime.errors import (
     InsufficientMemoryError,
@@ -59,7 +59,22 @@ from local_llm_runtime.memory import (
 from local_llm_runtime.store.gguf_meta import read_gguf_metadata_prefix
 
 if TYPE_CHECKING:
-    from local_llm_runtime.store.hub import HubClient, RepoListing
+    from local_llm_runtime.store.hub import RepoListing
+
+
+class HeaderSource(Protocol):
+    """Where a repository's first bytes come from: the Hub's or ModelScope's client."""
+
+    def read_prefix(
+        self,
+        repo_id: str,
+        revision: str,
+        path: str,
+        limit: int,
+        *,
+        enough: Callable[[bytes], bool] | None = None,
+    ) -> bytes: ...
+
 
 __all__ = [
     "AUTO",
@@ -317,7 +332,9 @@ def probe_budget() -> MemoryBudget | None:
         return None
 
 
-def read_shape(hub: HubClient, listing: RepoListing, file: QuantFile) -> ModelShape:
+def read_shape(
+    hub: HeaderSource, listing: RepoListing, file: QuantFile, prefix: str = "hf.co/"
+) -> ModelShape:
     """The model's shape from the first bytes of ``file``'s (first) GGUF, downloaded partly.
 
     One ``Range`` request, read until the metadata is complete (checked at 1, 2, 4, ...
@@ -340,19 +357,19 @@ def read_shape(hub: HubClient, listing: RepoListing, file: QuantFile) -> ModelSh
     metadata = read_gguf_metadata_prefix(data, path)
     if metadata is None:
         raise InvalidModelFileError(
-            f"The GGUF header of {path} in hf.co/{listing.repo_id} is truncated or larger "
+            f"The GGUF header of {path} in {prefix}{listing.repo_id} is truncated or larger "
             f"than {human_bytes(HEADER_LIMIT)}; name a quantization instead of auto."
         )
     try:
         return ModelShape.from_metadata(metadata, file.size)
     except ValueError as exc:
         raise InvalidModelFileError(
-            f"{path} of hf.co/{listing.repo_id}: {exc}; name a quantization instead of auto."
+            f"{path} of {prefix}{listing.repo_id}: {exc}; name a quantization instead of auto."
         ) from None
 
 
 def choose_for_listing(
-    hub: HubClient,
+    hub: HeaderSource,
     listing: RepoListing,
     *,
     budget: MemoryBudget,
@@ -360,11 +377,12 @@ def choose_for_listing(
     num_parallel: int,
     kv_bytes_per_elem: float,
     default_num_ctx: int,
+    prefix: str = "hf.co/",
 ) -> QuantChoice:
     """Choose among a listing's quantizations for this budget (reads one header).
 
     Args:
-        hub: The Hub client (for the header bytes).
+        hub: The Hub's or ModelScope's client (for the header bytes).
         listing: The repository at one commit.
         budget: The memory.
         num_ctx: The context to plan for; ``None``: ``default_num_ctx`` capped by the
@@ -372,16 +390,17 @@ def choose_for_listing(
         num_parallel: Sequences decoded at once.
         kv_bytes_per_elem: Bytes per KV element.
         default_num_ctx: The runtime's default context.
+        prefix: How names of this source start (``hf.co/``, ``modelscope.cn/``).
 
     Raises:
         QuantizationNotFoundError: No GGUF files in the repository.
         InsufficientMemoryError: Nothing fits.
     """
     files = quant_files(listing.sizes)
-    what = f"hf.co/{listing.repo_id}"
+    what = f"{prefix}{listing.repo_id}"
     if not files:
         raise QuantizationNotFoundError(f"{what} has no GGUF files to choose from.")
-    shape = read_shape(hub, listing, files[0])
+    shape = read_shape(hub, listing, files[0], prefix)
     if num_ctx is None:
         trained = shape.n_ctx_train
         num_ctx = min(default_num_ctx, trained) if trained > 0 else default_num_ctx

@@ -484,10 +484,8 @@ class ModelLibrary:
         from local_llm_runtime.store.hub import PullProgress
 
         if quant.upper() == "AUTO":
-            raise InvalidOptionError(
-                f"':auto' chooses among the Hugging Face Hub's files and cannot choose on "
-                f"ModelScope yet; name a quantization (modelscope.cn/{repo_id}:Q4_K_M) or set "
-                "HF_ENDPOINT to a reachable Hub mirror."
+            quant, revision = self._auto_quant(
+                repo_id, revision, None, progress, source="modelscope"
             )
         resolution = self.modelscope.resolve(repo_id, quant, revision)
         stored = self.modelscope.download(resolution, self.store, progress=progress)
@@ -526,37 +524,50 @@ class ModelLibrary:
     def _auto_quant(
         self,
         repo_id: str,
-        revision: str,
+        revision: str | None,
         num_ctx: int | None,
         progress: ProgressCallback | None,
+        *,
+        source: str = "hf",
     ) -> tuple[str, str]:
-        """(quant, commit) that ``:auto`` chooses for this machine (see :mod:`.auto_quant`)."""
+        """(quant, revision) that ``:auto`` chooses for this machine (see :mod:`.auto_quant`).
+
+        Among the files of ``repo_id`` on ``source`` (``hf`` or ``modelscope``; a
+        ``revision`` of ``None`` is ModelScope's default branch).
+        """
         from local_llm_runtime.memory import KV_BYTES_PER_ELEM
         from local_llm_runtime.store.auto_quant import choose_for_listing
         from local_llm_runtime.store.hub import PullProgress
         from local_llm_runtime.types import DEFAULT_NUM_CTX
 
-        listing = self.hub.list_sizes(repo_id, revision)
+        client: HubClient | ModelScopeClient
+        if source == "modelscope":
+            client, prefix = self.modelscope, "modelscope.cn/"
+            listing = self.modelscope.list_sizes(repo_id, revision)
+        else:
+            client, prefix = self.hub, "hf.co/"
+            listing = self.hub.list_sizes(repo_id, revision or "main")
         budget = self._memory_budget()
         if budget is None:
             line = (
                 f"auto: cannot tell this machine's free memory; pulling the default "
-                f"{DEFAULT_QUANT} of hf.co/{listing.repo_id} (name a quantization to choose)"
+                f"{DEFAULT_QUANT} of {prefix}{listing.repo_id} (name a quantization to choose)"
             )
             logger.warning("%s", line)
             if progress is not None:
                 progress(PullProgress(line))
             return DEFAULT_QUANT, listing.revision
         choice = choose_for_listing(
-            self.hub,
+            client,
             listing,
             budget=budget,
             num_ctx=num_ctx,
             num_parallel=self.settings.num_parallel,
             kv_bytes_per_elem=KV_BYTES_PER_ELEM[self.settings.kv_cache_type],
             default_num_ctx=DEFAULT_NUM_CTX,
+            prefix=prefix,
         )
-        logger.warning("hf.co/%s %s", listing.repo_id, choice.reason)
+        logger.warning("%s%s %s", prefix, listing.repo_id, choice.reason)
         if progress is not None:
             progress(PullProgress(choice.reason))
         return choice.quant, listing.revision

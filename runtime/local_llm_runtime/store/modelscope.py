@@ -57,7 +57,13 @@ from local_llm_runtime.errors import (
     StoreError,
 )
 from local_llm_runtime.settings import RuntimeSettings
-from local_llm_runtime.store.hub import ProgressCallback, PullProgress, select_files, sha256_file
+from local_llm_runtime.store.hub import (
+    ProgressCallback,
+    PullProgress,
+    RepoListing,
+    select_files,
+    sha256_file,
+)
 from local_llm_runtime.store.records import FileRecord, Store
 
 __all__ = [
@@ -68,6 +74,8 @@ __all__ = [
     "StoredFile",
 ]
 
+_PREFIX_CHECKPOINT = 1 << 20
+"""Bytes read before asking whether a header prefix is complete (then doubling)."""
 logger = logging.getLogger(__name__)
 
 DEFAULT_REVISION = "master"
@@ -248,22 +256,7 @@ class ModelScopeClient:
             SourceUnreachableError: ModelScope could not be reached.
             OfflineError: ``HF_HUB_OFFLINE`` is set.
         """
-        self._check_online(repo_id)
-        with self._client() as client:
-            revisions = self._get_data(client, f"/api/v1/models/{repo_id}/revisions", repo_id)
-            chosen_revision = _pick_revision(revisions, revision, repo_id)
-            listing = self._get_data(
-                client,
-                f"/api/v1/models/{repo_id}/repo/files",
-                repo_id,
-                {"Revision": chosen_revision, "Recursive": "True"},
-            )
-        entries: dict[str, dict[str, Any]] = {}
-        for entry in listing.get("Files") or []:
-            if isinstance(entry, dict) and entry.get("Type") != "tree":
-                path = entry.get("Path")
-                if isinstance(path, str) and path:
-                    entries[path] = entry
+        chosen_revision, entries = self._listing(repo_id, revision)
         try:
             chosen = select_files(list(entries), quant)
         except QuantizationNotFoundError as exc:
@@ -282,6 +275,89 @@ class ModelScopeClient:
                 )
             )
         return ModelScopeResolution(repo_id, chosen_revision, quant, tuple(files))
+
+    def _listing(self, repo_id: str, revision: str | None) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(the revision listed, ``{path: ModelScope's file entry}``): two API calls."""
+        self._check_online(repo_id)
+        with self._client() as client:
+            revisions = self._get_data(client, f"/api/v1/models/{repo_id}/revisions", repo_id)
+            chosen_revision = _pick_revision(revisions, revision, repo_id)
+            listing = self._get_data(
+                client,
+                f"/api/v1/models/{repo_id}/repo/files",
+                repo_id,
+                {"Revision": chosen_revision, "Recursive": "True"},
+            )
+        entries: dict[str, dict[str, Any]] = {}
+        for entry in listing.get("Files") or []:
+            if isinstance(entry, dict) and entry.get("Type") != "tree":
+                path = entry.get("Path")
+                if isinstance(path, str) and path:
+                    entries[path] = entry
+        return chosen_revision, entries
+
+    def list_sizes(self, repo_id: str, revision: str | None = None) -> RepoListing:
+        """Every file of a repository with its size, at one revision (for ``:auto``).
+
+        Raises:
+            See :meth:`resolve`.
+        """
+        chosen, entries = self._listing(repo_id, revision)
+        sizes = {}
+        for path, entry in entries.items():
+            size = entry.get("Size")
+            if isinstance(size, int | str) and str(size).isdigit():
+                sizes[path] = int(size)
+        return RepoListing(repo_id, chosen, sizes)
+
+    def read_prefix(
+        self,
+        repo_id: str,
+        revision: str,
+        path: str,
+        limit: int,
+        *,
+        enough: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        """The first bytes of a file, up to ``limit``: one ``Range`` request.
+
+        As :meth:`HubClient.read_prefix <local_llm_runtime.store.hub.HubClient.read_prefix>`.
+
+        Raises:
+            SourceUnreachableError: ModelScope could not be reached.
+            DownloadError: ModelScope answered an error.
+        """
+        self._check_online(repo_id)
+        out = bytearray()
+        checkpoint = _PREFIX_CHECKPOINT
+        try:
+            with (
+                self._client() as client,
+                client.stream(
+                    "GET",
+                    f"/api/v1/models/{repo_id}/repo",
+                    params={"Revision": revision, "FilePath": path},
+                    headers={"Range": f"bytes=0-{limit - 1}", "Accept-Encoding": "identity"},
+                ) as response,
+            ):
+                self._check_status(response, repo_id)
+                for chunk in response.iter_bytes():
+                    out += chunk
+                    if len(out) >= limit:
+                        break
+                    if enough is not None and len(out) >= checkpoint:
+                        if enough(bytes(out)):
+                            break
+                        checkpoint = max(checkpoint * 2, len(out))
+        except LocalLLMError:
+            raise
+        except _Transient as exc:
+            raise DownloadError(
+                f"ModelScope answered {exc} for {_label(repo_id)}; try again later."
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(repo_id, exc) from None
+        return bytes(out[:limit])
 
     # ---- download -----------------------------------------------------------
 
