@@ -120,13 +120,21 @@ class ContextLengthExceededError(LocalLLMError, ValueError):
         num_ctx: The context window.
     """
 
-    def __init__(self, prompt_tokens: int, num_ctx: int) -> None:
+    def __init__(self, prompt_tokens: int, num_ctx: int, *, embedding: bool = False) -> None:
         self.prompt_tokens = prompt_tokens
         self.num_ctx = num_ctx
-        super().__init__(
-            f"The prompt is {prompt_tokens} tokens but the context window is {num_ctx}; "
-            "shorten the input or raise num_ctx."
-        )
+        if embedding:  # an embedding input with truncate=False
+            message = (
+                f"A text to embed is {prompt_tokens} tokens but the context window is "
+                f"{num_ctx}; shorten or split it, raise num_ctx, or pass truncate=True to "
+                "embed its first tokens."
+            )
+        else:
+            message = (
+                f"The prompt is {prompt_tokens} tokens but the context window is {num_ctx}; "
+                "shorten the input or raise num_ctx."
+            )
+        super().__init__(message)
 
 
 def _or_list(items: Sequence[str]) -> str:

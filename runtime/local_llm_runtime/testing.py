@@ -795,7 +795,7 @@ class FakeEngine:
         if not truncate:
             for tokens in pieces:
                 if len(tokens) > window:
-                    raise ContextLengthExceededError(len(tokens), window)
+                    raise ContextLengthExceededError(len(tokens), window, embedding=True)
         self._load(model, True, valid, keep_alive)
         self._record(
             FakeRequest(

@@ -95,7 +95,7 @@ def embedding_tokens(
             "vocabulary has no BOS or EOS token to stand for it. Drop empty texts first."
         )
     if len(tokens) > limit and not truncate:
-        raise ContextLengthExceededError(len(tokens), limit)
+        raise ContextLengthExceededError(len(tokens), limit, embedding=True)
     if len(tokens) > limit:
         adds_end = llama_cpp.llama_vocab_get_add_eos(vocab) or llama_cpp.llama_vocab_get_add_sep(
             vocab
