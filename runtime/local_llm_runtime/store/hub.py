@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,27 @@ def select_files(paths: Sequence[str], quant: str) -> list[str]:
     quants = available_quants(paths)
     hint = f" Available: {', '.join(quants)}." if quants else " The repository has no GGUF files."
     raise QuantizationNotFoundError(f"No {quant.upper()} GGUF file found.{hint}")
+
+
+def read_prefix_of(
+    chunks: Iterable[bytes], limit: int, enough: Callable[[bytes], bool] | None = None
+) -> bytes:
+    """The first bytes of a streamed body: up to ``limit``, or fewer once ``enough`` says so.
+
+    ``enough`` is asked with the bytes so far each time they pass 1 MiB, 2 MiB, 4 MiB, ...
+    (a GGUF header is complete); the caller closes the response after.
+    """
+    out = bytearray()
+    checkpoint = _PREFIX_CHECKPOINT
+    for chunk in chunks:
+        out += chunk
+        if len(out) >= limit:
+            break
+        if enough is not None and len(out) >= checkpoint:
+            if enough(bytes(out)):
+                break
+            checkpoint = max(checkpoint * 2, len(out))
+    return bytes(out[:limit])
 
 
 def sha256_file(path: Path) -> str:
@@ -577,7 +598,7 @@ class HubClient:
         token = self._token()
         if isinstance(token, str):
             headers["Authorization"] = f"Bearer {token}"  # httpx drops it on cross-host redirects
-        out = bytearray()
+        out = b""
         try:
             with (
                 httpx.Client(follow_redirects=True, timeout=30.0) as client,
@@ -593,17 +614,9 @@ class HubClient:
                         f"The Hub answered HTTP {response.status_code} for {path} of "
                         f"hf.co/{repo_id}; try again later."
                     )
-                checkpoint = _PREFIX_CHECKPOINT
-                for chunk in response.iter_bytes():
-                    out += chunk
-                    if len(out) >= limit:
-                        break
-                    if enough is not None and len(out) >= checkpoint:
-                        if enough(bytes(out)):
-                            break
-                        checkpoint = max(checkpoint * 2, len(out))
+                out = read_prefix_of(response.iter_bytes(), limit, enough)
         except LocalLLMError:
             raise
         except httpx.HTTPError as exc:
             raise self._translate(exc, repo_id) from None
-        return bytes(out[:limit])
+        return out

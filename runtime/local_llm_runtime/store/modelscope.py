@@ -61,6 +61,7 @@ from local_llm_runtime.store.hub import (
     ProgressCallback,
     PullProgress,
     RepoListing,
+    read_prefix_of,
     select_files,
     sha256_file,
 )
@@ -74,8 +75,6 @@ __all__ = [
     "StoredFile",
 ]
 
-_PREFIX_CHECKPOINT = 1 << 20
-"""Bytes read before asking whether a header prefix is complete (then doubling)."""
 logger = logging.getLogger(__name__)
 
 DEFAULT_REVISION = "master"
@@ -328,8 +327,7 @@ class ModelScopeClient:
             DownloadError: ModelScope answered an error.
         """
         self._check_online(repo_id)
-        out = bytearray()
-        checkpoint = _PREFIX_CHECKPOINT
+        out = b""
         try:
             with (
                 self._client() as client,
@@ -341,14 +339,7 @@ class ModelScopeClient:
                 ) as response,
             ):
                 self._check_status(response, repo_id)
-                for chunk in response.iter_bytes():
-                    out += chunk
-                    if len(out) >= limit:
-                        break
-                    if enough is not None and len(out) >= checkpoint:
-                        if enough(bytes(out)):
-                            break
-                        checkpoint = max(checkpoint * 2, len(out))
+                out = read_prefix_of(response.iter_bytes(), limit, enough)
         except LocalLLMError:
             raise
         except _Transient as exc:
@@ -357,7 +348,7 @@ class ModelScopeClient:
             ) from None
         except httpx.TransportError as exc:
             raise self._unreachable(repo_id, exc) from None
-        return bytes(out[:limit])
+        return out
 
     # ---- download -----------------------------------------------------------
 
