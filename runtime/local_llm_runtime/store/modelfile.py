@@ -370,6 +370,20 @@ class _Builder:
         )
 
 
+def _windows_newlines(text: str) -> str:
+    r"""``text`` with its line breaks as ``\n`` when every one of them is ``\r\n``.
+
+    A file saved on Windows is read the same by ``create -f``, ``rt.create(modelfile=...)``
+    and ``/api/create`` (no ``\r`` left in a multi-line SYSTEM or TEMPLATE). A Modelfile
+    with any bare ``\n`` (as :func:`render_modelfile` writes) is taken verbatim, so a value
+    holding ``\r\n`` still reads back exactly.
+    """
+    crlf = text.count("\r\n")
+    if crlf and crlf == text.count("\n"):
+        return text.replace("\r\n", "\n")
+    return text
+
+
 def parse_modelfile(text: str) -> Modelfile:
     """Parse a Modelfile (Ollama's syntax).
 
@@ -387,7 +401,7 @@ def parse_modelfile(text: str) -> Modelfile:
     """
     if not isinstance(text, str):
         raise ModelfileError(f"A Modelfile must be text, not {type(text).__name__}.")
-    reader = _Reader(text)
+    reader = _Reader(_windows_newlines(text))
     builder = _Builder()
     while True:
         while reader.peek() and reader.peek() in _BLANKS + _NEWLINES:
@@ -421,7 +435,8 @@ def read_modelfile(path: str | Path) -> Modelfile:
     """
     file = Path(path).expanduser()
     try:
-        text = file.read_text("utf-8")
+        with file.open(encoding="utf-8", newline="") as handle:  # as the API: see parse
+            text = handle.read()
     except UnicodeDecodeError:
         raise ModelfileError(f"{file} is not UTF-8 text; save the Modelfile as UTF-8.") from None
     except OSError as exc:

@@ -1,0 +1,369 @@
+"""Issue 13's features as a demanding new user meets them: Modelfiles from Ollama's docs and
+tutorials and broken ones, the ``show --modelfile`` / ``create -f`` round trip for every kind
+of model through the CLI and the server, LoRA adapters and the store, ModelScope pulls that
+race, and the compute thread under many callers.
+
+Each table row is an input a user can write; the rule it checks is stated once per test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from local_llm_runtime.cli.main import main
+from local_llm_runtime.store.library import ModelLibrary
+from local_llm_runtime.store.modelfile import JINJA_CHATML_EXAMPLE, parse_modelfile
+from local_llm_runtime.testing import FakeEngine
+from tests.support.server import make_app
+from tests.support.tiny_gguf import write_tiny_gguf, write_tiny_lora_gguf
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def _store_files(home: Path) -> dict[str, bytes]:
+    """Every file under the store (name -> bytes): 'unchanged' means equal."""
+    if not home.exists():
+        return {}
+    return {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
+
+
+def _create_f(path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["create", name, "-f", str(path)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+@pytest.fixture
+def files(tmp_path: Path, tiny_gguf: Path, tiny_lora_gguf: Path) -> dict[str, Path]:
+    """The files a Modelfile can name: a model, an adapter, a truncated adapter, an adapter
+    for another architecture, a text file named .gguf."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    data = tiny_lora_gguf.read_bytes()
+    (folder / "truncated-lora.gguf").write_bytes(data[: len(data) // 2])
+    (folder / "text.gguf").write_text("not a gguf\n", "utf-8")
+    return {
+        "model": tiny_gguf,
+        "lora": tiny_lora_gguf,
+        "truncated": folder / "truncated-lora.gguf",
+        "qwen_lora": write_tiny_lora_gguf(folder / "qwen-lora.gguf", architecture="qwen2"),
+        "text": folder / "text.gguf",
+        "wide": write_tiny_gguf(folder / "wide.gguf", n_embd=32),
+    }
+
+
+# ---- Modelfiles: bad inputs are one-line errors and leave the store as it was ------------------
+
+BAD_MODELFILES: list[tuple[str, str, str]] = [
+    # (id, Modelfile with {model}/{lora}/... placeholders, what the error says)
+    ("no-from", "SYSTEM hi\n", "no FROM"),
+    ("empty", "", "no FROM"),
+    ("only-comments", "# FROM {model}\n", "no FROM"),
+    ("from-missing-file", "FROM ./nope.gguf\n", "No such model file"),
+    ("from-not-gguf", "FROM {text}\n", "not a valid GGUF"),
+    ("from-directory", "FROM {folder}\n", ".gguf"),
+    ("from-missing-name", "FROM no-such-model-here\n", "not found"),
+    ("from-hf-offline", "FROM hf.co/org/repo-GGUF:Q4_K_M\n", "Could not reach"),
+    ("from-modelscope-offline", "FROM modelscope.cn/org/repo-GGUF\n", "Could not reach"),
+    ("two-froms", "FROM {model}\nFROM {model}\n", "line 2"),
+    ("unknown-instruction", "FROM {model}\nEMBED x\n", "line 2"),
+    ("ollama-only", "FROM {model}\nREQUIRES 0.5\n", "not supported"),
+    ("param-wrong-type", "FROM {model}\nPARAMETER temperature hot\n", "line 2"),
+    ("param-unknown", "FROM {model}\nPARAMETER foo 1\n", "Unknown option"),
+    ("param-no-value", "FROM {model}\nPARAMETER temperature\n", "line 2"),
+    ("param-out-of-range", "FROM {model}\nPARAMETER num_ctx 0\n", "line 2"),
+    ("param-nan", "FROM {model}\nPARAMETER top_p nan\n", "line 2"),
+    ("param-empty-stop", 'FROM {model}\nPARAMETER stop ""\n', "line 2"),
+    ("message-bad-role", "FROM {model}\nMESSAGE tool hi\n", "MESSAGE role"),
+    ("message-no-text", "FROM {model}\nMESSAGE user\n", "line 2"),
+    ("unclosed-triple", 'FROM {model}\nSYSTEM """abc\n', "never closed"),
+    ("go-template", 'FROM {model}\nTEMPLATE """{{{{ .Prompt }}}}"""\n', "Go template"),
+    (
+        "go-mixed-with-jinja",
+        'FROM {model}\nTEMPLATE """{{% for m in messages %}}{{{{ .Content }}}}{{% endfor %}}"""\n',
+        "Go template",
+    ),
+    ("jinja-raises", 'FROM {model}\nTEMPLATE """{{{{ raise_exception(\'no\') }}}}"""\n', "no"),
+    (
+        "jinja-huge-loop",
+        'FROM {model}\nTEMPLATE """{{% for i in range(10**9) %}}x{{% endfor %}}"""\n',
+        "TEMPLATE",
+    ),
+    (
+        "jinja-recursion",
+        'FROM {model}\nTEMPLATE """{{% macro f(n) %}}{{{{ f(n) }}}}{{% endmacro %}}{{{{ f(0) }}}}"""\n',
+        "TEMPLATE",
+    ),
+    ("jinja-syntax", 'FROM {model}\nTEMPLATE """{{% for %}}"""\n', "line 2"),
+    ("template-empty", 'FROM {model}\nTEMPLATE ""\n', "empty"),
+    ("adapter-missing", "FROM {model}\nADAPTER ./nope.gguf\n", "No such adapter"),
+    ("adapter-is-a-model", "FROM {model}\nADAPTER {model}\n", "not a LoRA adapter"),
+    ("adapter-truncated", "FROM {model}\nADAPTER {truncated}\n", "not a valid GGUF"),
+    ("adapter-other-arch", "FROM {model}\nADAPTER {qwen_lora}\n", "qwen2"),
+    ("adapter-other-shapes", "FROM {wide}\nADAPTER {lora}\n", "another model"),
+    ("adapter-text", "FROM {model}\nADAPTER {text}\n", "not a valid GGUF"),
+    ("adapter-second-bad", "FROM {model}\nADAPTER {lora}\nADAPTER {truncated}\n", "GGUF"),
+    ("adapter-missing-hf-from", "FROM hf.co/org/repo-GGUF\nADAPTER ./nope.gguf\n", "No such"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [row[1:] for row in BAD_MODELFILES],
+    ids=[row[0] for row in BAD_MODELFILES],
+)
+def test_a_bad_modelfile_is_a_one_line_error_and_leaves_the_store_unchanged(
+    text: str,
+    expected: str,
+    files: dict[str, Path],
+    isolated_env: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", "keep", "--from", str(files["model"])]) == 0
+    home = isolated_env["home"]
+    before = _store_files(home)
+    path = tmp_path / "Modelfile"
+    path.write_text(text.format(folder=tmp_path, **files), "utf-8")
+    rc, out, err = _create_f(path, "bad", capsys)
+    assert rc == 1, out
+    assert "Traceback" not in err and err.startswith("Error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert _store_files(home) == before  # no record, no orphan blob
+
+
+# ---- Modelfiles people copy: accepted, and what they bind ------------------------------------
+
+GOOD_MODELFILES: list[tuple[str, str, dict[str, object]]] = [
+    (
+        "ollama-docs-mario",  # docs/modelfile.md, with FROM our model
+        "FROM {model}\n"
+        "# sets the temperature to 1 [higher is more creative, lower is more coherent]\n"
+        "PARAMETER temperature 1\n"
+        "# sets the context window size to 4096, this controls how many tokens the LLM can "
+        "use as context to generate the next token\n"
+        "PARAMETER num_ctx 4096\n\n"
+        "# sets a custom system message to specify the behavior of the chat assistant\n"
+        "SYSTEM You are Mario from super mario bros, acting as an assistant.\n",
+        {
+            "system": "You are Mario from super mario bros, acting as an assistant.",
+            "parameters": {"temperature": 1.0, "num_ctx": 4096},
+        },
+    ),
+    (
+        "ollama-docs-messages",
+        "FROM {model}\nMESSAGE user Is Toronto in Canada?\nMESSAGE assistant yes\n"
+        "MESSAGE user Is Sacramento in Canada?\nMESSAGE assistant no\n",
+        {"messages": 4},
+    ),
+    (
+        "ollama-show-stops",  # what `ollama show --modelfile` prints for llama3.2
+        'FROM {model}\nPARAMETER stop "<|start_header_id|>"\nPARAMETER stop "<|end_header_id|>"\n'
+        'PARAMETER stop "<|eot_id|>"\nPARAMETER stop <|reserved_special_token\n',
+        {
+            "parameters": {
+                "stop": [
+                    "<|start_header_id|>",
+                    "<|end_header_id|>",
+                    "<|eot_id|>",
+                    "<|reserved_special_token",
+                ]
+            }
+        },
+    ),
+    (
+        "windows-line-endings",
+        'FROM {model}\r\nPARAMETER temperature 0.5\r\nSYSTEM """line one\r\nline two"""\r\n',
+        {"system": "line one\nline two", "parameters": {"temperature": 0.5}},
+    ),
+    (
+        "tabs-and-lowercase",
+        "from\t{model}\nparameter\ttop_k\t20\nsystem\tbe brief\n",
+        {"system": "be brief", "parameters": {"top_k": 20}},
+    ),
+    (
+        "unicode-and-bom",
+        "\ufeffFROM {model}\nSYSTEM 你是一个乐于助人的助手。🌍\nMESSAGE user ¿Qué tal?\n",
+        {"system": "你是一个乐于助人的助手。🌍", "messages": 1},
+    ),
+    ("empty-system", 'FROM {model}\nSYSTEM ""\n', {"system": ""}),
+    ("quotes-inside-triple", 'FROM {model}\nSYSTEM """say "hi" """\n', {"system": 'say "hi" '}),
+    ("hash-inside-value", "FROM {model}\nSYSTEM use # for comments\n", {}),
+    ("ignored-ollama-params", "FROM {model}\nPARAMETER use_mmap false\nPARAMETER num_keep 4\n", {}),
+    ("huge-system", "FROM {model}\nSYSTEM " + "x" * 2_000_000 + "\n", {}),
+    (
+        "jinja-template",
+        'FROM {model}\nTEMPLATE """'
+        + JINJA_CHATML_EXAMPLE.replace("{", "{{").replace("}", "}}")
+        + '"""\n',
+        {"template": JINJA_CHATML_EXAMPLE},
+    ),
+    ("two-adapters", "FROM {model}\nADAPTER {lora}\nADAPTER {lora}\n", {"adapters": 2}),
+    ("license-twice", "FROM {model}\nLICENSE MIT\nLICENSE '''Apache'''\n", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "bound"), [row[1:] for row in GOOD_MODELFILES], ids=[row[0] for row in GOOD_MODELFILES]
+)
+def test_modelfiles_people_copy_are_accepted_and_read_back_the_same(
+    text: str,
+    bound: dict[str, object],
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    client_for_store: Callable[[], TestClient],
+) -> None:
+    path = tmp_path / "Modelfile"
+    path.write_bytes(text.format(**files).encode("utf-8"))
+    rc, _, err = _create_f(path, "made", capsys)
+    assert rc == 0, err
+    lib = ModelLibrary()
+    first = lib.store.get("made:latest")
+    assert first is not None
+    for key, value in bound.items():
+        got = getattr(first, key)
+        assert (len(got) if isinstance(value, int) and not isinstance(got, int) else got) == value
+    _assert_round_trips("made", tmp_path, capsys, client_for_store)
+
+
+def _assert_round_trips(
+    name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    client_for_store: Callable[[], TestClient],
+) -> None:
+    """``show --modelfile`` (CLI) and ``/api/show``'s modelfile both create the same model."""
+    lib = ModelLibrary()
+    first = lib.store.get(name if ":" in name else f"{name}:latest")
+    assert first is not None
+    capsys.readouterr()
+    assert main(["show", name, "--modelfile"]) == 0
+    cli_text = capsys.readouterr().out
+    shown = client_for_store().post("/api/show", json={"model": name})
+    assert shown.status_code == 200, shown.text
+    server_text = shown.json()["modelfile"]
+    ignore = {"name", "modified_at", "origin"}
+    for index, text in enumerate((cli_text, server_text)):
+        path = tmp_path / f"Modelfile.{index}"
+        path.write_text(text, "utf-8")
+        rc, _, err = _create_f(path, f"again-{index}", capsys)
+        assert rc == 0, (index, err, text[:500])
+        again = lib.store.get(f"again-{index}:latest")
+        assert again is not None
+        assert again.model_dump(exclude=ignore) == first.model_dump(exclude=ignore), index
+
+
+@pytest.fixture
+def client_for_store() -> Callable[[], TestClient]:
+    """A server over the current store (the model routes read it; the engine is fake)."""
+    clients: list[TestClient] = []
+
+    def make() -> TestClient:
+        if not clients:
+            client = TestClient(
+                make_app(FakeEngine(responses=["x"])), raise_server_exceptions=False
+            )
+            client.__enter__()
+            clients.append(client)
+        return clients[0]
+
+    yield make  # type: ignore[misc]
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("kind", ["file-import", "stored-name", "adapter", "messages", "all"])
+def test_show_modelfile_round_trips_every_kind_of_model(
+    kind: str,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    client_for_store: Callable[[], TestClient],
+) -> None:
+    model, lora = files["model"], files["lora"]
+    lib = ModelLibrary()
+    name = "m:latest"
+    if kind == "file-import":
+        lib.create("m", str(model), parameters={"seed": 3})
+    elif kind == "stored-name":
+        lib.create("base", str(model))
+        lib.create("m", "base", system="hi")
+    elif kind == "adapter":
+        lib.create("m", str(model), adapters=[lora])
+    elif kind == "messages":
+        lib.create_from_modelfile("m", f"FROM {model}\nMESSAGE user q\nMESSAGE assistant a\n")
+    else:
+        lib.create_from_modelfile(
+            "m",
+            f'FROM {model}\nSYSTEM """a\r\n"b"\r\rc\n"""\nPARAMETER stop "<|im_end|>"\n'
+            f'TEMPLATE """{JINJA_CHATML_EXAMPLE}"""\nMESSAGE user q\nADAPTER {lora}\n'
+            "LICENSE '''MIT \"\"\"\nline'''\n",
+        )
+    _assert_round_trips(name, tmp_path, capsys, client_for_store)
+
+
+def test_server_show_modelfile_names_the_adapters_and_a_from_create_accepts(
+    files: dict[str, Path], client_for_store: Callable[[], TestClient]
+) -> None:
+    """Before: ``/api/show``'s modelfile (a second renderer beside ``show --modelfile``) left
+    out ADAPTER: a model created from it lost its adapters."""
+    lib = ModelLibrary()
+    record = lib.create("imp", str(files["model"]), adapters=[files["lora"]])
+    client = client_for_store()
+    text = client.post("/api/show", json={"model": "imp"}).json()["modelfile"]
+    parsed = parse_modelfile(text)
+    assert parsed.from_ == "imp:latest"
+    assert [Path(a).name for a in parsed.adapters] == [f"sha256-{record.adapters[0].sha256}"]
+    made = client.post("/api/create", json={"model": "imp2", "modelfile": text, "stream": False})
+    assert made.status_code == 200, made.text
+    again = lib.store.get("imp2:latest")
+    assert again is not None and again.adapters == record.adapters
+
+
+NEWLINE_TEXTS: list[tuple[str, str, str]] = [
+    # (id, Modelfile, the SYSTEM every entry point binds)
+    ("unix", 'FROM {model}\nSYSTEM """a\nb"""\n', "a\nb"),
+    ("windows", 'FROM {model}\r\nSYSTEM """a\r\nb"""\r\n', "a\nb"),
+    ("windows-no-final-newline", 'FROM {model}\r\nSYSTEM """a\r\nb"""', "a\nb"),
+    ("mixed: verbatim", 'FROM {model}\nSYSTEM """a\r\nb"""\n', "a\r\nb"),
+    ("lone-cr-in-value", 'FROM {model}\nSYSTEM """a\rb"""\n', "a\rb"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "system"), [row[1:] for row in NEWLINE_TEXTS], ids=[row[0] for row in NEWLINE_TEXTS]
+)
+def test_line_endings_bind_the_same_through_the_cli_the_api_and_the_server(
+    text: str,
+    system: str,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    client_for_store: Callable[[], TestClient],
+) -> None:
+    """Before: ``create -f`` read the file with universal newlines (CRLF -> LF, and a value's
+    own ``\\r`` lost: no round trip) while ``rt.create(modelfile=)`` and ``/api/create`` kept
+    every ``\\r``: the same Modelfile bound different prompts."""
+    import local_llm_runtime as rt
+
+    body = text.format(**files)
+    path = tmp_path / "Modelfile"
+    path.write_bytes(body.encode("utf-8"))
+    assert _create_f(path, "cli", capsys)[0] == 0
+    rt.create("api", modelfile=body)
+    made = client_for_store().post(
+        "/api/create", json={"model": "srv", "modelfile": body, "stream": False}
+    )
+    assert made.status_code == 200, made.text
+    lib = ModelLibrary()
+    assert [lib.show(n)["system"] for n in ("cli", "api", "srv")] == [system] * 3
+    _assert_round_trips("cli", tmp_path, capsys, client_for_store)
