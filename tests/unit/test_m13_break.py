@@ -8,16 +8,21 @@ Each table row is an input a user can write; the rule it checks is stated once p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from local_llm_runtime.cli.main import main
+from local_llm_runtime.errors import RequestTimeoutError
+from local_llm_runtime.llama.engine import Engine
 from local_llm_runtime.store.library import ModelLibrary
 from local_llm_runtime.store.modelfile import JINJA_CHATML_EXAMPLE, parse_modelfile
 from local_llm_runtime.testing import FakeEngine
+from local_llm_runtime.types import FinalChunk
 from tests.support.server import make_app
 from tests.support.tiny_gguf import write_tiny_gguf, write_tiny_lora_gguf
 
@@ -444,3 +449,101 @@ def test_other_paths_still_need_a_gguf_suffix(text: str) -> None:
 
     with pytest.raises(InvalidModelNameError, match="gguf"):
         parse_ref(text)
+
+
+# ---- the compute thread under many callers ---------------------------------------------------
+
+LONG = [{"role": "user", "content": "hello world " * 140}]  # ~1,700 tokens: several n_batch
+SHORT = [{"role": "user", "content": "hello world"}]
+
+
+@pytest.fixture
+def two_models(tiny_gguf: Path, tiny_gguf_factory: Callable[..., Path]) -> tuple[str, str]:
+    return str(tiny_gguf), str(tiny_gguf_factory(seed=3))
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    eng = Engine()
+    yield eng
+    eng.pool.close()
+
+
+def test_a_short_request_to_a_second_model_is_not_starved_by_a_long_one(
+    engine: Engine, two_models: tuple[str, str]
+) -> None:
+    """Both models make progress: decodes take turns on the one compute thread (a job per
+    token each), so 20 tokens of B finish long before A's 300."""
+    a, b = two_models
+    engine.preload(a)
+    engine.preload(b)
+    order: list[str] = []
+    started = threading.Event()
+
+    def long_a() -> None:
+        for chunk in engine.chat_stream(a, SHORT, options={"num_predict": 300, "temperature": 0}):
+            started.set()
+            order.append("a-final" if isinstance(chunk, FinalChunk) else "a")
+
+    thread = threading.Thread(target=long_a)
+    thread.start()
+    assert started.wait(60)
+    result = engine.chat(b, SHORT, options={"num_predict": 20, "temperature": 0})
+    order.append("b-done")
+    thread.join(120)
+    assert result.usage.completion_tokens == 20
+    assert order[-1] == "a-final", (len(order), order[-5:])
+    assert order.index("b-done") < len(order) - 100, "B waited for most of A's generation"
+
+
+def test_timeouts_and_cancellations_during_long_prefills_end_promptly_typed(
+    engine: Engine, two_models: tuple[str, str]
+) -> None:
+    """Many asyncio callers on two models: the ones with a deadline raise RequestTimeoutError
+    (not a hang, not another error), cancelled tasks end as cancelled, and both models then
+    answer as before (greedy: the same text)."""
+    a, b = two_models
+    greedy = {"num_predict": 16, "temperature": 0}
+    before = {m: engine.chat(m, SHORT, options=greedy).text for m in (a, b)}
+
+    async def one(model: str, timeout: float | None) -> str:
+        stream = engine.achat_stream(model, LONG, options={"num_predict": 32}, timeout=timeout)
+        try:
+            async for _ in stream:
+                pass
+        except RequestTimeoutError:
+            return "timeout"
+        return "done"
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        timed = await asyncio.gather(
+            *[one((a, b)[i % 2], 0.001 if i % 3 == 0 else None) for i in range(9)],
+            return_exceptions=True,
+        )
+        tasks = [asyncio.create_task(one((a, b)[i % 2], None)) for i in range(6)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        cancelled = await asyncio.gather(*tasks, return_exceptions=True)
+        return timed, cancelled
+
+    timed, cancelled = asyncio.run(asyncio.wait_for(scenario(), 300))
+    assert timed == ["timeout" if i % 3 == 0 else "done" for i in range(9)]
+    assert all(isinstance(x, asyncio.CancelledError) or x == "done" for x in cancelled)
+    assert {m: engine.chat(m, SHORT, options=greedy).text for m in (a, b)} == before
+
+
+def test_unloading_a_model_while_it_decodes_lets_the_stream_finish_then_frees_it(
+    engine: Engine, two_models: tuple[str, str]
+) -> None:
+    a, b = two_models
+    stream = engine.chat_stream(b, SHORT, options={"num_predict": 60, "temperature": 0})
+    first = next(iter(stream))
+    assert not isinstance(first, FinalChunk)
+    other = engine.chat(a, SHORT, options={"num_predict": 4})  # another model meanwhile
+    assert other.usage.completion_tokens == 4
+    assert engine.unload(b) == 1
+    final = [c for c in stream if isinstance(c, FinalChunk)]
+    assert len(final) == 1 and final[0].usage.completion_tokens == 60
+    assert b not in {str(m.path) for m in engine.ps()}
+    assert engine.chat(b, SHORT, options={"num_predict": 3}).usage.completion_tokens == 3
