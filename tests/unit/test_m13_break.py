@@ -248,16 +248,21 @@ def _assert_round_trips(
 ) -> None:
     """``show --modelfile`` (CLI) and ``/api/show``'s modelfile both create the same model."""
     lib = ModelLibrary()
+    shown = lib.show(name)
     first = lib.store.get(name if ":" in name else f"{name}:latest")
-    assert first is not None
+    if first is None:  # a path: what create makes of it
+        first = lib.create("first", name)
     capsys.readouterr()
     assert main(["show", name, "--modelfile"]) == 0
     cli_text = capsys.readouterr().out
-    shown = client_for_store().post("/api/show", json={"model": name})
-    assert shown.status_code == 200, shown.text
-    server_text = shown.json()["modelfile"]
+    texts = [cli_text]
+    if not name.endswith(".gguf"):  # over HTTP a model is named, never a path
+        answer = client_for_store().post("/api/show", json={"model": name})
+        assert answer.status_code == 200, answer.text
+        texts.append(answer.json()["modelfile"])
+    assert shown["name"]
     ignore = {"name", "modified_at", "origin"}
-    for index, text in enumerate((cli_text, server_text)):
+    for index, text in enumerate(texts):
         path = tmp_path / f"Modelfile.{index}"
         path.write_text(text, "utf-8")
         rc, _, err = _create_f(path, f"again-{index}", capsys)
@@ -286,7 +291,9 @@ def client_for_store() -> Callable[[], TestClient]:
         client.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize("kind", ["file-import", "stored-name", "adapter", "messages", "all"])
+@pytest.mark.parametrize(
+    "kind", ["file-import", "stored-name", "adapter", "messages", "all", "modelscope", "path"]
+)
 def test_show_modelfile_round_trips_every_kind_of_model(
     kind: str,
     files: dict[str, Path],
@@ -306,6 +313,17 @@ def test_show_modelfile_round_trips_every_kind_of_model(
         lib.create("m", str(model), adapters=[lora])
     elif kind == "messages":
         lib.create_from_modelfile("m", f"FROM {model}\nMESSAGE user q\nMESSAGE assistant a\n")
+    elif kind == "modelscope":  # pulled, then the fake site goes away: FROM its name
+        from tests.support.fake_modelscope import FakeModelScope
+
+        with FakeModelScope() as ms, pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MODELSCOPE_DOMAIN", ms.url)
+            ms.add_repo("Org/Tiny-GGUF", {"tiny-q4_k_m.gguf": model})
+            lib = ModelLibrary()
+            lib.pull("modelscope.cn/Org/Tiny-GGUF")
+            lib.create("m", "modelscope.cn/Org/Tiny-GGUF:Q4_K_M", adapters=[lora], system="s")
+    elif kind == "path":  # a plain .gguf path: FROM the path
+        name = str(model)
     else:
         lib.create_from_modelfile(
             "m",
@@ -547,3 +565,40 @@ def test_unloading_a_model_while_it_decodes_lets_the_stream_finish_then_frees_it
     assert len(final) == 1 and final[0].usage.completion_tokens == 60
     assert b not in {str(m.path) for m in engine.ps()}
     assert engine.chat(b, SHORT, options={"num_predict": 3}).usage.completion_tokens == 3
+
+
+def test_every_writable_value_reads_back_exactly_through_a_file(tmp_path: Path) -> None:
+    """render -> file -> read_modelfile is the identity for values made of the characters
+    that matter to the syntax (quotes, line ends of both kinds, blanks, #); a value no quoting
+    can hold is a ModelfileError, never a different value."""
+    import random
+
+    from local_llm_runtime.errors import ModelfileError
+    from local_llm_runtime.store.modelfile import Modelfile, read_modelfile, render_modelfile
+
+    rng = random.Random(13)
+    alphabet = ['"', "'", "\n", "\r", "\r\n", " ", "\t", "#", "x", '"""', "'''", "é"]
+
+    def value(min_len: int = 0) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(min_len, 8)))
+
+    written = 0
+    for index in range(400):
+        stop = value(1)
+        modelfile = Modelfile(
+            from_="base:latest",
+            system=value(),
+            template=None,
+            parameters={"stop": [stop]} if stop.strip(" \t") or stop else {},
+            messages=({"role": "user", "content": value()},),
+            license=value(),
+        )
+        try:
+            text = render_modelfile(modelfile, name="base")
+        except ModelfileError:
+            continue
+        path = tmp_path / f"Modelfile{index}"
+        path.write_bytes(text.encode("utf-8"))
+        assert read_modelfile(path) == modelfile, text
+        written += 1
+    assert written > 300
