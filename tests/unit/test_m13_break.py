@@ -602,3 +602,93 @@ def test_every_writable_value_reads_back_exactly_through_a_file(tmp_path: Path) 
         assert read_modelfile(path) == modelfile, text
         written += 1
     assert written > 300
+
+
+# ---- a concurrent rm between create's import and its commit ----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "stored-name", "adapter"])
+def test_create_never_records_files_a_concurrent_rm_deleted(
+    kind: str, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: create imported (or found) its files, then another process's ``rm`` of the
+    last name using them deleted them, then create committed a record whose files were gone
+    ('files are missing' on first use). The rm is injected at that point: create now sees it
+    under the store lock and re-imports what it can or says to try again."""
+    import local_llm_runtime.store.library as library_module
+    from local_llm_runtime.errors import StoreError
+    from local_llm_runtime.store import records
+
+    lib = ModelLibrary()
+    if kind == "adapter":
+        lib.create("base2", str(files["wide"]))
+        lib.create("shared", str(files["model"]), adapters=[files["lora"]])
+        lib.create("base2", str(files["model"]))  # the same model file, no adapter
+    else:
+        lib.create("shared", str(files["model"]), adapters=[files["lora"]])
+    real_import = records.import_blob
+    raced: list[str] = []
+
+    def import_then_rm(store: records.Store, src: Path) -> records.FileRecord:
+        record = real_import(store, src)
+        if not raced:
+            raced.append("rm")
+            ModelLibrary().remove("shared")  # another process, between import and commit
+        return record
+
+    monkeypatch.setattr(library_module, "import_blob", import_then_rm)
+    if kind == "file":
+        made = lib.create("new", str(files["model"]))
+    elif kind == "adapter":  # the lora blob is only shared's: rm deletes it
+        made = lib.create("new", "base2", adapters=[files["lora"]])
+    else:
+        monkeypatch.setattr(library_module, "import_blob", real_import)
+        stored = lib.store.get("shared:latest")
+        assert stored is not None
+        real_present = lib.store.present
+
+        def present_then_rm(record: records.ModelRecord) -> bool:
+            answer = real_present(record)
+            if not raced and record.name == "shared:latest":
+                raced.append("rm")
+                ModelLibrary().remove("shared")
+            return answer
+
+        monkeypatch.setattr(lib.store, "present", present_then_rm)
+        with pytest.raises(StoreError, match="try again"):
+            lib.create("new", "shared")
+        assert lib.store.get("new:latest") is None
+        return
+    assert raced == ["rm"]
+    assert ModelLibrary().store.present(made)
+    assert ModelLibrary().resolve("new", pull=False).path.is_file()
+
+
+def test_a_modelscope_pull_never_records_a_blob_a_concurrent_rm_deleted(
+    tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race for a pull: the blob is already in the store (another name imported the
+    same bytes), so the pull reuses it; an rm of that name before the commit deletes it."""
+    from local_llm_runtime.errors import StoreError
+    from local_llm_runtime.store.modelscope import ModelScopeClient
+    from tests.support.fake_modelscope import FakeModelScope
+
+    with FakeModelScope() as ms:
+        monkeypatch.setenv("MODELSCOPE_DOMAIN", ms.url)
+        ms.add_repo("Org/Tiny-GGUF", {"tiny-q4_k_m.gguf": tiny_gguf})
+        lib = ModelLibrary()
+        lib.create("shared", str(tiny_gguf))
+        real = ModelScopeClient.download
+
+        def download_then_rm(self: ModelScopeClient, *args: object, **kwargs: object) -> object:
+            stored = real(self, *args, **kwargs)  # type: ignore[arg-type]
+            ModelLibrary().remove("shared")  # another process, before the commit
+            return stored
+
+        monkeypatch.setattr(ModelScopeClient, "download", download_then_rm)
+        with pytest.raises(StoreError, match="try again"):
+            lib.pull("modelscope.cn/Org/Tiny-GGUF")
+        assert lib.list() == []
+        monkeypatch.setattr(ModelScopeClient, "download", real)
+        record = lib.pull("modelscope.cn/Org/Tiny-GGUF")  # the retry the message asks for
+        assert lib.store.present(record)

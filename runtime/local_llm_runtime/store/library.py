@@ -393,6 +393,7 @@ class ModelLibrary:
                 license=previous.license if previous else None,
                 modified_at=now(),
             )
+            self._check_present(record, "pulled")
             manifest.models[store_key(name)] = record
             owned = set(manifest.downloaded)
             for f in fetched:
@@ -478,6 +479,7 @@ class ModelLibrary:
                 if previous is not None
                 else ModelRecord(name=name, origin=name, **pulled)
             )
+            self._check_present(record, "pulled", blobs=True)  # before linking shard names
             self.store.link_split(record)
             manifest.models[store_key(name)] = record
             if previous is not None:
@@ -612,6 +614,35 @@ class ModelLibrary:
             manifest.models[store_key(dst.key)] = copied
         return copied
 
+    def _check_present(self, record: ModelRecord, done: str, *, blobs: bool = False) -> None:
+        """Before a commit, under the store lock: every file ``record`` names is on disk.
+
+        Files are imported or downloaded before the lock is taken; an ``rm`` in another
+        process meanwhile deletes the blobs (or Hub files) that no committed name uses,
+        even ones this record is about to use. Checked here, that race is an error to
+        retry instead of a name whose files are missing.
+
+        Args:
+            record: The record about to be committed.
+            done: What is being done, for the message (``created``, ``pulled``).
+            blobs: Check the store's blobs of ``record.files`` (a ModelScope record before
+                its split shards are linked) instead of :meth:`Store.paths`.
+
+        Raises:
+            StoreError: A file is gone (the message says to try again).
+        """
+        if blobs:
+            files = [(self.store.blob_path(f.sha256), f.size) for f in record.files]
+            files += [(self.store.blob_path(f.sha256), f.size) for f in record.adapters]
+            present = all(path.is_file() and path.stat().st_size == size for path, size in files)
+        else:
+            present = self.store.present(record)
+        if not present:
+            raise StoreError(
+                f"Files of '{record.name}' were deleted while it was being {done} (a "
+                "'local-llm rm' of another name that used them?); try again."
+            )
+
     @staticmethod
     def _exists(name: str) -> ModelExistsError:
         return ModelExistsError(
@@ -703,6 +734,14 @@ class ModelLibrary:
         record = base.model_copy(update=update)
         after_commit: list[Callable[[], None]] = []
         with self.store.transaction(after_commit) as manifest:
+            if not self.store.present(record):  # a concurrent rm deleted a shared blob
+                sources = [
+                    *(shards if isinstance(src_ref, FileRef) else ()),
+                    *(adapter_paths or ()),
+                ]
+                for path in sources:
+                    import_blob(self.store, path)  # the same bytes, the same sha256
+            self._check_present(record, "created")
             previous = manifest.models.get(store_key(target.key))
             manifest.models[store_key(target.key)] = record
             if previous is not None:
