@@ -12,7 +12,9 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -692,3 +694,57 @@ def test_a_modelscope_pull_never_records_a_blob_a_concurrent_rm_deleted(
         monkeypatch.setattr(ModelScopeClient, "download", real)
         record = lib.pull("modelscope.cn/Org/Tiny-GGUF")  # the retry the message asks for
         assert lib.store.present(record)
+
+
+# ---- GreedyPick on rows that are not all finite --------------------------------------------------
+
+
+def _nonfinite_rows() -> list[tuple[str, np.ndarray[Any, Any]]]:
+    from tests.unit.test_greedy_pick import N_VOCAB
+
+    rng = np.random.default_rng(7)
+
+    def normal() -> np.ndarray[Any, Any]:
+        return rng.normal(0, 3, N_VOCAB).astype(np.float32)
+
+    rows: list[tuple[str, np.ndarray[Any, Any]]] = []
+    for name, spots in [
+        ("nan-mid", {7: np.nan}),
+        ("nan-first", {0: np.nan}),
+        ("nan-last", {N_VOCAB - 1: np.nan}),
+        ("nans-and-inf", {3: np.nan, 9: np.inf, 11: np.nan}),
+        ("inf", {9: np.inf}),
+        ("two-infs", {3: np.inf, 5: np.inf}),
+        ("penalised-max-then-nan", {0: 50.0, 1: np.nan}),
+    ]:
+        row = normal()
+        for index, value in spots.items():
+            row[index] = value
+        rows.append((name, row))
+    rows.append(("all-nan", np.full(N_VOCAB, np.nan, np.float32)))
+    rows.append(("all-minus-inf", np.full(N_VOCAB, -np.inf, np.float32)))
+    return rows
+
+
+@pytest.mark.parametrize(
+    "penalties", [{"repeat_penalty": 1.0}, {}, {"repeat_penalty": 1.3, "frequency_penalty": 0.5}]
+)
+@pytest.mark.parametrize(("name", "row"), _nonfinite_rows(), ids=[r[0] for r in _nonfinite_rows()])
+def test_greedy_pick_equals_llama_cpp_on_non_finite_rows(
+    name: str, row: np.ndarray[Any, Any], penalties: dict[str, float]
+) -> None:
+    """Before: numpy's argmax returned the first NaN; llama.cpp never picks a NaN after
+    entry 0 (a NaN compares greater than nothing)."""
+    import ctypes
+
+    from local_llm_runtime.llama.sampling import GreedyPick, SamplingOptions
+    from tests.unit.test_greedy_pick import N_VOCAB, _oracle
+
+    options = SamplingOptions(temperature=0.0, **penalties)  # type: ignore[arg-type]
+    history = [0, 7, 9, 3]
+    pick = GreedyPick(options, N_VOCAB)
+    for token in history:
+        pick.accept(token)
+    logits = (ctypes.c_float * N_VOCAB)(*row.tolist())
+    with np.errstate(all="ignore"):
+        assert pick.pick(logits) == _oracle(options, history, row)
