@@ -100,8 +100,12 @@ PARSED: dict[str, tuple[str, Modelfile]] = {
         "FROM x\nSYSTEM 'Tis a bot",
         Modelfile(from_="x", system="'Tis a bot"),
     ),
-    "CRLF line ends": (
+    "CRLF line ends (a Windows file: its line breaks read as \\n, as create -f read them)": (
         'FROM x\r\nSYSTEM """a\r\nb"""\r\nPARAMETER top_k 5\r\n',
+        Modelfile(from_="x", system="a\nb", parameters={"top_k": 5}),
+    ),
+    "a CRLF inside a value of a \\n file is kept": (
+        'FROM x\nSYSTEM """a\r\nb"""\nPARAMETER top_k 5\n',
         Modelfile(from_="x", system="a\r\nb", parameters={"top_k": 5}),
     ),
     "byte order mark": ("\ufeffFROM x", Modelfile(from_="x")),

@@ -205,6 +205,23 @@ class Sampler:
         return not math.isinf(self._one.logit)
 
 
+def _greedy(row: np.ndarray[Any, Any]) -> int:
+    """llama.cpp's greedy pick (``llama_sampler_greedy_apply``) of a float32 logits row.
+
+    llama.cpp keeps ``selected = 0`` and moves it to each later entry strictly greater:
+    the first highest logit, and a NaN is never picked unless it is entry 0 (no entry
+    compares greater than a NaN, nor a NaN greater than any). ``argmax`` agrees except
+    on NaN, where it returns the first NaN; a NaN (a model overflowing in f16, say) costs
+    one more pass, only then.
+    """
+    index = int(row.argmax())
+    if not np.isnan(row[index]):
+        return index
+    if np.isnan(row[0]) or np.isnan(row).all():
+        return 0
+    return int(np.nanargmax(row))
+
+
 class GreedyPick:
     """Greedy decoding with llama.cpp's repetition penalties, on the logits row in numpy.
 
@@ -240,7 +257,7 @@ class GreedyPick:
         """The greedy token from a ``float*`` logits row of ``n_vocab`` entries."""
         row = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
         if not self.active or not self.history:
-            return int(row.argmax())
+            return _greedy(row)
         ids, counts = np.unique(np.fromiter(self.history, dtype=np.int64), return_counts=True)
         scratch = self._scratch
         np.copyto(scratch, row)
@@ -248,7 +265,7 @@ class GreedyPick:
         values = np.where(values <= 0, values * self.repeat, values / self.repeat)
         values -= counts.astype(np.float32) * self.frequency + self.presence
         scratch[ids] = values
-        return int(scratch.argmax())
+        return _greedy(scratch)
 
     def accept(self, token: int) -> None:
         """Count ``token`` for the penalties of the next picks."""

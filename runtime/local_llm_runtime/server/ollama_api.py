@@ -382,6 +382,7 @@ async def show(request: Request) -> dict[str, Any]:
                 system=system,
                 parameters=parameters,
                 messages=shown.get("messages", []) if shown else [],
+                adapters=[a["path"] for a in shown.get("adapters", [])] if shown else [],
                 license=shown.get("license") if shown else None,
             ),
             "parameters": wire.parameters_text(parameters),

@@ -709,6 +709,7 @@ def modelfile(
     system: str | None,
     parameters: Mapping[str, Any],
     messages: Sequence[Mapping[str, str]] = (),
+    adapters: Sequence[str] = (),
     license: str | None = None,
 ) -> str:
     """A Modelfile for a model, as ``ollama show --modelfile`` writes it.
@@ -725,6 +726,7 @@ def modelfile(
             parameters=parameters,
             template=template,
             messages=messages,
+            adapters=adapters,
             license=license,
         ),
         name=name,

@@ -419,6 +419,7 @@ class ModelLibrary:
                 license=previous.license if previous else None,
                 modified_at=now(),
             )
+            self._check_present(record, "pulled")
             manifest.models[store_key(name)] = record
             owned = set(manifest.downloaded)
             for f in fetched:
@@ -508,6 +509,7 @@ class ModelLibrary:
                 if previous is not None
                 else ModelRecord(name=name, origin=name, **pulled)
             )
+            self._check_present(record, "pulled", blobs=True)  # before linking shard names
             self.store.link_split(record)
             manifest.models[store_key(name)] = record
             if previous is not None:
@@ -720,6 +722,35 @@ class ModelLibrary:
             manifest.models[store_key(dst.key)] = copied
         return copied
 
+    def _check_present(self, record: ModelRecord, done: str, *, blobs: bool = False) -> None:
+        """Before a commit, under the store lock: every file ``record`` names is on disk.
+
+        Files are imported or downloaded before the lock is taken; an ``rm`` in another
+        process meanwhile deletes the blobs (or Hub files) that no committed name uses,
+        even ones this record is about to use. Checked here, that race is an error to
+        retry instead of a name whose files are missing.
+
+        Args:
+            record: The record about to be committed.
+            done: What is being done, for the message (``created``, ``pulled``).
+            blobs: Check the store's blobs of ``record.files`` (a ModelScope record before
+                its split shards are linked) instead of :meth:`Store.paths`.
+
+        Raises:
+            StoreError: A file is gone (the message says to try again).
+        """
+        if blobs:
+            files = [(self.store.blob_path(f.sha256), f.size) for f in record.files]
+            files += [(self.store.blob_path(f.sha256), f.size) for f in record.adapters]
+            present = all(path.is_file() and path.stat().st_size == size for path, size in files)
+        else:
+            present = self.store.present(record)
+        if not present:
+            raise StoreError(
+                f"Files of '{record.name}' were deleted while it was being {done} (a "
+                "'local-llm rm' of another name that used them?); try again."
+            )
+
     @staticmethod
     def _exists(name: str) -> ModelExistsError:
         return ModelExistsError(
@@ -771,13 +802,28 @@ class ModelLibrary:
             check_template(template)  # before anything is pulled or imported
         if messages is not None:
             messages = _checked_messages(messages)
-        base: ModelRecord | None
+        # Everything is checked before anything is written: a bad FROM file, adapter or
+        # value leaves the store as it was (no orphan blob of an import that then failed).
+        for adapter in adapters or ():  # before a FROM name is pulled
+            if not Path(adapter).expanduser().exists():
+                raise ModelNotFoundError(f"No such adapter file: {Path(adapter).expanduser()}.")
+        stored: ModelRecord | None = None
+        base_paths: Sequence[Path]
         if isinstance(src_ref, FileRef):
-            base = self._import(src_ref)
+            shards = self._check_import(src_ref)
+            base_paths, base_name = shards, str(src_ref.path)
         else:
-            base = self.store.get(self._stored_name(src_ref))
-            if base is None or not self.store.present(base):
-                base = self.pull(source)
+            stored = self.store.get(self._stored_name(src_ref))
+            if stored is None or not self.store.present(stored):
+                stored = self.pull(source)
+            base_paths, base_name = self.store.paths(stored), stored.name
+        adapter_paths = (
+            self._check_adapters(adapters, base_paths, base_name=base_name)
+            if adapters is not None
+            else None
+        )
+        base = self._import(src_ref, shards) if isinstance(src_ref, FileRef) else stored
+        assert base is not None
         update: dict[str, Any] = {
             "name": target.key,
             "origin": base.origin if isinstance(src_ref, FileRef) else base.name,
@@ -791,11 +837,19 @@ class ModelLibrary:
             update["messages"] = [dict(m) for m in messages]
         if license is not None:
             update["license"] = license
-        if adapters is not None:
-            update["adapters"] = [*self._import_adapters(adapters, base)]
+        if adapter_paths is not None:
+            update["adapters"] = [import_blob(self.store, path) for path in adapter_paths]
         record = base.model_copy(update=update)
         after_commit: list[Callable[[], None]] = []
         with self.store.transaction(after_commit) as manifest:
+            if not self.store.present(record):  # a concurrent rm deleted a shared blob
+                sources = [
+                    *(shards if isinstance(src_ref, FileRef) else ()),
+                    *(adapter_paths or ()),
+                ]
+                for path in sources:
+                    import_blob(self.store, path)  # the same bytes, the same sha256
+            self._check_present(record, "created")
             previous = manifest.models.get(store_key(target.key))
             manifest.models[store_key(target.key)] = record
             if previous is not None:
@@ -862,22 +916,14 @@ class ModelLibrary:
             name=model.name,
         )
 
-    def _import_adapters(
-        self, adapters: Sequence[str | Path], base: ModelRecord
-    ) -> tuple[FileRecord, ...]:
-        """Check LoRA adapter GGUFs against the base model, then import them as blobs.
-
-        Every file is checked before any is copied (see
-        :func:`~local_llm_runtime.store.adapters.check_lora_adapter`); each is stored as
-        ``blobs/sha256-<hex>`` like an imported model, shared by every record naming it
-        and deleted with the last one (:meth:`_collect_garbage`).
-
-        Args:
-            adapters: Adapter GGUF paths, in the order they are applied.
-            base: The record of the model they adapt (its files are on disk).
+    @staticmethod
+    def _check_adapters(
+        adapters: Sequence[str | Path], base_paths: Sequence[Path], *, base_name: str
+    ) -> tuple[Path, ...]:
+        """Check LoRA adapter GGUFs against the base model's files; no I/O but reading.
 
         Returns:
-            The adapters' file records, in order.
+            The adapters' resolved paths, in order.
 
         Raises:
             ModelNotFoundError: A path does not exist.
@@ -886,12 +932,11 @@ class ModelLibrary:
         from local_llm_runtime.store.adapters import check_lora_adapter
 
         paths = [Path(a).expanduser() for a in adapters]
-        base_paths = self.store.paths(base)
         for path in paths:
             if not path.exists():
                 raise ModelNotFoundError(f"No such adapter file: {path}.")
-            check_lora_adapter(path, base_paths, base_name=base.name)
-        return tuple(import_blob(self.store, path.resolve()) for path in paths)
+            check_lora_adapter(path, base_paths, base_name=base_name)
+        return tuple(path.resolve() for path in paths)
 
     def _missing_adapters(self, record: ModelRecord) -> tuple[Path, ...]:
         """The record's adapter blobs that are not on disk with their recorded size."""
@@ -905,11 +950,26 @@ class ModelLibrary:
             missing += (path,)
         return missing
 
-    def _import(self, ref: FileRef) -> ModelRecord:
+    @staticmethod
+    def _check_import(ref: FileRef) -> tuple[Path, ...]:
+        """The shards of a GGUF file to import, each header checked; nothing is written.
+
+        Raises:
+            ModelNotFoundError: The file does not exist.
+            InvalidModelFileError: A shard is missing or not a valid GGUF.
+        """
         path = ref.path
         if not path.is_file():
             raise ModelNotFoundError(f"No such model file: {path}.")
         shards = _shards_of(path.resolve())
+        for shard in shards:
+            read_gguf_info(shard)
+        return tuple(shards)
+
+    def _import(self, ref: FileRef, shards: Sequence[Path] | None = None) -> ModelRecord:
+        path = ref.path
+        if shards is None:
+            shards = self._check_import(ref)
         infos = [read_gguf_info(shard) for shard in shards]
         files = [import_blob(self.store, shard) for shard in shards]
         pooling = summarize(infos)["pooling_type"]

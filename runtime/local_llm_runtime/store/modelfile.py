@@ -186,6 +186,7 @@ def _against(base: Path, path: str) -> Path:
 
 _NEWLINES = "\r\n"
 _BLANKS = " \t"
+_LINE_END = re.compile(r"[\r\n]")
 
 
 def _unquote(text: str) -> str | None:
@@ -233,28 +234,39 @@ class _Reader:
         return self.text[start : self.pos]
 
     def skip_line(self) -> None:
-        while self.peek() and self.peek() not in _NEWLINES:
-            self.advance()
+        """To the end of this line (no line break inside it: the line count stays)."""
+        found = _LINE_END.search(self.text, self.pos)
+        self.pos = found.start() if found else len(self.text)
 
     def value(self, keyword: str, start_line: int) -> str:
-        """The value from here: to the end of the line where its quotes (if any) close."""
+        """The value from here: to the end of the line where its quotes (if any) close.
+
+        Linear in the value's length: a further line of a quoted value is only checked for
+        the closing quote at its end. The value is what :func:`_unquote` makes of the whole
+        stripped buffer, which is closed exactly when such a line ends it.
+        """
         self.skip_blanks()
         start = self.pos
-        while True:
-            while self.peek() and self.peek() not in _NEWLINES:
-                self.advance()
-            value = _unquote(self.text[start : self.pos].strip())
-            if value is not None:
-                return value
-            if self.at_end():
-                opened = self.text[start : start + 3]
-                quote = opened if opened in ('"""', "'''") else '"'
-                raise ModelfileError(
-                    f"the quoted value of {keyword.upper()} is never closed: end it with "
-                    f"{quote} at the end of a line (quotes have no escapes).",
-                    line=start_line,
-                )
-            self.advance()  # the newline is part of the quoted value
+        self.skip_line()
+        first = self.text[start : self.pos]
+        value = _unquote(first.strip())
+        if value is not None:
+            return value
+        stripped = first.strip()
+        quote = next(q for q in ('"""', "'''", '"') if stripped.startswith(q))
+        opening = start + len(first) - len(first.lstrip()) + len(quote)
+        while not self.at_end():
+            self.advance()  # the line break is part of the quoted value
+            line_start = self.pos
+            self.skip_line()
+            line = self.text[line_start : self.pos].rstrip()
+            if line.endswith(quote):
+                return self.text[opening : line_start + len(line) - len(quote)]
+        raise ModelfileError(
+            f"the quoted value of {keyword.upper()} is never closed: end it with "
+            f"{quote} at the end of a line (quotes have no escapes).",
+            line=start_line,
+        )
 
 
 def _unknown(keyword: str, line: int) -> ModelfileError:
@@ -370,6 +382,20 @@ class _Builder:
         )
 
 
+def _windows_newlines(text: str) -> str:
+    r"""``text`` with its line breaks as ``\n`` when every one of them is ``\r\n``.
+
+    A file saved on Windows is read the same by ``create -f``, ``rt.create(modelfile=...)``
+    and ``/api/create`` (no ``\r`` left in a multi-line SYSTEM or TEMPLATE). A Modelfile
+    with any bare ``\n`` (as :func:`render_modelfile` writes) is taken verbatim, so a value
+    holding ``\r\n`` still reads back exactly.
+    """
+    crlf = text.count("\r\n")
+    if crlf and crlf == text.count("\n"):
+        return text.replace("\r\n", "\n")
+    return text
+
+
 def parse_modelfile(text: str) -> Modelfile:
     """Parse a Modelfile (Ollama's syntax).
 
@@ -387,7 +413,7 @@ def parse_modelfile(text: str) -> Modelfile:
     """
     if not isinstance(text, str):
         raise ModelfileError(f"A Modelfile must be text, not {type(text).__name__}.")
-    reader = _Reader(text)
+    reader = _Reader(_windows_newlines(text))
     builder = _Builder()
     while True:
         while reader.peek() and reader.peek() in _BLANKS + _NEWLINES:
@@ -421,7 +447,8 @@ def read_modelfile(path: str | Path) -> Modelfile:
     """
     file = Path(path).expanduser()
     try:
-        text = file.read_text("utf-8")
+        with file.open(encoding="utf-8", newline="") as handle:  # as the API: see parse
+            text = handle.read()
     except UnicodeDecodeError:
         raise ModelfileError(f"{file} is not UTF-8 text; save the Modelfile as UTF-8.") from None
     except OSError as exc:

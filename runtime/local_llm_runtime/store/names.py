@@ -146,10 +146,20 @@ def _looks_like_path(text: str) -> bool:
     return len(text) > 2 and text[1] == ":" and text[0].isalpha() and text[2] in "/\\"
 
 
+_BLOB_NAME = re.compile(r"sha256[-:][0-9a-f]{64}")
+"""A content-addressed blob's file name, as Ollama's store (``~/.ollama/models/blobs``) and
+this one name GGUF files: ``ollama show --modelfile`` writes ``FROM`` such a path."""
+
+
 def _parse_path(text: str) -> FileRef:
-    if not text.lower().endswith(".gguf"):
-        raise _invalid(text, "a path must point to a '.gguf' file")
-    return FileRef(Path(text).expanduser())
+    path = Path(text).expanduser()
+    if not text.lower().endswith(".gguf") and not _BLOB_NAME.fullmatch(path.name):
+        raise _invalid(
+            text,
+            "a path must point to a '.gguf' file (or an Ollama blob, "
+            ".../models/blobs/sha256-<hex>)",
+        )
+    return FileRef(path)
 
 
 def _parse_hub(text: str, rest: str, source: Literal["hf", "modelscope"] = "hf") -> HubRef:
