@@ -22,11 +22,10 @@ from local_llm_runtime.cli._format import human_age, human_size
 from local_llm_runtime.errors import LocalLLMError, ModelfileError
 from local_llm_runtime.options import parse_params
 from local_llm_runtime.store.library import ModelLibrary
-from local_llm_runtime.store.modelfile import read_modelfile
-from local_llm_runtime.types import FinalChunk, ReasoningDelta, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
     from local_llm_runtime.interface import EngineProtocol
+    from local_llm_runtime.types import FinalChunk
 
 __all__ = ["main", "make_engine"]
 
@@ -177,6 +176,8 @@ def _cmd_create(lib: ModelLibrary, args: argparse.Namespace, out: TextIO) -> Non
     if path is None:
         record = lib.create(args.name, args.source, system=args.system, parameters=params)
     else:
+        from local_llm_runtime.store.modelfile import read_modelfile  # create -f only
+
         modelfile = read_modelfile(path)
         if args.system is not None or params:  # flags go over the Modelfile's values
             modelfile = dataclasses.replace(
@@ -213,6 +214,8 @@ def _answer(
     out: TextIO,
 ) -> str:
     """Stream one answer to ``out``; Ctrl-C stops it (the chat goes on)."""
+    from local_llm_runtime.types import ReasoningDelta, TextDelta, ToolCallDelta
+
     started = time.monotonic()
     text: list[str] = []
     thinking = False
