@@ -68,7 +68,8 @@ NO_MODEL_ARG = {"llama_index_throughput", "startup"}
 def run_one(
     name: str, args: list[str], folder: Path, timeout: float, code: Path = ROOT
 ) -> dict[str, Any]:
-    """Run ``benchmarks/NAME.py ARGS --json ...`` with ``code``'s packages first on the path;
+    """Run ``benchmarks/NAME.py ARGS --json ...`` with ``code``'s packages first on the path
+    and ``code`` as the working folder (a ``python -c`` child puts it first on ``sys.path``);
     its JSON, or ``{"error": ...}``."""
     out = folder / f"{name}{'' if code == ROOT else '-before'}.json"
     env = dict(os.environ)
@@ -80,7 +81,7 @@ def run_one(
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            cmd, cwd=code, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
         return {"benchmark": name, "error": f"timed out after {timeout:.0f} s"}
@@ -128,6 +129,13 @@ def fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, (int, float)) and not math.isnan(value):
         return f"{value:.{digits}f}"
     return "-" if value is None else str(value)
+
+
+def figure(value: Any) -> str:
+    """A measured value with the digits that matter: 27.7, 0.183, 1240."""
+    if isinstance(value, (int, float)) and not math.isnan(value):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return fmt(value)
 
 
 def machine() -> str:
@@ -196,8 +204,8 @@ def markdown(
         for row in rows:
             unit = row.get("unit") or ""
             lines.append(
-                f"| {name} | {row.get('metric', '')} | {fmt(row.get('ours'), 1)} {unit} | "
-                f"{fmt(row.get('reference'), 1)} {unit} ({row.get('reference_name', '')}) | "
+                f"| {name} | {row.get('metric', '')} | {figure(row.get('ours'))} {unit} | "
+                f"{figure(row.get('reference'))} {unit} ({row.get('reference_name', '')}) | "
                 f"{fmt(row.get('ratio'))} | {fmt(row.get('goal'))} | {verdict(row)} |"
             )
     if problems:
