@@ -377,3 +377,13 @@ def test_embedding_instance_has_the_adapter_too(
     adapted = np.array(engine.embed("tiny-lora", ["hello world"])[0])
     assert float(np.max(np.abs(adapted - base))) > 1e-3
     assert np.array_equal(np.array(engine.embed("tiny-zero", ["hello world"])[0]), base)
+
+
+def test_the_same_adapter_twice_is_refused(tiny_gguf: Path, tiny_lora_gguf: Path) -> None:
+    from local_llm_runtime.errors import InvalidAdapterError
+    from local_llm_runtime.store.library import ModelLibrary
+
+    lib = ModelLibrary()
+    with pytest.raises(InvalidAdapterError, match="listed twice"):
+        lib.create("twice", str(tiny_gguf), adapters=[tiny_lora_gguf, tiny_lora_gguf])
+    assert lib.list() == []  # nothing written

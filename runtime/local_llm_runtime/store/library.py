@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from local_llm_runtime.errors import (
+    InvalidAdapterError,
     InvalidModelFileError,
     InvalidModelNameError,
     InvalidOptionError,
@@ -932,9 +933,16 @@ class ModelLibrary:
         from local_llm_runtime.store.adapters import check_lora_adapter
 
         paths = [Path(a).expanduser() for a in adapters]
+        seen: set[Path] = set()
         for path in paths:
             if not path.exists():
                 raise ModelNotFoundError(f"No such adapter file: {path}.")
+            if path.resolve() in seen:  # llama.cpp would add its deltas twice
+                raise InvalidAdapterError(
+                    f"The adapter {path} is listed twice; list each ADAPTER once (a second "
+                    "copy would apply its weights twice)."
+                )
+            seen.add(path.resolve())
             check_lora_adapter(path, base_paths, base_name=base_name)
         return tuple(path.resolve() for path in paths)
 
