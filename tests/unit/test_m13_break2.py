@@ -204,3 +204,81 @@ def test_adapter_dimensions_still_take_a_number() -> None:
     assert len(LocalEmbeddings(model="m", engine=engine, dimensions=4).embed_query("a")) == 4
     embed = LocalEmbedding(model_name="m", engine=engine, dimensions=4)
     assert len(embed.get_text_embedding("a")) == 4
+
+
+# ---- :auto and explicit pulls: what a listing offers instead, and unreadable headers -------
+
+_GIB = 1 << 30
+
+NO_USABLE_GGUF = [
+    # (listing, what the error must say); before: "has no GGUF files to choose from." for
+    # every one, and an explicit pull of an incomplete split said "No Q4_K_M ... Available:
+    # Q4_K_M" (the missing quantization offered as available)
+    ({"README.md": b"x", "model.safetensors": b"y"}, ["has no GGUF files", "-GGUF"]),
+    ({"m-Q4_K_M-00001-of-00002.gguf": b"x"}, ["Q4_K_M (shard 2 of 2 not listed)", "try again"]),
+    (
+        {"m-Q8_0-00002-of-00003.gguf": b"x", "m-Q8_0-00003-of-00003.gguf": b"x"},
+        ["Q8_0 (shard 1 of 3 not listed)"],
+    ),
+    ({"mmproj-model-f16.gguf": b"x"}, ["only GGUF files are projectors", "mmproj-model-f16"]),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), NO_USABLE_GGUF)
+@pytest.mark.parametrize("tag", ["auto", "Q4_K_M", None])
+def test_a_repo_without_a_usable_gguf_says_what_is_there_and_what_to_do(
+    fake_hub: Any, files: dict[str, bytes], expected: list[str], tag: str | None
+) -> None:
+    from local_llm_runtime import ModelLibrary
+    from local_llm_runtime.errors import QuantizationNotFoundError
+    from local_llm_runtime.store.auto_quant import MemoryBudget
+
+    fake_hub.add_repo("o/r", files)
+    lib = ModelLibrary(memory=lambda: MemoryBudget(64 * _GIB, 0, "available RAM"))
+    name = "hf.co/o/r" + (f":{tag}" if tag else "")
+    with pytest.raises(QuantizationNotFoundError) as caught:
+        lib.pull(name)
+    message = str(caught.value)
+    for part in expected:
+        assert part in message, message
+    assert "Available: Q4_K_M" not in message and "Available: Q8_0" not in message
+
+
+def test_available_lists_only_complete_quantizations() -> None:
+    from local_llm_runtime.errors import QuantizationNotFoundError
+    from local_llm_runtime.store.hub import select_files
+
+    paths = [
+        "m-Q8_0.gguf",
+        "m-Q4_K_M-00001-of-00002.gguf",  # shard 2 missing
+        "m-Q6_K-00001-of-00002.gguf",
+        "m-Q6_K-00002-of-00002.gguf",
+    ]
+    with pytest.raises(QuantizationNotFoundError) as caught:
+        select_files(paths, "Q4_K_M")
+    message = str(caught.value)
+    assert "Available: Q6_K, Q8_0." in message and "Q4_K_M (shard 2 of 2" in message
+
+
+CORRUPT_HEADERS = [
+    b"GGUF" + b"\xff" * 4000,  # an impossible version
+    b"hello world" * 100,  # not a GGUF at all
+    b"GGUF\x03\x00\x00\x00" + b"\xff" * 4000,  # absurd tensor/metadata counts
+]
+
+
+@pytest.mark.parametrize("data", CORRUPT_HEADERS, ids=["version", "magic", "counts"])
+def test_auto_with_a_corrupt_header_names_the_repo_and_says_to_name_a_quant(
+    fake_hub: Any, data: bytes
+) -> None:
+    from local_llm_runtime import ModelLibrary
+    from local_llm_runtime.errors import InvalidModelFileError
+    from local_llm_runtime.store.auto_quant import MemoryBudget
+
+    fake_hub.add_repo("o/bad", {"m-Q4_K_M.gguf": data})
+    lib = ModelLibrary(memory=lambda: MemoryBudget(64 * _GIB, 0, "available RAM"))
+    with pytest.raises(InvalidModelFileError) as caught:
+        lib.pull("hf.co/o/bad:auto")
+    message = str(caught.value)
+    assert "hf.co/o/bad" in message and "name a quantization instead of auto" in message
+    assert lib.list() == []
