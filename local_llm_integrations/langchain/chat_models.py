@@ -42,6 +42,7 @@ from local_llm_integrations.langchain._convert import (
     to_runtime_messages,
 )
 from local_llm_runtime.logprobs import token_logprob_object
+from local_llm_runtime.numbers import NotBoolFloat, NotBoolInt
 from local_llm_runtime.types import Chunk, TextDelta, TokenLogprob
 from local_llm_runtime.validation import check_arguments
 
@@ -76,7 +77,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
     format: dict[str, Any] | Literal["json"] | None = None
     """Constrain every answer to this JSON schema (or any JSON with ``"json"``)."""
 
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: NotBoolFloat | None = Field(default=None, gt=0)
     """Seconds for each request, counted from the call: resolving (or pulling) the model,
     preparing the prompt, loading, waiting for the model, prompt evaluation and
     generation. Past it the call raises
@@ -84,7 +85,7 @@ class ChatLocal(LocalModelOptions, BaseChatModel):
     the time of each phase, as ``ChatOpenAI``/``ChatOllama`` raise; a stream raises
     after the chunks it has yielded. ``None`` (default): no limit."""
 
-    max_retries: int = Field(default=0, ge=0)
+    max_retries: NotBoolInt = Field(default=0, ge=0)
     """Accepted for LangChain compatibility; local calls do not fail transiently."""
 
     streaming: bool = False

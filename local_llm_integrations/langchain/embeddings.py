@@ -14,6 +14,7 @@ from local_llm_integrations._options import (
     check_constructor_arguments,
 )
 from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.numbers import NotBoolInt
 from local_llm_runtime.types import EmbeddingTask
 
 __all__ = ["LocalEmbeddings"]
@@ -52,7 +53,7 @@ class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
     """Prefix for documents; ``None`` uses the model's own convention (nomic-embed-text:
     ``search_document: ``), ``""`` none."""
 
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: NotBoolInt | None = Field(default=None, ge=1)
     """Keep the first this many values of each vector, then L2-normalize (Matryoshka, as
     Ollama's and OpenAI's ``dimensions``); ``None`` keeps the model's full width. More
     than the model's width raises ``InvalidOptionError`` on the first call."""
@@ -62,7 +63,7 @@ class LocalEmbeddings(EmbeddingOptionFields, RemoteFields, Embeddings):
     tokens; ``False`` raises ``ContextLengthExceededError`` instead of returning the
     vector of a silently shortened text."""
 
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: NotBoolInt = Field(default=64, ge=1)
     """Texts per engine call; other requests on the model can run between batches."""
 
     preload: bool = False

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 from local_llm_integrations._options import CALL_OPTIONS as _CALL_OPTIONS
 from local_llm_integrations._options import LocalModelOptions
 from local_llm_runtime.logprobs import LegacyLogprobs
+from local_llm_runtime.numbers import NotBoolFloat
 from local_llm_runtime.types import Chunk, FinalChunk, TextDelta
 from local_llm_runtime.validation import check_arguments
 
@@ -46,7 +47,7 @@ class LocalLLM(LocalModelOptions, BaseLLM):
     raw: bool = False
     """Send the prompt without the chat template (plain text continuation)."""
 
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: NotBoolFloat | None = Field(default=None, gt=0)
     """Seconds for each prompt, counted from the call (resolve/pull, load, queue, prompt
     and generation); past it the call raises
     :class:`~local_llm_runtime.errors.RequestTimeoutError`. ``None``: no limit."""

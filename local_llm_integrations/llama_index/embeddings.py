@@ -21,6 +21,7 @@ from local_llm_integrations._options import (
     check_constructor_arguments,
 )
 from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.numbers import NotBoolInt
 from local_llm_runtime.types import EmbeddingTask
 
 __all__ = ["LocalEmbedding"]
@@ -48,7 +49,7 @@ class LocalEmbedding(EmbeddingOptionFields, RemoteFields, BaseEmbedding):
             "`hf.co/org/repo:QUANT`, or a path to a `.gguf` file. Also sets `model_name`."
         )
     )
-    embed_batch_size: int = Field(
+    embed_batch_size: NotBoolInt = Field(
         default=32,
         gt=0,
         le=2048,
@@ -69,7 +70,7 @@ class LocalEmbedding(EmbeddingOptionFields, RemoteFields, BaseEmbedding):
             "(nomic-embed-text: 'search_document: '), '' none."
         ),
     )
-    dimensions: int | None = Field(
+    dimensions: NotBoolInt | None = Field(
         default=None,
         ge=1,
         description=(

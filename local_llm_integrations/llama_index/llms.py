@@ -64,6 +64,7 @@ from local_llm_integrations.llama_index._structured import (
 )
 from local_llm_runtime.errors import InvalidOptionError, ModelNotFoundError
 from local_llm_runtime.interface import EngineProtocol
+from local_llm_runtime.numbers import NotBoolFloat
 from local_llm_runtime.types import Chunk, ModelInfo
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class LocalLLM(LlamaIndexOptionFields, RemoteFields, FunctionCallingLLM):
         default=False,
         description="Load the model when the object is created (otherwise on the first call).",
     )
-    request_timeout: float | None = Field(
+    request_timeout: NotBoolFloat | None = Field(
         default=None,
         gt=0,
         description=(

@@ -126,7 +126,7 @@ from local_llm_runtime.types import (
     aggregate,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
-from local_llm_runtime.vectors import check_dimensions, finish_vectors
+from local_llm_runtime.vectors import check_dimensions, check_truncate, finish_vectors
 
 __all__ = [
     "FakeEngine",
@@ -789,6 +789,7 @@ class FakeEngine:
         checked = validate_texts(texts)
         valid = validate_options(options or {})
         check_dimensions(dimensions)
+        check_truncate(truncate)
         window = self.model_info(model).context_window(valid.get("num_ctx"))
         fulls = [prefix + t if prefix and not t.startswith(prefix) else t for t in checked]
         pieces = [fake_tokens(text) for text in fulls]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from local_llm_runtime.errors import InvalidOptionError
 
-__all__ = ["check_dimensions", "finish_vectors", "l2_normalize"]
+__all__ = ["check_dimensions", "check_truncate", "finish_vectors", "l2_normalize"]
 
 
 def check_dimensions(dimensions: object) -> int | None:
@@ -38,6 +38,30 @@ def check_dimensions(dimensions: object) -> int | None:
     if dimensions < 1:
         raise InvalidOptionError(f"dimensions must be at least 1, got {dimensions}.")
     return dimensions
+
+
+def check_truncate(truncate: object) -> bool:
+    """Validate a ``truncate`` argument before any work is done.
+
+    Only a real ``bool`` is accepted: the text ``"false"`` is truthy, so a truthiness
+    test would silently shorten the text the caller asked to refuse, and ``None`` or
+    ``0`` would refuse a text the caller did not ask about.
+
+    Args:
+        truncate: ``True`` (cut an over-long text to the context) or ``False`` (refuse it).
+
+    Returns:
+        The value, unchanged.
+
+    Raises:
+        InvalidOptionError: For anything but ``True`` or ``False`` (the message says which).
+    """
+    if not isinstance(truncate, bool):
+        raise InvalidOptionError(
+            f"truncate must be True or False, not {truncate!r}: True cuts a text longer than "
+            "the context to its first tokens, False raises ContextLengthExceededError."
+        )
+    return truncate
 
 
 def l2_normalize(vector: Sequence[float]) -> list[float]:

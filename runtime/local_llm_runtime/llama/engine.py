@@ -64,7 +64,7 @@ from local_llm_runtime.types import (
     Usage,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
-from local_llm_runtime.vectors import check_dimensions, finish_vectors
+from local_llm_runtime.vectors import check_dimensions, check_truncate, finish_vectors
 
 # The modules that import llama_cpp (a native library, ~0.3 s) are imported where
 # they are used -- the first load or request -- so constructing an engine (every
@@ -439,6 +439,7 @@ class LlamaEngine(WholeResults):
         """
         texts = validate_texts(texts)
         check_dimensions(dimensions)
+        check_truncate(truncate)
         if not texts:
             return []
         local = self.library.resolve(model)

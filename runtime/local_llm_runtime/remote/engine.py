@@ -80,7 +80,7 @@ from local_llm_runtime.types import (
     ToolChoice,
 )
 from local_llm_runtime.validation import validate_messages, validate_prompt, validate_texts
-from local_llm_runtime.vectors import check_dimensions, finish_vectors
+from local_llm_runtime.vectors import check_dimensions, check_truncate, finish_vectors
 
 __all__ = ["EMBED_BATCH", "RemoteEngine"]
 
@@ -717,6 +717,7 @@ class RemoteEngine(WholeResults):
         """
         del task
         check_dimensions(dimensions)
+        check_truncate(truncate)
         batch_texts = self._embed_plan(texts, prefix, options)
         if not batch_texts:
             return []
@@ -737,7 +738,7 @@ class RemoteEngine(WholeResults):
         normalize = kwargs.pop("normalize", True)
         kwargs.pop("task", None)
         dimensions = check_dimensions(kwargs.pop("dimensions", None))
-        truncate = bool(kwargs.pop("truncate", True))
+        truncate = check_truncate(kwargs.pop("truncate", True))
         batch_texts = self._embed_plan(
             texts, kwargs.pop("prefix", None), kwargs.pop("options", None)
         )

@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from local_llm_runtime.errors import InvalidOptionError
 from local_llm_runtime.server.app import server_state
 from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.openai_wire import (
@@ -148,7 +149,15 @@ async def embeddings(request: Request) -> Response:
     ticket = state.admit()
 
     async def embed() -> tuple[list[list[float]], int]:
-        vectors = await engine.aembed(req.model, texts, dimensions=req.dimensions)
+        try:
+            vectors = await engine.aembed(req.model, texts, dimensions=req.dimensions)
+        except InvalidOptionError as exc:
+            if req.dimensions is None:
+                raise
+            # the request is checked already: dimensions is more than the model's width
+            raise HTTPError(
+                400, f"dimensions: {exc}", param="dimensions", code="invalid_option"
+            ) from None
         tokens = await anyio.to_thread.run_sync(
             lambda: sum(len(engine.tokenize(req.model, text)) for text in texts)
         )

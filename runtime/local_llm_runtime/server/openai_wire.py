@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from local_llm_runtime.errors import InvalidOptionError, UnknownOptionError
 from local_llm_runtime.interface import JsonFormat
 from local_llm_runtime.logprobs import LegacyLogprobs, token_logprob_object
+from local_llm_runtime.numbers import NotBoolFloat, NotBoolInt
 from local_llm_runtime.options import validate_options
 from local_llm_runtime.server.errors import HTTPError
 from local_llm_runtime.server.model_names import ModelName
@@ -200,21 +201,21 @@ class _Sampling(_Wire):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    n: int | None = Field(default=None, ge=1)
+    seed: NotBoolInt | None = None
+    max_tokens: NotBoolInt | None = Field(default=None, ge=1)
+    temperature: NotBoolFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: NotBoolFloat | None = Field(default=None, ge=0.0, le=1.0)
+    frequency_penalty: NotBoolFloat | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: NotBoolFloat | None = Field(default=None, ge=-2.0, le=2.0)
+    n: NotBoolInt | None = Field(default=None, ge=1)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
     # extras (llama-server / vLLM names), Ollama's options of the same name
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
+    top_k: NotBoolInt | None = None
+    min_p: NotBoolFloat | None = None
+    repeat_penalty: NotBoolFloat | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -225,9 +226,9 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: NotBoolInt | None = Field(default=None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: NotBoolInt | None = None
     store: bool | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
@@ -248,8 +249,8 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = None
     suffix: str | None = None
-    best_of: int | None = None
-    logprobs: int | None = None
+    best_of: NotBoolInt | None = None
+    logprobs: NotBoolInt | None = None
 
 
 class EmbeddingRequest(_Wire):
@@ -258,7 +259,7 @@ class EmbeddingRequest(_Wire):
     model: ModelName
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: NotBoolInt | None = Field(default=None, ge=1)
     user: str | None = None
 
 

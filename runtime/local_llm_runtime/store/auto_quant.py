@@ -352,9 +352,15 @@ def read_shape(
         listing.revision,
         path,
         limit,
-        enough=lambda head: read_gguf_metadata_prefix(head, path) is not None,
+        enough=lambda head: _complete_header(head, path),
     )
-    metadata = read_gguf_metadata_prefix(data, path)
+    try:
+        metadata = read_gguf_metadata_prefix(data, path)
+    except InvalidModelFileError as exc:  # bad magic, version, lengths: not the file's fault here
+        raise InvalidModelFileError(
+            f"The GGUF header of {path} in {prefix}{listing.repo_id} cannot be read ({exc}); "
+            "name a quantization instead of auto."
+        ) from None
     if metadata is None:
         raise InvalidModelFileError(
             f"The GGUF header of {path} in {prefix}{listing.repo_id} is truncated or larger "
@@ -366,6 +372,14 @@ def read_shape(
         raise InvalidModelFileError(
             f"{path} of {prefix}{listing.repo_id}: {exc}; name a quantization instead of auto."
         ) from None
+
+
+def _complete_header(head: bytes, path: str) -> bool:
+    """Whether ``head`` holds the whole metadata; a corrupt header stops the read too."""
+    try:
+        return read_gguf_metadata_prefix(head, path) is not None
+    except InvalidModelFileError:
+        return True  # no more bytes can repair it: read_shape reports it
 
 
 def choose_for_listing(
@@ -399,7 +413,10 @@ def choose_for_listing(
     files = quant_files(listing.sizes)
     what = f"{prefix}{listing.repo_id}"
     if not files:
-        raise QuantizationNotFoundError(f"{what} has no GGUF files to choose from.")
+        from local_llm_runtime.store.hub import missing_gguf_hint
+
+        hint = missing_gguf_hint(list(listing.sizes))
+        raise QuantizationNotFoundError(f"{what} has no GGUF files to choose from.{hint}")
     shape = read_shape(hub, listing, files[0], prefix)
     if num_ctx is None:
         trained = shape.n_ctx_train

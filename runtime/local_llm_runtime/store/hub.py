@@ -180,9 +180,51 @@ def select_files(paths: Sequence[str], quant: str) -> list[str]:
     for (_prefix, total), shards in sorted(groups.items()):
         if total >= 1 and sorted(shards) == list(range(1, total + 1)):
             return [shards[i] for i in range(1, total + 1)]
-    quants = available_quants(paths)
-    hint = f" Available: {', '.join(quants)}." if quants else " The repository has no GGUF files."
+    hint = missing_gguf_hint(paths)
     raise QuantizationNotFoundError(f"No {quant.upper()} GGUF file found.{hint}")
+
+
+def missing_gguf_hint(paths: Sequence[str]) -> str:
+    """What a listing offers instead, for an error (leading space; names no missing quant).
+
+    Only quantizations with a single file or a complete shard set are "available"; a
+    split set with missing shards is named with what is missing (a listing mid-upload),
+    and a repository whose only GGUFs are projectors (``mmproj-*``) says so.
+    """
+    usable, incomplete = [], []
+    for quant in available_quants(paths):
+        pattern = _quant_pattern(quant)
+        matching = [p for p in paths if _is_candidate(p) and pattern.search(p)]
+        if any(not _SPLIT.match(p) for p in matching):
+            usable.append(quant)
+            continue
+        shards: dict[int, set[int]] = {}
+        for path in matching:
+            match = _SPLIT.match(path)
+            if match:
+                shards.setdefault(int(match["total"]), set()).add(int(match["index"]))
+        if any(found == set(range(1, total + 1)) for total, found in shards.items()):
+            usable.append(quant)
+        else:
+            total, found = max(shards.items())
+            missing = sorted(set(range(1, total + 1)) - found)
+            listed = ", ".join(str(i) for i in missing)
+            incomplete.append(f"{quant} (shard {listed} of {total} not listed)")
+    hint = f" Available: {', '.join(usable)}." if usable else ""
+    if incomplete:
+        hint += (
+            f" Incomplete split files: {'; '.join(incomplete)}; the upload may be "
+            "unfinished: try again later or choose another quantization."
+        )
+    if not usable and not incomplete:
+        names = [p for p in paths if p.lower().endswith(".gguf")]
+        hint = (
+            f" Its only GGUF files are projectors ({', '.join(names)}), not a model."
+            if names
+            else " The repository has no GGUF files."
+        )
+        hint += " Use a repository with GGUF model files (often named '...-GGUF')."
+    return hint
 
 
 def read_prefix_of(
