@@ -68,6 +68,7 @@ def files(tmp_path: Path, tiny_gguf: Path, tiny_lora_gguf: Path) -> dict[str, Pa
 
 BAD_MODELFILES: list[tuple[str, str, str]] = [
     # (id, Modelfile with {model}/{lora}/... placeholders, what the error says)
+    ("adapter-twice", "FROM {model}\nADAPTER {lora}\nADAPTER {lora}\n", "listed twice"),
     ("no-from", "SYSTEM hi\n", "no FROM"),
     ("empty", "", "no FROM"),
     ("only-comments", "# FROM {model}\n", "no FROM"),
@@ -213,7 +214,6 @@ GOOD_MODELFILES: list[tuple[str, str, dict[str, object]]] = [
         + '"""\n',
         {"template": JINJA_CHATML_EXAMPLE},
     ),
-    ("two-adapters", "FROM {model}\nADAPTER {lora}\nADAPTER {lora}\n", {"adapters": 2}),
     ("license-twice", "FROM {model}\nLICENSE MIT\nLICENSE '''Apache'''\n", {}),
 ]
 
