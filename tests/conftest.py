@@ -90,7 +90,16 @@ def tiny_lora_gguf(_tiny_dir: Path) -> Path:
 
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """A running loopback Hub; ``HF_ENDPOINT`` points at it."""
+    """A running loopback Hub; ``HF_ENDPOINT`` points at it.
+
+    huggingface_hub's 10 s read timeout is raised to 120 s: on a saturated CI machine the
+    loopback server can stall that long, and a read timed out before the first 10 MB chunk
+    was written restarts a download instead of resuming it (seen once in CI: the resume
+    test got no ``Range``). Tests of our own timeouts do not go through it.
+    """
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 120)
     with FakeHub() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         yield hub
