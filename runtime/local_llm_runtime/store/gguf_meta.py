@@ -223,9 +223,8 @@ def _read(path: Path) -> GGUFInfo:
         raise InvalidModelFileError(f"{path} is not a valid GGUF file ({exc}).") from None
 
 
-def _parse(reader: _Reader) -> GGUFInfo:
-    if bytes(reader.buf[:4]) != GGUF_MAGIC:
-        raise reader.fail("wrong magic bytes")
+def _header(reader: _Reader) -> tuple[int, int, dict[str, Any]]:
+    """After the magic bytes: ``(version, tensor count, metadata)``."""
     reader.take(4)
     version = reader.u32()
     if version not in (2, 3):
@@ -238,6 +237,13 @@ def _parse(reader: _Reader) -> GGUFInfo:
     for _ in range(kv_count):
         key = reader.string()
         metadata[key] = reader.value(reader.u32())
+    return version, tensor_count, metadata
+
+
+def _parse(reader: _Reader) -> GGUFInfo:
+    if bytes(reader.buf[:4]) != GGUF_MAGIC:
+        raise reader.fail("wrong magic bytes")
+    version, tensor_count, metadata = _header(reader)
     parameters = 0
     types: dict[int, int] = {}
     data_end = 0
@@ -366,18 +372,7 @@ def read_gguf_metadata_prefix(data: bytes, name: str) -> dict[str, Any] | None:
             return None
         if bytes(data[:4]) != GGUF_MAGIC:
             raise reader.fail("wrong magic bytes")
-        reader.take(4)
-        version = reader.u32()
-        if version not in (2, 3):
-            raise reader.fail(f"unsupported GGUF version {version}")
-        tensor_count = reader.u64()
-        kv_count = reader.u64()
-        if tensor_count > 1 << 24 or kv_count > 1 << 20:
-            raise reader.fail("implausible header counts")
-        metadata: dict[str, Any] = {}
-        for _ in range(kv_count):
-            key = reader.string()
-            metadata[key] = reader.value(reader.u32())
+        _, _, metadata = _header(reader)
     except _PrefixEnded:
         return None
     except (struct.error, UnicodeDecodeError) as exc:
